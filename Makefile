@@ -1,0 +1,37 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+.PHONY: demo test lint setup data clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel on this machine's disk (a newer one pulls a multi-GB CUDA build)
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package where apt exists and the files are missing.
+data:
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "note: could not install dataset-fashion-mnist; slimline will download Fashion-MNIST when online"; \
+	fi
+
+demo: setup
+	$(BIN)/slimline demo
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,72 @@
+"""The Python API that the CLI wraps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from slimline.artifact import ARTIFACT_JSON, Artifact
+from slimline.data import ArrayDataset, load_dataset
+from slimline.errors import SlimlineError
+from slimline.evaluate import evaluate, evaluate_artifact, predict_logits
+from slimline.models import load_model, load_onnx
+from slimline.pipeline import run_recipe
+from slimline.recipe import Recipe, load_recipe, parse_recipe
+
+
+def open_model(model: str | Path, weights: str | Path | None = None, **kwargs: Any) -> nn.Module | Artifact:
+    """A zoo name / ``module:factory`` (-> nn.Module), an artifact folder or a .onnx file (-> Artifact)."""
+    p = Path(str(model))
+    if p.is_dir():
+        if not (p / ARTIFACT_JSON).exists():
+            raise SlimlineError(f"{p} is a folder but not a slimline artifact (no {ARTIFACT_JSON})")
+        return Artifact.load(p)
+    if str(model).endswith(".onnx"):
+        load_onnx(p)
+        return Artifact("onnx", p.parent, {"model": p.name}, {}, [])
+    if str(model).endswith((".xml",)):
+        return Artifact("openvino", p.parent, {"model": p.name, "weights": p.with_suffix(".bin").name}, {}, [])
+    return load_model(str(model), weights, **kwargs)
+
+
+def evaluate_model(
+    model: str | Path | nn.Module | Artifact,
+    data: str | ArrayDataset,
+    split: str = "test",
+    weights: str | Path | None = None,
+    reference: str | Path | nn.Module | Artifact | None = None,
+    reference_weights: str | Path | None = None,
+    runtime: str | None = None,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Top-1/top-5 (with sample size and 95% interval) and, with ``reference``, fidelity."""
+    ds = data if isinstance(data, ArrayDataset) else load_dataset(data, split, data_dir, limit)
+    m = open_model(model, weights) if isinstance(model, str | Path) else model
+    ref_logits = None
+    if reference is not None:
+        r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
+        ref_logits = predict_logits(r, ds) if isinstance(r, nn.Module) else evaluate_artifact(r, ds, return_logits=True)
+    if isinstance(m, nn.Module):
+        return evaluate(m, ds, reference=ref_logits) | {"runtime": "torch"}
+    return evaluate_artifact(m, ds, runtime=runtime, reference=ref_logits)
+
+
+def run(recipe: str | Path | dict[str, Any] | Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run a recipe (a YAML path, a dict, or a Recipe) and return its results."""
+    if isinstance(recipe, Recipe):
+        r = recipe
+    elif isinstance(recipe, dict):
+        r = parse_recipe(recipe)
+    else:
+        r = load_recipe(recipe)
+    return run_recipe(r, output_dir)
+
+
+def demo_recipe(quick: bool = False) -> dict[str, Any]:
+    """The demo's recipe (``src/slimline/recipes/demo.yaml``; ``quick`` uses a data slice)."""
+    name = "demo_quick.yaml" if quick else "demo.yaml"
+    return yaml.safe_load((Path(__file__).parent / "recipes" / name).read_text())

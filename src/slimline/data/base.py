@@ -1,0 +1,144 @@
+"""The in-memory dataset every loader returns, with its preprocessing declared beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from slimline.errors import DataError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about its input: shape, classes and preprocessing.
+
+    Images are stored as uint8 HWC; the model sees float32 NCHW, ``(x / 255 - mean) / std``.
+    """
+
+    name: str
+    input_shape: tuple[int, int, int]  # C, H, W
+    num_classes: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = "none"  # "none" | "crop" | "crop_flip"
+    pad: int = 0  # zero padding for random crops
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        d = dict(d)
+        for k in ("input_shape", "class_names", "mean", "std"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class ArrayDataset:
+    """Images ``x`` (uint8, N x H x W x C) with labels ``y`` (int64, N) and their spec."""
+
+    x: np.ndarray
+    y: np.ndarray
+    spec: DataSpec
+    split: str = "train"
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.x.ndim == 3:  # N x H x W -> N x H x W x 1
+            self.x = self.x[..., None]
+        if self.x.ndim != 4:
+            raise DataError(f"{self.spec.name}: images must be N x H x W x C, got shape {self.x.shape}")
+        if len(self.x) != len(self.y):
+            raise DataError(
+                f"{self.spec.name} ({self.split}): {len(self.x)} images but {len(self.y)} labels "
+                f"in {self.source or 'the data'}; the files do not belong together or one is truncated"
+            )
+        self.y = np.asarray(self.y, dtype=np.int64)
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= self.spec.num_classes):
+            raise DataError(
+                f"{self.spec.name}: labels must lie in 0..{self.spec.num_classes - 1}, "
+                f"found {int(self.y.min())}..{int(self.y.max())} in {self.source or 'the data'}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, indices: np.ndarray | list[int] | slice) -> ArrayDataset:
+        return ArrayDataset(self.x[indices], self.y[indices], self.spec, self.split, self.source)
+
+    def take(self, n: int | None) -> ArrayDataset:
+        """The first ``n`` samples (all when ``n`` is None or larger than the set)."""
+        return self if n is None or n >= len(self) else self.subset(slice(0, n))
+
+    def sample(self, n: int | None, seed: int = 0) -> ArrayDataset:
+        """``n`` samples drawn without replacement, reproducibly."""
+        if n is None or n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return self.subset(idx)
+
+    def split_off(self, val_size: int | float, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+        """Split into (train, validation) by a seeded permutation; validation gets ``val_size``."""
+        n_val = int(round(val_size * len(self))) if isinstance(val_size, float) else int(val_size)
+        if not 0 < n_val < len(self):
+            raise DataError(f"validation size {val_size} does not fit a set of {len(self)} samples")
+        perm = np.random.default_rng(seed).permutation(len(self))
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        t, v = self.subset(train), self.subset(val)
+        v.split = f"{self.split}-val"
+        return t, v
+
+    def normalize(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x C -> normalised float32 N x C x H x W."""
+        t = torch.as_tensor(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.spec.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (t - mean) / std
+
+    def inputs(self) -> np.ndarray:
+        """All samples, preprocessed, as one float32 NCHW array (for calibration and parity checks)."""
+        return self.normalize(self.x).numpy()
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (inputs, labels) tensors; augmentation follows ``spec.augment``."""
+        n = len(self)
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=gen).numpy() if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            xb = self.normalize(self.x[idx])
+            if augment and self.spec.augment != "none":
+                xb = _augment(xb, self.spec, gen)
+            yield xb, torch.from_numpy(self.y[idx])
+
+
+def _augment(x: torch.Tensor, spec: DataSpec, gen: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    if spec.pad > 0:
+        p = spec.pad
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * p)
+        x = padded.gather(2, rows)
+        cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+        x = x.gather(3, cols)
+    if spec.augment == "crop_flip":
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    return x

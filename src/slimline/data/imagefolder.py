@@ -1,0 +1,130 @@
+"""Your own images: ``DATA_DIR/{train,test}/<class>/<image>``, one sub-folder per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from slimline.data import DATASETS
+from slimline.data.base import ArrayDataset, DataSpec
+from slimline.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+NAME = "imagefolder"
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+SPLITS = ("train", "test")
+
+
+@DATASETS.register(NAME)
+def load(split: str, data_dir: Path | None, download: bool) -> ArrayDataset:
+    """Every image of ``split``, converted to RGB; all images must share one size."""
+    if data_dir is None:
+        raise DataError(
+            f"{NAME} needs --data-dir: a folder with train/ and test/ sub-folders, "
+            "each holding one sub-folder of images per class"
+        )
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{NAME}: {root} is not a folder")
+    split_dir, train_dir = _split_dirs(root, split)
+    classes = _class_names(train_dir if train_dir.is_dir() else split_dir)
+    files, labels = _list_images(split_dir, classes)
+    ref_file = _first_image(train_dir, classes) if train_dir.is_dir() else files[0]
+    ref_size = _open(ref_file).size
+    x = np.stack([_read(f, ref_file, ref_size) for f in files])
+    w, h = ref_size
+    spec = DataSpec(
+        name=NAME,
+        input_shape=(3, h, w),
+        num_classes=len(classes),
+        class_names=tuple(classes),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        augment="crop_flip",
+        pad=min(h, w) // 8,
+    )
+    return ArrayDataset(x, np.asarray(labels, dtype=np.int64), spec, split, source=str(split_dir))
+
+
+def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
+    """(folder of ``split``, folder of the train split); a root holding only class folders is the train split."""
+    if split not in SPLITS:
+        raise DataError(f"{NAME}: split must be 'train' or 'test', not {split!r}")
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DataError(f"{NAME}: {root} has no {split}/ sub-folder; expected {root}/{{train,test}}/<class>/")
+        return split_dir, root / "train"
+    if split == "test":
+        raise DataError(
+            f"{NAME}: {root} holds class folders but no train/ and test/ sub-folders, so it is used as the "
+            f"train split and there is no test split; create {root}/test/<class>/ (and move the rest to train/)"
+        )
+    return root, root
+
+
+def _class_names(folder: Path) -> list[str]:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{NAME}: {folder} has no class sub-folders; expected {folder}/<class>/<image>")
+    return classes
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    present = _class_names(split_dir)
+    unknown = sorted(set(present) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{NAME}: {split_dir} has class folders not in the train split: {', '.join(unknown)} "
+            f"(train classes: {', '.join(classes)})"
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        found = _images_in(split_dir / name) if (split_dir / name).is_dir() else []
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DataError(f"{NAME}: no images in {split_dir}/<class>/ (supported: {', '.join(sorted(EXTENSIONS))})")
+    return files, labels
+
+
+def _first_image(train_dir: Path, classes: list[str]) -> Path:
+    for name in classes:
+        found = _images_in(train_dir / name)
+        if found:
+            return found[0]
+    raise DataError(f"{NAME}: no images in {train_dir}/<class>/ (supported: {', '.join(sorted(EXTENSIONS))})")
+
+
+def _open(path: Path) -> Image:
+    """The image at ``path``, fully decoded and converted to RGB."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise DataError(f"{NAME} needs Pillow to read images: pip install pillow ({e})") from e
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{NAME}: cannot read image {path} ({e}); delete or replace it") from e
+
+
+def _read(path: Path, ref_file: Path, ref_size: tuple[int, int]) -> np.ndarray:
+    img = _open(path)
+    if img.size != ref_size:
+        raise DataError(
+            f"{NAME}: {path} is {img.size[0]} x {img.size[1]} but {ref_file} is {ref_size[0]} x {ref_size[1]}; "
+            "all images must share one size, resize them first (e.g. with Pillow's Image.resize)"
+        )
+    return np.asarray(img, dtype=np.uint8)

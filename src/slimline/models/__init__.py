@@ -1,0 +1,189 @@
+"""Models: a registry of architectures plus loading of users' own models and weights.
+
+``load_model("cifar_resnet56", weights=...)`` builds a zoo model; ``load_model("pkg.mod:factory")``
+calls a user's factory; ``load_onnx("model.onnx")`` reads and checks an ONNX file. Weights are
+always read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimline.errors import ModelError
+from slimline.models.zoo import MODELS, ModelEntry
+
+_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+def _import_zoo() -> None:
+    from slimline.models import cifar_resnet, resnet, small_cnn  # noqa: F401
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """A freshly initialised zoo model (see ``MODELS.names()``)."""
+    _import_zoo()
+    entry = MODELS.get(name)
+    model = entry.factory(**kwargs)
+    model.slimline_source = {"zoo": name, "kwargs": kwargs}  # type: ignore[assignment]
+    return model
+
+
+def model_entry(name: str) -> ModelEntry | None:
+    _import_zoo()
+    return MODELS.get(name) if name in MODELS else None
+
+
+def _call_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise ModelError(f"user model must be given as 'package.module:factory', got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ModelError(
+            f"cannot import {mod_name!r} for model {spec!r}: {e}. "
+            "Run from the folder that holds it or add it to PYTHONPATH"
+        ) from e
+    factory = getattr(module, fn_name, None)
+    if not callable(factory):
+        raise ModelError(f"{mod_name!r} has no callable {fn_name!r}")
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def build_from_source(source: dict[str, Any]) -> nn.Module:
+    """Rebuild an architecture from the ``slimline_source`` saved with an artifact."""
+    kwargs = dict(source.get("kwargs", {}))
+    if "zoo" in source:
+        return build_model(source["zoo"], **kwargs)
+    if "factory" in source:
+        model = _call_factory(source["factory"], kwargs)
+        model.slimline_source = dict(source)  # type: ignore[assignment]
+        return model
+    raise ModelError(f"cannot rebuild a model from {source!r}")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a plain state_dict or a checkpoint dict holding one; strip ``module.`` prefixes."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"weights file {p} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds here
+        raise ModelError(
+            f"cannot read weights from {p}: {str(e).splitlines()[0]}. "
+            "slimline loads weights with weights_only=True: save a state_dict (torch.save(model.state_dict(), f))"
+        ) from e
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in _STATE_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{p} holds no state_dict (a dict of tensors, or a checkpoint with one under {_STATE_KEYS})")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load weights strictly; on mismatch name the first few offending keys and shapes."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:5])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:5])})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:5])})")
+        raise ModelError(f"weights in {path} do not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(spec: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """A zoo name or ``package.module:factory``, optionally with a weights file, in eval mode."""
+    if spec.endswith(".onnx"):
+        raise ModelError(f"{spec} is an ONNX file: use slimline.models.load_onnx, or give it to a recipe as 'model'")
+    _import_zoo()
+    if ":" in spec:
+        model = _call_factory(spec, kwargs)
+        model.slimline_source = {"factory": spec, "kwargs": kwargs}  # type: ignore[assignment]
+    elif spec in MODELS:
+        model = build_model(spec, **kwargs)
+    else:
+        raise ModelError(
+            f"unknown model {spec!r}: give a zoo name ({', '.join(MODELS.names())}), "
+            "'package.module:factory', or a .onnx file"
+        )
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()
+
+
+def load_onnx(path: str | Path) -> Any:
+    """Read an ONNX file and run the ONNX checker on it; errors say what is wrong."""
+    import onnx
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"ONNX file {p} does not exist")
+    try:
+        proto = onnx.load(str(p))
+        onnx.checker.check_model(str(p))
+    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValidationError, ...
+        raise ModelError(f"{p} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    return proto
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass for a batch of 1 (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, *input_shape)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    model.train(was_training)
+    return int(fc.get_total_flops() // 2)
+
+
+__all__ = [
+    "MODELS",
+    "ModelEntry",
+    "build_model",
+    "build_from_source",
+    "count_macs",
+    "count_params",
+    "load_model",
+    "load_onnx",
+    "load_weights",
+    "model_entry",
+    "read_state_dict",
+]

@@ -1,0 +1,133 @@
+"""The recipe schema: YAML validated by pydantic, with errors that give the field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from slimline.errors import RecipeError
+from slimline.steps import StepConfig, get_step, step_names
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="zoo name, 'package.module:factory', or a .onnx file")
+    weights: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    data_dir: str | None = None
+    val_size: float | int = Field(0.1, description="validation slice of the training split (fraction or count)")
+    train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
+    test_limit: int | None = Field(None, ge=1, description="use only the first N test samples")
+
+
+class BenchmarkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    threads: int | None = None
+    min_runs: int = 20
+    min_seconds: float = 1.0
+    warmup: int = 5
+    artifacts: list[str] | None = Field(None, description="step folders to bench (default: every artifact)")
+
+
+class StepSpec(BaseModel):
+    """One validated step: its registered name and its parsed options."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    name: str
+    config: StepConfig
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "run"
+    model: ModelSpec
+    data: DataConfig
+    steps: list[StepSpec]
+    benchmark: BenchmarkConfig | None = None
+    output_dir: str = "runs/run"
+    seed: int = 0
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_str(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_str(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            raise ValueError("steps must be a list, e.g. [{train: {epochs: 3}}, {evaluate: {}}]")
+        return [parse_step(item, i) for i, item in enumerate(v)]
+
+
+def parse_step(item: Any, index: int) -> StepSpec:
+    """``{train: {epochs: 3}}``, ``{step: train, epochs: 3}`` or ``"train"`` -> StepSpec."""
+    if isinstance(item, StepSpec):
+        return item
+    if isinstance(item, str):
+        name, options = item, {}
+    elif isinstance(item, dict) and "step" in item:
+        options = {k: v for k, v in item.items() if k != "step"}
+        name = item["step"]
+    elif isinstance(item, dict) and len(item) == 1:
+        name, options = next(iter(item.items()))
+        options = options or {}
+    else:
+        raise ValueError(f"steps[{index}]: write a step as {{name: {{options}}}}, got {item!r}")
+    valid = step_names()
+    if name not in valid:
+        raise ValueError(f"steps[{index}]: unknown step {name!r}; valid steps: {', '.join(valid)}")
+    step_cls = get_step(name)
+    try:
+        config = step_cls.Config.model_validate(options)
+    except ValidationError as e:
+        raise ValueError(_format_errors(e, f"steps[{index}].{name}")) from None
+    return StepSpec(name=name, config=config)
+
+
+def _format_errors(e: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    p = Path(path)
+    if not p.exists():
+        raise RecipeError(f"recipe {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{p} must hold a mapping with model, data and steps")
+    raw.update(overrides or {})
+    return parse_recipe(raw, source=str(p))
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(f"{source} is invalid: {_format_errors(e)}") from None

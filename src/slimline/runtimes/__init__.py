@@ -1,0 +1,60 @@
+"""Runtimes behind one interface, one file each, registered by name in ``RUNTIMES``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slimline.artifact import Artifact
+from slimline.errors import RuntimeUnavailable, SlimlineError
+from slimline.registry import Registry
+from slimline.runtimes.base import Runtime, Session
+
+RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
+
+
+def _import_runtimes() -> None:
+    from slimline.runtimes import onnxruntime, torch_eager  # noqa: F401
+
+    for optional in ("torch_compile", "openvino"):
+        try:
+            __import__(f"slimline.runtimes.{optional}")
+        except ModuleNotFoundError as e:  # the file itself is missing, not its backend
+            if e.name != f"slimline.runtimes.{optional}":
+                raise
+
+
+def get_runtime(name: str) -> type[Runtime]:
+    _import_runtimes()
+    return RUNTIMES.get(name)
+
+
+def runtime_names() -> list[str]:
+    _import_runtimes()
+    return RUNTIMES.names()
+
+
+def availability() -> dict[str, tuple[bool, str]]:
+    """Every registered runtime with (usable, reason)."""
+    _import_runtimes()
+    return {n: RUNTIMES.get(n).available() for n in RUNTIMES.names()}
+
+
+def open_session(artifact: Artifact, runtime: str, **options: Any) -> Session:
+    """Load ``artifact`` on ``runtime``; options come from the artifact's runtime config, then ``options``."""
+    cls = get_runtime(runtime)
+    ok, why = cls.available()
+    if not ok:
+        raise RuntimeUnavailable(f"runtime {runtime!r} is not usable here: {why}")
+    if artifact.kind not in cls.kinds:
+        raise SlimlineError(
+            f"runtime {runtime!r} runs {', '.join(cls.kinds)} artifacts, but {artifact.path} is {artifact.kind}"
+        )
+    merged = {**artifact.meta.get("runtime_config", {}).get(runtime, {}), **options}
+    return cls().load(artifact, **merged)
+
+
+def default_runtime(artifact: Artifact) -> str:
+    return {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[artifact.kind]
+
+
+__all__ = ["RUNTIMES", "Runtime", "Session", "availability", "default_runtime", "get_runtime", "open_session", "runtime_names"]

@@ -1,0 +1,171 @@
+"""OpenVINO runtime: IR (``.xml`` + ``.bin``) or ONNX files on the CPU device (GPU when present).
+
+Options: ``device`` (CPU, GPU, AUTO), ``hint`` (latency | throughput), ``streams`` (number of
+streams; default chosen by the hint), ``threads`` (inference threads), ``precision`` (``f32`` by
+default so that fp32 results are fp32 on CPUs that would otherwise pick bf16; ``bf16``, ``f16``
+or ``auto`` for the plugin's choice) and ``requests`` (parallel infer requests a batch is split
+over with the throughput hint; default: the number of streams).
+
+Telemetry: ``openvino_telemetry`` sends usage data unless a consent file says no (with no file it
+counts as consent for ``convert_model`` and ``nncf``). :func:`disable_telemetry` turns it off in
+this process without writing to the user's home; every slimline path that imports ``openvino``
+or ``nncf`` calls it first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from slimline.artifact import Artifact
+from slimline.errors import RuntimeUnavailable
+from slimline.runtimes import RUNTIMES
+from slimline.runtimes.base import Runtime, Session
+
+_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
+_PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+_telemetry_off = False
+
+
+def disable_telemetry() -> None:
+    """Make sure neither OpenVINO (``convert_model``) nor NNCF sends or stores telemetry.
+
+    * ``NNCF_CI=1``: NNCF replaces its telemetry object with a stub (read when nncf is imported).
+    * ``OptInChecker.check`` answers DECLINED: a missing consent file no longer counts as consent,
+      so no client-id file is written and nothing is queued.
+    * ``TelemetrySender.send`` does nothing, and an instance created earlier loses its consent.
+    """
+    global _telemetry_off
+    os.environ.setdefault("NNCF_CI", "1")
+    if _telemetry_off:
+        return
+    try:
+        import openvino_telemetry
+        from openvino_telemetry.utils import opt_in_checker, sender
+    except ImportError:  # no telemetry package: nothing can be sent
+        _telemetry_off = True
+        return
+
+    def _declined(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return opt_in_checker.ConsentCheckResult.DECLINED
+
+    def _no_send(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    opt_in_checker.OptInChecker.check = _declined  # type: ignore[method-assign]
+    sender.TelemetrySender.send = _no_send  # type: ignore[method-assign]
+    existing = getattr(openvino_telemetry.Telemetry, "_SingletonMetaClass__single_instance", None)
+    if existing is not None:
+        existing.consent = False
+    _telemetry_off = True
+
+
+def import_openvino() -> Any:
+    """``import openvino`` with telemetry off; a clear error when it is missing."""
+    disable_telemetry()
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise RuntimeUnavailable(f"openvino is not installed ({e}); pip install openvino") from e
+    return ov
+
+
+class OpenVinoSession(Session):
+    def __init__(self, path: str, device: str, hint: str, streams: int | str | None, threads: int | None,
+                 precision: str, requests: int | None) -> None:
+        ov = import_openvino()
+        core = ov.Core()
+        device = device.upper()
+        if device not in ("AUTO",) and device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+            raise RuntimeUnavailable(
+                f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); use device: CPU"
+            )
+        if hint not in _HINTS:
+            raise RuntimeUnavailable(f"openvino hint must be one of {sorted(_HINTS)}, not {hint!r}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": _HINTS[hint]}
+        if streams is not None:
+            config["NUM_STREAMS"] = str(streams)
+        if threads and device.startswith("CPU"):
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if precision != "auto":
+            if precision not in _PRECISIONS:
+                raise RuntimeUnavailable(f"openvino precision must be auto or one of {sorted(_PRECISIONS)}")
+            config["INFERENCE_PRECISION_HINT"] = _PRECISIONS[precision]
+        model = core.read_model(path)
+        self.compiled = core.compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        n_streams = _int_property(self.compiled, "NUM_STREAMS", 1)
+        self.n_requests = int(requests) if requests else (n_streams if hint != "latency" else 1)
+        self.queue = ov.AsyncInferQueue(self.compiled, self.n_requests) if self.n_requests > 1 else None
+        self._desc = {
+            "name": "openvino",
+            "version": ov.__version__.split("-")[0],
+            "device": device,
+            "available_devices": list(core.available_devices),
+            "precision": str(_property(self.compiled, "INFERENCE_PRECISION_HINT", precision)),
+            "threads": _int_property(self.compiled, "INFERENCE_NUM_THREADS", threads or 0) or None,
+            "hint": hint,
+            "streams": n_streams,
+            "requests": self.n_requests,
+        }
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.queue is None or len(x) < 2:
+            self.request.infer({0: x}, share_inputs=True)
+            return self.request.get_output_tensor(0).data.copy()
+        chunks = np.array_split(x, min(self.n_requests, len(x)))
+        out: list[np.ndarray | None] = [None] * len(chunks)
+
+        def done(req: Any, i: int) -> None:
+            out[i] = req.get_output_tensor(0).data.copy()
+
+        self.queue.set_callback(done)
+        for i, c in enumerate(chunks):
+            self.queue.start_async({0: np.ascontiguousarray(c)}, userdata=i, share_inputs=True)
+        self.queue.wait_all()
+        return np.concatenate(out)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._desc)
+
+
+def _property(compiled: Any, key: str, default: Any) -> Any:
+    try:
+        return compiled.get_property(key)
+    except Exception:  # noqa: BLE001 - property not supported by this device
+        return default
+
+
+def _int_property(compiled: Any, key: str, default: int) -> int:
+    try:
+        return int(str(_property(compiled, key, default)))
+    except ValueError:
+        return default
+
+
+@RUNTIMES.register("openvino")
+class OpenVinoRuntime(Runtime):
+    name = "openvino"
+    kinds = ("openvino", "onnx")
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            ov = import_openvino()
+        except RuntimeUnavailable as e:
+            return False, str(e)
+        try:
+            devices = ov.Core().available_devices
+        except Exception as e:  # noqa: BLE001 - plugin loading can fail in many ways
+            return False, f"OpenVINO cannot list its devices here: {e}"
+        if not devices:
+            return False, "OpenVINO finds no device (CPU plugin missing?); reinstall openvino"
+        return True, ""
+
+    def load(self, artifact: Artifact, device: str = "CPU", hint: str = "latency", streams: int | str | None = None,
+             threads: int | None = None, precision: str = "f32", requests: int | None = None,
+             **_: Any) -> Session:
+        return OpenVinoSession(str(artifact.model_file), device, hint, streams, threads, precision, requests)

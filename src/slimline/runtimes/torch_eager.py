@@ -1,0 +1,51 @@
+"""PyTorch eager runtime (options: ``threads``, ``channels_last``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimline.artifact import Artifact, load_torch
+from slimline.runtimes import RUNTIMES
+from slimline.runtimes.base import Runtime, Session
+
+
+class TorchSession(Session):
+    def __init__(self, model: nn.Module, threads: int | None, channels_last: bool, label: str = "torch") -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model.eval()
+        self.channels_last = channels_last
+        self.label = label
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _prepare(self, batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(self._prepare(batch)).float().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.label,
+            "version": torch.__version__,
+            "device": "cpu",
+            "precision": "fp32",
+            "threads": torch.get_num_threads(),
+            "channels_last": self.channels_last,
+        }
+
+
+@RUNTIMES.register("torch")
+class TorchEager(Runtime):
+    name = "torch"
+    kinds = ("torch",)
+
+    def load(self, artifact: Artifact, threads: int | None = None, channels_last: bool = False, **_: Any) -> Session:
+        return TorchSession(load_torch(artifact), threads, channels_last)

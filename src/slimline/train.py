@@ -1,0 +1,175 @@
+"""The one training loop behind train, fine-tune, distillation and QAT.
+
+Deterministic for a seed; checkpoints are written atomically after every epoch and a run resumes
+from the last one. A ``criterion(model, x, y) -> (loss, logits)`` hook lets distillation and
+QAT change the loss without a second loop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimline.data.base import ArrayDataset
+from slimline.errors import SlimlineError
+from slimline.evaluate import evaluate
+from slimline.fileio import torch_save
+from slimline.progress import make_progress
+
+Criterion = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    augment: bool = True
+    label_smoothing: float = 0.0
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> Criterion:
+    def crit(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+
+    return crit
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def fit(
+    model: nn.Module,
+    train: ArrayDataset,
+    cfg: TrainConfig,
+    *,
+    val: ArrayDataset | None = None,
+    criterion: Criterion | None = None,
+    checkpoint: str | Path | None = None,
+    extra_params: list[nn.Parameter] | None = None,
+    description: str = "train",
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place. With ``checkpoint``, save after each epoch and resume from it.
+
+    ``stop_after_epoch`` ends the run early after that epoch (used to test resuming).
+    ``extra_params`` (e.g. a distillation adapter) are optimised with the model and saved in the
+    checkpoint beside it, so a resumed run continues with their trained values.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    crit = criterion or cross_entropy(cfg.label_smoothing)
+    extra = list(extra_params or [])
+    params = [p for p in model.parameters() if p.requires_grad] + extra
+    opt = make_optimizer(params, cfg)
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    sched = make_schedule(opt, cfg, steps_per_epoch)
+    result = TrainResult(epochs=cfg.epochs)
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        saved_extra = state.get("extra_params", [])
+        if saved_extra:
+            if len(saved_extra) != len(extra):
+                raise SlimlineError(
+                    f"checkpoint {ckpt} holds {len(saved_extra)} extra parameters but this run trains {len(extra)}: "
+                    "it comes from a different setup; delete it to start over"
+                )
+            with torch.no_grad():
+                for p, v in zip(extra, saved_extra, strict=True):
+                    p.copy_(v)
+        start = int(state["epoch"])
+        result.history = list(state.get("history", []))
+        result.resumed_from = start
+    with make_progress() as bar:
+        task = bar.add_task(description, total=cfg.epochs * steps_per_epoch, completed=start * steps_per_epoch, info="")
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            total_loss, correct, seen = 0.0, 0, 0
+            batches = train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed * 1000 + epoch, drop_last=True)
+            for x, y in batches:
+                opt.zero_grad(set_to_none=True)
+                loss, logits = crit(model, x, y)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total_loss += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {total_loss / seen:.3f} acc {100 * correct / seen:.1f}%")
+            row = {"epoch": epoch + 1, "loss": total_loss / max(1, seen), "train_top1": 100 * correct / max(1, seen)}
+            if val is not None:
+                row["val_top1"] = evaluate(model, val)["top1"]
+                bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val {row['val_top1']:.2f}%")
+            result.history.append(row)
+            if ckpt is not None:
+                torch_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1,
+                        "history": result.history,
+                        "extra_params": [p.detach().clone() for p in extra],
+                    },
+                    ckpt,
+                )
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+    model.eval()
+    return result

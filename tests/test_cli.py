@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from slimline.cli import app
+from tests.conftest import RESNET20
+
+runner = CliRunner()
+
+
+def test_help_lists_commands() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("run", "train", "eval", "demo"):
+        assert cmd in res.output
+    sub = runner.invoke(app, ["eval", "--help"])
+    assert sub.exit_code == 0 and "Example:" in sub.output
+
+
+def test_eval_json(tmp_path: Path, cifar_dir: Path) -> None:
+    out = tmp_path / "m.json"
+    args = ["eval", "-m", "cifar_resnet20", "--weights", str(RESNET20), "-d", "cifar10-sample", "--limit", "100"]
+    res = runner.invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["n"] == 100 and data["top1"] >= 80
+    assert set(data) >= {"top1", "top5", "n", "top1_ci95", "runtime"}
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["eval", "-m", "small_cnn", "-d", "digits", "--weights", str(tmp_path / "missing.pt")])
+    assert res.exit_code == 1
+    assert "error:" in res.output and "does not exist" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["run", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 1 and "recipe" in res.output and "does not exist" in res.output
+
+
+def test_train_command_writes_artifact(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = runner.invoke(
+        app, ["train", "-m", "small_cnn_half", "-d", "digits", "--epochs", "1", "-o", str(tmp_path / "t"), "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "t" / "01_train" / "weights.pt").exists()
+    assert json.loads(out.read_text())["stages"][1]["record"]["val"]["n"] > 0

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import slimline
+from slimline.artifact import Artifact
+from slimline.errors import SlimlineError
+
+
+def _recipe(tmp_path: Path, steps: list) -> dict:
+    return {
+        "name": "tiny",
+        "model": "small_cnn_half",
+        "data": {"name": "digits", "val_size": 200, "test_limit": 200},
+        "steps": steps,
+        "output_dir": str(tmp_path / "run"),
+    }
+
+
+def test_run_saves_every_stage(tmp_path: Path) -> None:
+    steps = [{"train": {"epochs": 1, "batch_size": 64, "augment": False}}, "evaluate", "export_onnx", "evaluate"]
+    results = slimline.run(_recipe(tmp_path, steps))
+    run = tmp_path / "run"
+    assert [s["step"] for s in results["stages"]] == ["baseline", "train", "evaluate", "export_onnx", "evaluate"]
+    onnx_art = Artifact.load(run / "03_export_onnx")
+    assert onnx_art.kind == "onnx" and onnx_art.model_file.exists()
+    assert [r["step"] for r in onnx_art.lineage] == ["baseline", "train", "export_onnx"]
+    assert onnx_art.lineage[-1]["parity"]["max_rel_diff"] < 1e-4
+    torch_acc = results["stages"][2]["record"]["metrics"]
+    onnx_acc = results["stages"][4]["record"]["metrics"]
+    assert torch_acc["n"] == onnx_acc["n"] == 200
+    assert abs(torch_acc["top1"] - onnx_acc["top1"]) <= 0.5  # same model on two runtimes
+    assert onnx_acc["runtime"] == "onnxruntime"
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["final_artifact"] == "03_export_onnx"
+    assert saved["environment"]["cpu"]["cores"] >= 1
+
+
+def test_failed_step_keeps_earlier_stages(tmp_path: Path) -> None:
+    steps = [{"train": {"epochs": 1, "augment": False}}, "export_onnx", {"train": {"epochs": 1}}]
+    with pytest.raises(SlimlineError, match="train needs a PyTorch model"):
+        slimline.run(_recipe(tmp_path, steps))
+    run = tmp_path / "run"
+    assert Artifact.load(run / "01_train").kind == "torch"
+    assert Artifact.load(run / "02_export_onnx").kind == "onnx"
+    assert not (run / "03_train").exists()
+    assert json.loads((run / "results.json").read_text())["failed_step"] == "03_train"
+
+
+def test_onnx_model_as_input(tmp_path: Path) -> None:
+    first = slimline.run(_recipe(tmp_path, ["export_onnx"]))
+    onnx_file = tmp_path / "run" / first["final_artifact"] / "model.onnx"
+    recipe = _recipe(tmp_path, ["evaluate"]) | {"model": str(onnx_file), "output_dir": str(tmp_path / "run2")}
+    res = slimline.run(recipe)
+    assert res["stages"][0]["record"]["model"] == str(onnx_file)
+    assert res["stages"][1]["record"]["metrics"]["runtime"] == "onnxruntime"
