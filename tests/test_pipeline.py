@@ -57,3 +57,13 @@ def test_onnx_model_as_input(tmp_path: Path) -> None:
     res = slimline.run(recipe)
     assert res["stages"][0]["record"]["model"] == str(onnx_file)
     assert res["stages"][1]["record"]["metrics"]["runtime"] == "onnxruntime"
+
+
+def test_step_input_branches_from_an_earlier_stage(tmp_path: Path) -> None:
+    steps = ["export_onnx", {"evaluate": {"input": "baseline", "fidelity": False}}, {"export_onnx": {"input": "00_baseline"}}]
+    results = slimline.run(_recipe(tmp_path, steps))
+    recs = [s["record"] for s in results["stages"][1:]]
+    assert [r["input"] for r in recs] == ["00_baseline", "00_baseline", "00_baseline"]
+    assert Artifact.load(tmp_path / "run" / "03_export_onnx").lineage[0]["step"] == "baseline"
+    with pytest.raises(SlimlineError, match="no earlier stage named 'prune'"):
+        slimline.run(_recipe(tmp_path, [{"evaluate": {"input": "prune"}}]))

@@ -74,7 +74,12 @@ class RunContext:
 
 
 def model_meta(spec: DataSpec, model_name: str) -> dict[str, Any]:
-    return {"model": model_name, "data": spec.to_dict(), "input_shape": list(spec.input_shape), "num_classes": spec.num_classes}
+    return {
+        "model": model_name,
+        "data": spec.to_dict(),
+        "input_shape": list(spec.input_shape),
+        "num_classes": spec.num_classes,
+    }
 
 
 def make_baseline(model: ModelSpec, spec: DataSpec, dest: Path) -> Artifact:
@@ -92,6 +97,15 @@ def make_baseline(model: ModelSpec, spec: DataSpec, dest: Path) -> Artifact:
     return save_torch(net, dest, meta, [record])
 
 
+def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
+    """The latest artifact whose folder is ``name`` or whose step is ``name``."""
+    for a in reversed(artifacts):
+        if a.path.name == name or a.path.name.partition("_")[2] == name:
+            return a
+    have = ", ".join(a.path.name for a in artifacts)
+    raise SlimlineError(f"input: no earlier stage named {name!r} (stages so far: {have})")
+
+
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every step of ``recipe``; returns (and writes) the run's results.json content."""
     run_dir = Path(output_dir or recipe.output_dir)
@@ -100,7 +114,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
     ctx = RunContext(run_dir=run_dir, data=data, seed=recipe.seed)
     results: dict[str, Any] = {
         "recipe": recipe.model_dump(mode="json", exclude={"steps"})
-        | {"steps": [{s.name: s.config.model_dump(mode="json")} for s in recipe.steps]},
+        | {"steps": [{s.name: s.config.model_dump(mode="json") | ({"input": s.input} if s.input else {})} for s in recipe.steps]},
         "environment": environment(),
         "stages": [],
     }
@@ -116,7 +130,8 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
         console.print(f"[bold]step {i}/{len(recipe.steps)}[/] {spec.name}")
         t0 = time.perf_counter()
         try:
-            out = step.apply(art, ctx)
+            src = _find_stage(ctx.artifacts, spec.input) if spec.input is not None else art
+            out = step.apply(src, ctx)
         except SlimlineError:
             write_json(run_dir / RESULTS_JSON, results | {"failed_step": f"{i:02d}_{spec.name}"})
             raise
@@ -125,12 +140,13 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
             "index": i,
             "config": spec.config.model_dump(mode="json"),
             "seconds": round(time.perf_counter() - t0, 3),
+            "input": src.path.name,
             **out.record,
         }
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(ctx.out_dir / "record.json", record)
         if out.artifact is not None:
-            out.artifact.lineage = [*art.lineage, record]
+            out.artifact.lineage = [*src.lineage, record]
             write_json(out.artifact.path / "artifact.json", out.artifact.to_json())
             art = out.artifact
             ctx.artifacts.append(art)
@@ -144,5 +160,9 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
         from slimline.bench import bench_run
 
         results["benchmark"] = bench_run(ctx, recipe.benchmark)
+    write_json(run_dir / RESULTS_JSON, results)
+    from slimline.report import write_report  # reads the results.json written just above
+
+    results["report"] = str(write_report(run_dir))
     write_json(run_dir / RESULTS_JSON, results)
     return results

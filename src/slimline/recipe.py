@@ -45,6 +45,9 @@ class StepSpec(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
     name: str
     config: StepConfig
+    input: str | None = None  # apply to an earlier stage's artifact (step name or folder), not the latest
+
+
 
 
 class Recipe(BaseModel):
@@ -76,7 +79,11 @@ class Recipe(BaseModel):
 
 
 def parse_step(item: Any, index: int) -> StepSpec:
-    """``{train: {epochs: 3}}``, ``{step: train, epochs: 3}`` or ``"train"`` -> StepSpec."""
+    """``{train: {epochs: 3}}``, ``{step: train, epochs: 3}`` or ``"train"`` -> StepSpec.
+
+    Every step also takes ``input: <earlier step name or folder>`` to branch from that stage's
+    artifact instead of the latest one (e.g. quantize the fp32 ONNX export twice, for two backends).
+    """
     if isinstance(item, StepSpec):
         return item
     if isinstance(item, str):
@@ -89,6 +96,7 @@ def parse_step(item: Any, index: int) -> StepSpec:
         options = options or {}
     else:
         raise ValueError(f"steps[{index}]: write a step as {{name: {{options}}}}, got {item!r}")
+    source = options.pop("input", None) if isinstance(options, dict) else None
     valid = step_names()
     if name not in valid:
         raise ValueError(f"steps[{index}]: unknown step {name!r}; valid steps: {', '.join(valid)}")
@@ -97,7 +105,7 @@ def parse_step(item: Any, index: int) -> StepSpec:
         config = step_cls.Config.model_validate(options)
     except ValidationError as e:
         raise ValueError(_format_errors(e, f"steps[{index}].{name}")) from None
-    return StepSpec(name=name, config=config)
+    return StepSpec(name=name, config=config, input=source)
 
 
 def _format_errors(e: ValidationError, prefix: str = "") -> str:
