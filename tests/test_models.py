@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.conftest import RESNET20, RESNET56
 
 from slimline.data import load_dataset
 from slimline.errors import ModelError
 from slimline.evaluate import evaluate
 from slimline.models import build_model, count_macs, count_params, load_model, load_onnx, read_state_dict
-from tests.conftest import RESNET20, RESNET56
 
 
 def test_cifar_resnet56_pretrained_accuracy(cifar_dir: Path) -> None:
@@ -43,7 +43,9 @@ def test_resnet18_keys_match_torchvision_layout() -> None:
     assert count_params(build_model("resnet50")) == 25_557_032
 
 
-def test_user_factory_path_gives_same_accuracy(cifar_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_factory_path_gives_same_accuracy(
+    cifar_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "my_models.py").write_text(
         textwrap.dedent(
             """
@@ -75,13 +77,17 @@ def test_checkpoint_dict_and_module_prefix(tmp_path: Path) -> None:
 
 def test_mismatched_weights_name_offending_keys(tmp_path: Path) -> None:
     torch.save(build_model("small_cnn_half").state_dict(), tmp_path / "half.pt")
-    with pytest.raises(ModelError, match=r"shape mismatches \(e\.g\. features\.0\.weight: file \(16, 1, 3, 3\) vs model \(32"):
+    with pytest.raises(
+        ModelError, match=r"shape mismatches \(e\.g\. features\.0\.weight: file \(15, 1, 3, 3\) vs model \(32"
+    ):
         load_model("small_cnn", tmp_path / "half.pt")
     sd = build_model("small_cnn").state_dict()
     sd["extra.weight"] = torch.zeros(1)
     del sd["classifier.bias"]
     torch.save(sd, tmp_path / "keys.pt")
-    with pytest.raises(ModelError, match=r"1 missing \(e\.g\. classifier\.bias\).*1 unexpected \(e\.g\. extra\.weight\)"):
+    with pytest.raises(
+        ModelError, match=r"1 missing \(e\.g\. classifier\.bias\).*1 unexpected \(e\.g\. extra\.weight\)"
+    ):
         load_model("small_cnn", tmp_path / "keys.pt")
 
 

@@ -28,7 +28,9 @@ def torch_predictor(model: nn.Module) -> Predictor:
 def predict_logits(predict: Predictor | nn.Module, ds: ArrayDataset, batch_size: int = 256) -> np.ndarray:
     """Logits for every sample of ``ds`` from a model or any ``batch -> logits`` function."""
     fn = torch_predictor(predict) if isinstance(predict, nn.Module) else predict
-    out = [fn(np.ascontiguousarray(ds.normalize(ds.x[i : i + batch_size]).numpy())) for i in range(0, len(ds), batch_size)]
+    out = [
+        fn(np.ascontiguousarray(ds.normalize(ds.x[i : i + batch_size]).numpy())) for i in range(0, len(ds), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, ds.spec.num_classes), np.float32)
 
 

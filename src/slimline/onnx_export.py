@@ -35,8 +35,22 @@ EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # bytes of weights; protobuf cannot hol
 DATA_SUFFIX = ".data"
 
 # Highest ONNX opset each onnxruntime release implements (onnxruntime.ai/docs/reference/compatibility).
-_ORT_MAX_OPSET = {(1, 8): 14, (1, 9): 15, (1, 10): 15, (1, 11): 16, (1, 12): 17, (1, 13): 17, (1, 14): 18,
-                  (1, 15): 19, (1, 16): 19, (1, 17): 20, (1, 18): 21, (1, 19): 21, (1, 20): 21, (1, 21): 22}
+_ORT_MAX_OPSET = {
+    (1, 8): 14,
+    (1, 9): 15,
+    (1, 10): 15,
+    (1, 11): 16,
+    (1, 12): 17,
+    (1, 13): 17,
+    (1, 14): 18,
+    (1, 15): 19,
+    (1, 16): 19,
+    (1, 17): 20,
+    (1, 18): 21,
+    (1, 19): 21,
+    (1, 20): 21,
+    (1, 21): 22,
+}
 
 
 def ort_max_opset() -> int | None:
@@ -137,8 +151,14 @@ def export_onnx(
         if weight_bytes(model) > external_data_threshold or extra:
             proto = onnx.load(str(staged), load_external_data=True)
             data_name = path.name + DATA_SUFFIX
-            onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                proto,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
         else:
             (path.parent / (path.name + DATA_SUFFIX)).unlink(missing_ok=True)
             os.replace(staged, path)
@@ -205,8 +225,9 @@ def parity(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     return {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max() / scale)}
 
 
-def check_parity(reference: np.ndarray, other: np.ndarray, rtol: float, what: str,
-                 against: str = "PyTorch") -> dict[str, Any]:
+def check_parity(
+    reference: np.ndarray, other: np.ndarray, rtol: float, what: str, against: str = "PyTorch"
+) -> dict[str, Any]:
     """Compare outputs; raise ExportError naming both sides when they differ beyond ``rtol``."""
     p = parity(reference, other)
     if not np.isfinite(p["max_rel_diff"]) or p["max_rel_diff"] > rtol:
@@ -260,7 +281,12 @@ def export_onnx_artifact(
     with ArtifactWriter(dest, "onnx", dict(meta), list(lineage)) as w:
         path = export_onnx(model, shape, w.add("model", "model.onnx"), opset, external_data_threshold)
         w.files.update(onnx_files(path))
-        got = ort_outputs(path, x)
+        try:
+            got = ort_outputs(path, x)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ExportError(
+                f"ONNX Runtime cannot run the export (opset {opset}): {str(e).splitlines()[0]}; try a lower opset"
+            ) from e
         par = check_parity(ref, got, rtol, "the ONNX export (run in ONNX Runtime)")
     art = w.artifact
     assert art is not None

@@ -47,8 +47,9 @@ def convert_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...
         if isinstance(source, nn.Module):
             example = torch.zeros(1, *input_shape)
             with torch.no_grad():
-                return ov.convert_model(source.eval(), example_input=example,
-                                        input=[ov.PartialShape([-1, *input_shape])])
+                return ov.convert_model(
+                    source.eval(), example_input=example, input=[ov.PartialShape([-1, *input_shape])]
+                )
         return ov.convert_model(str(source))
     except Exception as e:  # noqa: BLE001 - the converters raise many kinds
         raise ExportError(_explain(e, source, input_shape)) from e
@@ -124,7 +125,10 @@ def export_openvino_artifact(
                 export_openvino(onnx_path, shape, xml)
         else:
             export_openvino(source, shape, xml)
-        got = openvino_outputs(xml, x)
+        try:
+            got = openvino_outputs(xml, x)
+        except Exception as e:  # noqa: BLE001 - openvino raises RuntimeError with long texts
+            raise ExportError(f"OpenVINO cannot run the IR it wrote: {str(e).strip().splitlines()[0]}") from e
         par = check_parity(reference, got, rtol, "the OpenVINO export (run on CPU in f32)", against=against)
     art = w.artifact
     assert art is not None

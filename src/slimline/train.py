@@ -74,7 +74,9 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = int(cfg.warmup_epochs * steps_per_epoch)
 
@@ -141,7 +143,9 @@ def fit(
         for epoch in range(start, cfg.epochs):
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
-            batches = train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed * 1000 + epoch, drop_last=True)
+            batches = train.batches(
+                cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed * 1000 + epoch, drop_last=True
+            )
             for x, y in batches:
                 opt.zero_grad(set_to_none=True)
                 loss, logits = crit(model, x, y)
@@ -151,7 +155,11 @@ def fit(
                 total_loss += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {total_loss / seen:.3f} acc {100 * correct / seen:.1f}%")
+                bar.update(
+                    task,
+                    advance=1,
+                    info=f"epoch {epoch + 1}/{cfg.epochs} loss {total_loss / seen:.3f} acc {100 * correct / seen:.1f}%",
+                )
             row = {"epoch": epoch + 1, "loss": total_loss / max(1, seen), "train_top1": 100 * correct / max(1, seen)}
             if val is not None:
                 row["val_top1"] = evaluate(model, val)["top1"]

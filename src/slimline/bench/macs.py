@@ -51,11 +51,13 @@ def onnx_macs(path: str | Path) -> int | None:
         if dims and not dims[0].dim_value:
             dims[0].Clear()
             dims[0].dim_value = 1
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, list[int] | None] = {}
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = [d.dim_value for d in dims] if dims and all(d.HasField("dim_value") for d in dims) else None
+        dims = list(vi.type.tensor_type.shape.dim)
+        # the batch axis may stay symbolic through reshapes; the input's batch is 1
+        known = dims and all(d.HasField("dim_value") for d in dims[1:])
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims] if known else None
     for init in inferred.graph.initializer:
         shapes[init.name] = list(init.dims)
 
@@ -103,7 +105,7 @@ def openvino_macs(xml_path: str | Path) -> int | None:
         a = op.input(0).get_partial_shape()
         if out.is_dynamic or w.is_dynamic or a.is_dynamic:
             return None
-        out_n, w_n, a_n = [int(d) for d in out.to_shape()], [int(d) for d in w.to_shape()], [int(d) for d in a.to_shape()]
+        out_n, w_n, a_n = ([int(d) for d in s.to_shape()] for s in (out, w, a))
         if t == "Convolution":
             total += _prod(out_n) * _prod(w_n[1:])
         elif t == "GroupConvolution":

@@ -28,7 +28,7 @@ def distill(
     schedule: str = typer.Option("cosine", help="cosine or constant"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="random crops/flips of the dataset"),
     cache: str = typer.Option("auto", help="cache teacher logits per sample: auto (when not augmenting), on, off"),
-    hint_student_layer: str | None = typer.Option(None, help="feature distillation: student layer, e.g. features.14"),
+    hint_student_layer: str | None = typer.Option(None, help="feature distillation: student layer, e.g. features.10"),
     hint_teacher_layer: str | None = typer.Option(None, help="feature distillation: teacher layer"),
     hint_weight: float = typer.Option(1.0, min=0.0, help="weight of the feature (hint) loss"),
     seed: int = typer.Option(0),

@@ -25,6 +25,11 @@ _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 def _import_zoo() -> None:
     from slimline.models import cifar_resnet, resnet, small_cnn  # noqa: F401
 
+    try:  # optional extra; the module imports its packages only when the model is built
+        from slimline.models import efficientnet_lite  # noqa: F401
+    except ImportError:  # pragma: no cover - the zoo must load without it
+        pass
+
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """A freshly initialised zoo model (see ``MODELS.names()``)."""
@@ -153,7 +158,9 @@ def load_onnx(path: str | Path) -> Any:
         proto = onnx.load(str(p))
         onnx.checker.check_model(str(p))
     except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValidationError, ...
-        raise ModelError(f"{p} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise ModelError(
+            f"{p} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
     return proto
 
 

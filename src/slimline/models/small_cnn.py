@@ -36,7 +36,10 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-for _name, _w, _desc in (("small_cnn", 32, "demo baseline"), ("small_cnn_half", 15, "a student with under 1/4 of the MACs")):
+for _name, _w, _desc in (
+    ("small_cnn", 32, "demo baseline"),
+    ("small_cnn_half", 15, "a student with under 1/4 of the MACs"),
+):
     MODELS.register(_name)(
         ModelEntry(
             factory=lambda num_classes=10, in_channels=1, _w=_w: SmallCNN(in_channels, num_classes, _w),

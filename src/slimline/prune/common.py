@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import torch
 from torch import nn
@@ -53,42 +52,25 @@ def example_input(input_shape: tuple[int, ...] | list[int], batch: int = 1, seed
     return torch.randn(batch, *input_shape, generator=g)
 
 
-class ModuleStack:
-    """Track which module is running, to name the layer where a forward pass fails."""
+def failing_layer(model: nn.Module, exc: BaseException) -> str | None:
+    """The innermost named submodule of ``model`` on the traceback of ``exc`` (None: the model itself).
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.stack: list[str] = []
-        self.failed_in: str | None = None
-        self._hooks: list[Any] = []
-
-    def __enter__(self) -> ModuleStack:
-        for name, m in self.model.named_modules():
-            if not name:
-                continue
-            self._hooks.append(m.register_forward_pre_hook(self._pre(name)))
-            self._hooks.append(m.register_forward_hook(self._post(name)))
-        return self
-
-    def _pre(self, name: str) -> Any:
-        def hook(module: nn.Module, args: Any) -> None:
-            self.stack.append(name)
-
-        return hook
-
-    def _post(self, name: str) -> Any:
-        def hook(module: nn.Module, args: Any, out: Any) -> None:
-            if self.stack and self.stack[-1] == name:
-                self.stack.pop()
-
-        return hook
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and self.stack:
-            self.failed_in = self.stack[-1]
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
+    A frame belongs to a module when its ``self`` (its ``forward``, or the ``__call__`` that runs its
+    hooks) or a hook's ``module`` argument is that module, so a failure inside a tracing hook is
+    pinned on the layer being traced.
+    """
+    names = {id(m): n for n, m in model.named_modules() if n}
+    found: str | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        loc = tb.tb_frame.f_locals
+        for key in ("self", "module"):
+            obj = loc.get(key)
+            if isinstance(obj, nn.Module) and id(obj) in names:
+                found = names[id(obj)]
+                break
+        tb = tb.tb_next
+    return found
 
 
 def describe_layer(model: nn.Module, name: str | None) -> str:

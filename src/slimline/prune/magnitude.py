@@ -32,12 +32,15 @@ def magnitude_prune(
     scope: Literal["global", "local"] = "global",
     layers: list[str] | None = None,
     exclude: list[str] | None = None,
+    permanent: bool = True,
 ) -> list[str]:
     """Zero the ``ratio`` smallest-magnitude weights of the Conv/Linear layers, in place, permanently.
 
     ``global`` ranks all chosen weights together (layers end up with different sparsities);
     ``local`` removes ``ratio`` of each layer. ``layers``/``exclude`` are names or globs.
-    Returns the names of the pruned layers. Biases are not pruned.
+    Returns the names of the pruned layers. Biases are not pruned. With ``permanent=False`` the
+    ``torch.nn.utils.prune`` masks stay attached (for fine-tuning that keeps the zeros); call
+    ``torch.nn.utils.prune.remove`` afterwards.
     """
     if not 0.0 <= ratio < 1.0:
         raise ModelError(f"the sparsity ratio must lie in [0, 1), got {ratio}")
@@ -55,8 +58,9 @@ def magnitude_prune(
             tprune.l1_unstructured(m, p, amount=ratio)
     else:
         raise ModelError(f"scope must be 'global' or 'local', not {scope!r}")
-    for m, p in params:
-        tprune.remove(m, p)  # weight = weight_orig * mask, as a plain parameter again
+    if permanent:
+        for m, p in params:
+            tprune.remove(m, p)  # weight = weight_orig * mask, as a plain parameter again
     return chosen
 
 

@@ -295,7 +295,8 @@ class PercentileObserver(_HistogramObserver):
 
     method = "percentile"
 
-    def __init__(self, scheme: QScheme = ACTIVATION_SCHEME, percentile: float = 99.99, bins_per_side: int = 2048) -> None:
+    def __init__(self, scheme: QScheme = ACTIVATION_SCHEME, percentile: float = 99.99,
+                 bins_per_side: int = 2048) -> None:
         super().__init__(scheme, bins_per_side)
         if not 50.0 < percentile <= 100.0:
             raise ValueError(f"percentile must lie in (50, 100], got {percentile}")
@@ -322,9 +323,11 @@ class EntropyObserver(_HistogramObserver):
 
     method = "entropy"
 
-    def __init__(self, scheme: QScheme = ACTIVATION_SCHEME, bins_per_side: int = 2048, stride: int = 1) -> None:
+    def __init__(self, scheme: QScheme = ACTIVATION_SCHEME, bins_per_side: int = 2048,
+                 stride: int | None = None) -> None:
         super().__init__(scheme, bins_per_side)
-        self.stride = max(1, stride)
+        # every candidate threshold per tensor; every 4th per channel (many channels, same resolution need)
+        self.stride = max(1, stride) if stride is not None else (4 if scheme.per_channel else 1)
 
     def _range_one(self, h: Histogram) -> tuple[float, float]:
         one_sided = h.min >= 0
@@ -337,37 +340,51 @@ class EntropyObserver(_HistogramObserver):
 
 
 def kl_threshold(hist: np.ndarray, levels: int = 128, stride: int = 1) -> int:
-    """The bin count (threshold index) that minimises KL divergence, TensorRT style."""
+    """The number of |x| bins to keep (the threshold index) that minimises KL(P || Q), TensorRT style.
+
+    Vectorised over candidate thresholds in chunks: for a candidate ``i``, bin ``k < i`` falls in group
+    ``floor(k * levels / i)``; each group's mass (from cumulative sums) is spread evenly over its
+    non-empty bins to give Q; P is ``hist[:i]`` with the clipped tail added to bin ``i - 1``.
+    """
     hist = np.asarray(hist, dtype=np.float64)
-    nbins = len(hist)
     nz = np.nonzero(hist)[0]
     if len(nz) == 0:
-        return nbins
+        return len(hist)
     last = int(nz[-1]) + 1
     if last <= levels:
         return last
+    hist = hist[:last]
+    total = hist.sum()
+    cum = np.concatenate([[0.0], np.cumsum(hist)])
+    nonzero = (hist > 0).astype(np.float64)
+    cum_nz = np.concatenate([[0.0], np.cumsum(nonzero)])
+    candidates = np.arange(levels, last + 1, stride)
+    if candidates[-1] != last:
+        candidates = np.append(candidates, last)
+    k = np.arange(last)
     best_i, best_kl = last, math.inf
-    cums = np.cumsum(hist)
-    total = cums[-1]
-    for i in range(levels, last + 1, stride):
-        p = hist[:i].copy()
-        p[i - 1] += total - cums[i - 1]  # outliers pile onto the last kept bin
-        nonzero = hist[:i] != 0
-        # merge the i bins into `levels` groups and spread each group's mass over its non-empty bins
-        idx = np.minimum(np.floor(np.arange(i) * levels / i).astype(int), levels - 1)
-        group_mass = np.bincount(idx, weights=hist[:i], minlength=levels)
-        group_nz = np.bincount(idx, weights=nonzero.astype(np.float64), minlength=levels)
-        q = np.where(nonzero, group_mass[idx] / np.maximum(group_nz[idx], 1), 0.0)
-        ps, qs = p.sum(), q.sum()
-        if ps == 0 or qs == 0:
-            continue
-        p_n, q_n = p / ps, q / qs
-        mask = p_n > 0
-        # q is zero where hist was zero but p can be non-zero only at the last bin (clipped tail)
-        q_safe = np.where(q_n > 0, q_n, 1e-12)
-        kl = float(np.sum(p_n[mask] * np.log(p_n[mask] / q_safe[mask])))
-        if kl < best_kl:
-            best_kl, best_i = kl, i
+    for chunk in np.array_split(candidates, max(1, len(candidates) // 128)):
+        i = chunk[:, None].astype(np.float64)  # candidates x 1
+        inside = k[None, :] < i
+        g = np.floor(k[None, :] * levels / i)
+        lo = np.ceil(g * i / levels).astype(np.int64)
+        hi = np.minimum(np.ceil((g + 1) * i / levels).astype(np.int64), chunk[:, None])
+        lo = np.minimum(lo, last)
+        hi = np.minimum(hi, last)
+        mass = cum[hi] - cum[lo]
+        count = cum_nz[hi] - cum_nz[lo]
+        q = np.where(inside & (nonzero[None, :] > 0), mass / np.maximum(count, 1.0), 0.0)
+        p = np.where(inside, hist[None, :], 0.0)
+        tail = total - cum[chunk]
+        p[np.arange(len(chunk)), chunk - 1] += tail
+        p_n = p / total
+        q_n = q / cum[chunk][:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p_n > 0, p_n * np.log(p_n / np.where(q_n > 0, q_n, 1e-12)), 0.0)
+        kl = terms.sum(1)
+        j = int(np.argmin(kl))
+        if kl[j] < best_kl:
+            best_kl, best_i = float(kl[j]), int(chunk[j])
     return best_i
 
 
@@ -382,21 +399,16 @@ class MSEObserver(_HistogramObserver):
 
     def _range_one(self, h: Histogram) -> tuple[float, float]:
         assert h.counts is not None
-        centers, w = h.centers, h.counts
-        keep = w > 0
-        centers, w = centers[keep], w[keep]
+        keep = h.counts > 0
+        centers, w = h.centers[keep], h.counts[keep]
         lo0, hi0 = min(h.min, 0.0), max(h.max, 0.0)
         alphas = torch.linspace(1.0 / self.grid, 1.0, self.grid, dtype=torch.float64)
-        best, best_err = (lo0, hi0), math.inf
-        for a in alphas.tolist():
-            lo, hi = lo0 * a, hi0 * a
-            scale, zp = qparams(lo, hi, self.scheme)
-            s, z = float(scale), int(zp)
-            q = torch.clamp(torch.round(centers / s) + z, self.scheme.qmin, self.scheme.qmax)
-            err = float((w * ((q - z) * s - centers) ** 2).sum())
-            if err < best_err:
-                best_err, best = err, (lo, hi)
-        return best
+        scale, zp = qparams(alphas * lo0, alphas * hi0, self.scheme)
+        s, z = scale.double()[:, None], zp.double()[:, None]
+        q = torch.clamp(torch.round(centers[None, :] / s) + z, self.scheme.qmin, self.scheme.qmax)
+        err = (w[None, :] * ((q - z) * s - centers[None, :]) ** 2).sum(1)
+        a = float(alphas[int(torch.argmin(err))])
+        return lo0 * a, hi0 * a
 
 
 OBSERVERS: dict[str, type[Observer]] = {

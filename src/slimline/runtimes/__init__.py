@@ -57,4 +57,13 @@ def default_runtime(artifact: Artifact) -> str:
     return {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[artifact.kind]
 
 
-__all__ = ["RUNTIMES", "Runtime", "Session", "availability", "default_runtime", "get_runtime", "open_session", "runtime_names"]
+__all__ = [
+    "RUNTIMES",
+    "Runtime",
+    "Session",
+    "availability",
+    "default_runtime",
+    "get_runtime",
+    "open_session",
+    "runtime_names",
+]

@@ -11,13 +11,27 @@ from slimline.errors import RuntimeUnavailable
 from slimline.runtimes import RUNTIMES
 from slimline.runtimes.base import Runtime, Session
 
-_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
 class OrtSession(Session):
-    def __init__(self, path: str, threads: int | None, inter_op_threads: int | None, graph_optimization: str,
-                 device: str, enable_mem_arena: bool, enable_mem_pattern: bool, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        path: str,
+        threads: int | None,
+        inter_op_threads: int | None,
+        graph_optimization: str,
+        device: str,
+        enable_mem_arena: bool,
+        enable_mem_pattern: bool,
+        precision: str = "fp32",
+    ) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -40,8 +54,14 @@ class OrtSession(Session):
         providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         self.sess = ort.InferenceSession(path, so, providers=providers)
         self.input_name = self.sess.get_inputs()[0].name
-        self.options = {"threads": threads, "inter_op_threads": inter_op_threads, "graph_optimization": graph_optimization,
-                        "device": device, "enable_mem_arena": enable_mem_arena, "enable_mem_pattern": enable_mem_pattern}
+        self.options = {
+            "threads": threads,
+            "inter_op_threads": inter_op_threads,
+            "graph_optimization": graph_optimization,
+            "device": device,
+            "enable_mem_arena": enable_mem_arena,
+            "enable_mem_pattern": enable_mem_pattern,
+        }
         self._version = ort.__version__
         self.precision = precision
 
@@ -49,8 +69,14 @@ class OrtSession(Session):
         return self.sess.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "onnxruntime", "version": self._version, "device": self.options["device"],
-                "providers": self.sess.get_providers(), "precision": self.precision, **self.options}
+        return {
+            "name": "onnxruntime",
+            "version": self._version,
+            "device": self.options["device"],
+            "providers": self.sess.get_providers(),
+            "precision": self.precision,
+            **self.options,
+        }
 
 
 @RUNTIMES.register("onnxruntime")
@@ -66,8 +92,24 @@ class OnnxRuntime(Runtime):
             return False, f"onnxruntime is not installed ({e}); pip install onnxruntime"
         return True, ""
 
-    def load(self, artifact: Artifact, threads: int | None = None, inter_op_threads: int | None = None,
-             graph_optimization: str = "all", device: str = "cpu", enable_mem_arena: bool = True,
-             enable_mem_pattern: bool = True, **_: Any) -> Session:
-        return OrtSession(str(artifact.model_file), threads, inter_op_threads, graph_optimization, device,
-                          enable_mem_arena, enable_mem_pattern, str(artifact.meta.get("precision", "fp32")))
+    def load(
+        self,
+        artifact: Artifact,
+        threads: int | None = None,
+        inter_op_threads: int | None = None,
+        graph_optimization: str = "all",
+        device: str = "cpu",
+        enable_mem_arena: bool = True,
+        enable_mem_pattern: bool = True,
+        **_: Any,
+    ) -> Session:
+        return OrtSession(
+            str(artifact.model_file),
+            threads,
+            inter_op_threads,
+            graph_optimization,
+            device,
+            enable_mem_arena,
+            enable_mem_pattern,
+            str(artifact.meta.get("precision", "fp32")),
+        )

@@ -73,14 +73,23 @@ def import_openvino() -> Any:
 
 
 class OpenVinoSession(Session):
-    def __init__(self, path: str, device: str, hint: str, streams: int | str | None, threads: int | None,
-                 precision: str, requests: int | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        device: str,
+        hint: str,
+        streams: int | str | None,
+        threads: int | None,
+        precision: str,
+        requests: int | None,
+    ) -> None:
         ov = import_openvino()
         core = ov.Core()
         device = device.upper()
         if device not in ("AUTO",) and device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise RuntimeUnavailable(
-                f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); use device: CPU"
+                f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)}); "
+                "use device: CPU"
             )
         if hint not in _HINTS:
             raise RuntimeUnavailable(f"openvino hint must be one of {sorted(_HINTS)}, not {hint!r}")
@@ -104,7 +113,7 @@ class OpenVinoSession(Session):
             "version": ov.__version__.split("-")[0],
             "device": device,
             "available_devices": list(core.available_devices),
-            "precision": str(_property(self.compiled, "INFERENCE_PRECISION_HINT", precision)),
+            "precision": _type_name(_property(self.compiled, "INFERENCE_PRECISION_HINT", precision)),
             "threads": _int_property(self.compiled, "INFERENCE_NUM_THREADS", threads or 0) or None,
             "hint": hint,
             "streams": n_streams,
@@ -139,6 +148,12 @@ def _property(compiled: Any, key: str, default: Any) -> Any:
         return default
 
 
+def _type_name(value: Any) -> str:
+    """``f32`` for an ``openvino.Type`` (its str() is "<Type: 'float32'>"), str() otherwise."""
+    name = getattr(value, "get_type_name", None)
+    return str(name()) if callable(name) else str(value)
+
+
 def _int_property(compiled: Any, key: str, default: int) -> int:
     try:
         return int(str(_property(compiled, key, default)))
@@ -165,7 +180,15 @@ class OpenVinoRuntime(Runtime):
             return False, "OpenVINO finds no device (CPU plugin missing?); reinstall openvino"
         return True, ""
 
-    def load(self, artifact: Artifact, device: str = "CPU", hint: str = "latency", streams: int | str | None = None,
-             threads: int | None = None, precision: str = "f32", requests: int | None = None,
-             **_: Any) -> Session:
+    def load(
+        self,
+        artifact: Artifact,
+        device: str = "CPU",
+        hint: str = "latency",
+        streams: int | str | None = None,
+        threads: int | None = None,
+        precision: str = "f32",
+        requests: int | None = None,
+        **_: Any,
+    ) -> Session:
         return OpenVinoSession(str(artifact.model_file), device, hint, streams, threads, precision, requests)

@@ -3,8 +3,9 @@
 Options: ``threads``, ``channels_last``, ``freezing`` (inductor constant-folds the weights into
 the graph; default on: inference only), ``mode`` (``default``, ``reduce-overhead``,
 ``max-autotune``...), ``dynamic`` (compile for varying batch sizes; default: PyTorch's choice,
-static first, dynamic after a second shape) and ``backend`` (default ``inductor``). The first ``run`` pays for the compile (tens
-of seconds on a small CPU); the benchmark's warm-up absorbs it and reports it as ``first_run_ms``.
+static first, dynamic after a second shape) and ``backend`` (default ``inductor``). The first
+``run`` pays for the compile (tens of seconds on a small CPU); the benchmark's warm-up absorbs it
+and reports it as ``first_run_ms``.
 """
 
 from __future__ import annotations
@@ -38,13 +39,22 @@ def cpp_compiler() -> str | None:
 
 
 class TorchCompileSession(TorchSession):
-    def __init__(self, model: torch.nn.Module, threads: int | None, channels_last: bool, freezing: bool, mode: str,
-                 dynamic: bool | None, backend: str) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        threads: int | None,
+        channels_last: bool,
+        freezing: bool,
+        mode: str,
+        dynamic: bool | None,
+        backend: str,
+    ) -> None:
         super().__init__(model, threads, channels_last, label="torch-compile")
         self.freezing, self.mode, self.dynamic, self.backend = freezing, mode, dynamic, backend
         self.eager = self.model
-        self.compiled = torch.compile(self.model, mode=None if mode == "default" else mode, dynamic=dynamic,
-                                      backend=backend)
+        self.compiled = torch.compile(
+            self.model, mode=None if mode == "default" else mode, dynamic=dynamic, backend=backend
+        )
         self._compiled_once = False
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -61,8 +71,12 @@ class TorchCompileSession(TorchSession):
             return self.compiled(x).float().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return super().describe() | {"freezing": self.freezing, "mode": self.mode, "dynamic": self.dynamic,
-                                     "backend": self.backend}
+        return super().describe() | {
+            "freezing": self.freezing,
+            "mode": self.mode,
+            "dynamic": self.dynamic,
+            "backend": self.backend,
+        }
 
 
 @RUNTIMES.register("torch-compile")
@@ -80,6 +94,15 @@ class TorchCompile(Runtime):
             return False, "torch.compile (inductor, CPU) needs a C++ compiler: install g++ (apt-get install g++)"
         return True, ""
 
-    def load(self, artifact: Artifact, threads: int | None = None, channels_last: bool = False, freezing: bool = True,
-             mode: str = "default", dynamic: bool | None = None, backend: str = "inductor", **_: Any) -> Session:
+    def load(
+        self,
+        artifact: Artifact,
+        threads: int | None = None,
+        channels_last: bool = False,
+        freezing: bool = True,
+        mode: str = "default",
+        dynamic: bool | None = None,
+        backend: str = "inductor",
+        **_: Any,
+    ) -> Session:
         return TorchCompileSession(load_torch(artifact), threads, channels_last, freezing, mode, dynamic, backend)

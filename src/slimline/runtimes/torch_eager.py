@@ -1,4 +1,7 @@
-"""PyTorch eager runtime (options: ``threads``, ``channels_last``)."""
+"""PyTorch eager runtime (options: ``threads``, ``channels_last``, ``fuse``).
+
+``fuse``: Conv+BN+activation fusion with torch.fx at load time (:mod:`slimline.optimize.fx_fuse`).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class TorchSession(Session):
             "precision": "fp32",
             "threads": torch.get_num_threads(),
             "channels_last": self.channels_last,
+            "fuse": getattr(self, "fused", False),
         }
 
 
@@ -47,5 +51,13 @@ class TorchEager(Runtime):
     name = "torch"
     kinds = ("torch",)
 
-    def load(self, artifact: Artifact, threads: int | None = None, channels_last: bool = False, **_: Any) -> Session:
-        return TorchSession(load_torch(artifact), threads, channels_last)
+    def load(self, artifact: Artifact, threads: int | None = None, channels_last: bool = False, fuse: bool = False,
+             **_: Any) -> Session:
+        model = load_torch(artifact)
+        if fuse:
+            from slimline.optimize.fx_fuse import fuse_for_inference
+
+            model = fuse_for_inference(model, artifact.meta.get("input_shape"))
+        session = TorchSession(model, threads, channels_last)
+        session.fused = bool(fuse)  # type: ignore[attr-defined]
+        return session

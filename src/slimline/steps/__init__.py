@@ -19,6 +19,7 @@ _STEP_MODULES = (
     "sensitivity",
     "prune",
     "quantize",
+    "qat",
     "fuse",
     "tune",
 )

@@ -38,8 +38,8 @@ class ModelRef(StepConfig):
 
 
 class HintOptions(StepConfig):
-    student_layer: str = Field(description="module name in the student, e.g. 'features.14'")
-    teacher_layer: str = Field(description="module name in the teacher, e.g. 'features.14'")
+    student_layer: str = Field(description="module name in the student, e.g. 'features.10'")
+    teacher_layer: str = Field(description="module name in the teacher, e.g. 'features.10'")
     weight: float = Field(1.0, ge=0)
 
 

@@ -22,8 +22,9 @@ class ExportOnnxOptions(StepConfig):
     opset: int | None = Field(None, ge=7, description="ONNX opset (default: suited to the installed onnxruntime)")
     rtol: float = Field(1e-4, gt=0, description="max relative difference to PyTorch on a random batch")
     parity_batch: int = Field(4, ge=1)
-    external_data_threshold: int = Field(EXTERNAL_DATA_THRESHOLD, ge=0,
-                                         description="weights above this many bytes go to model.onnx.data")
+    external_data_threshold: int = Field(
+        EXTERNAL_DATA_THRESHOLD, ge=0, description="weights above this many bytes go to model.onnx.data"
+    )
 
 
 @STEPS.register("export_onnx")
@@ -39,7 +40,14 @@ class ExportOnnx(Step):
             raise SlimlineError(f"export_onnx needs a PyTorch model, not {artifact.kind}")
         model = load_torch(artifact)
         art, record = export_onnx_artifact(
-            model, ctx.out_dir, artifact.meta, artifact.lineage, opset=cfg.opset, rtol=cfg.rtol,
-            parity_batch=cfg.parity_batch, seed=ctx.seed, external_data_threshold=cfg.external_data_threshold,
+            model,
+            ctx.out_dir,
+            artifact.meta,
+            artifact.lineage,
+            opset=cfg.opset,
+            rtol=cfg.rtol,
+            parity_batch=cfg.parity_batch,
+            seed=ctx.seed,
+            external_data_threshold=cfg.external_data_threshold,
         )
         return StepOutput(art, record)

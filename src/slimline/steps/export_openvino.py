@@ -43,7 +43,12 @@ class ExportOpenVino(Step):
             raise SlimlineError(f"export_openvino needs a PyTorch or ONNX model, not {artifact.kind}")
         art, record = export_openvino_artifact(
             source,  # type: ignore[arg-type]
-            ctx.out_dir, artifact.meta, artifact.lineage, rtol=cfg.rtol, parity_batch=cfg.parity_batch,
-            seed=ctx.seed, via=cfg.via,
+            ctx.out_dir,
+            artifact.meta,
+            artifact.lineage,
+            rtol=cfg.rtol,
+            parity_batch=cfg.parity_batch,
+            seed=ctx.seed,
+            via=cfg.via,
         )
         return StepOutput(art, record)

@@ -44,7 +44,9 @@ class Train(Step):
         model = load_torch(artifact)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         tc = cfg.train_config(ctx.seed)
-        result = fit(model, ctx.data.train, tc, val=ctx.data.val, checkpoint=ctx.out_dir / "checkpoint.pt", description="train")
+        result = fit(
+            model, ctx.data.train, tc, val=ctx.data.val, checkpoint=ctx.out_dir / "checkpoint.pt", description="train"
+        )
         val = evaluate(model, ctx.data.val)
         out = ctx.save_model(model, artifact)
         (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)

@@ -1,0 +1,357 @@
+"""The measuring loop, the per-combination subprocess, and the matrix of artifacts x runtimes x batches."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimline.artifact import ARTIFACT_JSON, Artifact
+from slimline.errors import SlimlineError
+
+SCHEMA = "slimline.bench/1"
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def latency_stats(times_s: Sequence[float], batch_size: int, total_s: float) -> dict[str, Any]:
+    """Latency summary (ms) of per-call times and throughput (items/s) over the measured wall time."""
+    ms = np.asarray(times_s, dtype=np.float64) * 1e3
+    return {
+        "latency_ms": {
+            "median": float(np.median(ms)),
+            "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)),
+            "min": float(ms.min()),
+            "std": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+            "mean": float(ms.mean()),
+        },
+        "throughput": batch_size * len(ms) / total_s if total_s > 0 else float("nan"),
+        "runs": int(len(ms)),
+        "seconds": float(total_s),
+    }
+
+
+def measure(
+    fn: Callable[[Any], Any],
+    batch: Any,
+    warmup: int = 5,
+    min_runs: int = 20,
+    min_seconds: float = 1.0,
+    max_seconds: float | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Call ``fn(batch)`` ``warmup`` times, then until both ``min_runs`` calls and ``min_seconds``.
+
+    ``max_seconds`` (optional) stops the timed loop early even if ``min_runs`` is not reached (the
+    result says ``capped``). The first warm-up call is timed on its own (``first_run_ms``: a
+    compiling runtime pays its compile there). The garbage collector is paused while timing.
+    Throughput is batch size x runs / the wall time of the timed loop.
+    """
+    bs = int(batch_size if batch_size is not None else len(batch))
+    first_ms = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        fn(batch)
+        if i == 0:
+            first_ms = (time.perf_counter() - t0) * 1e3
+    times: list[float] = []
+    capped = False
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        clock = time.perf_counter
+        start = now = clock()
+        while len(times) < min_runs or now - start < min_seconds:
+            t0 = clock()
+            fn(batch)
+            now = clock()
+            times.append(now - t0)
+            if max_seconds is not None and now - start >= max_seconds:
+                capped = len(times) < min_runs or now - start < min_seconds
+                break
+        total = now - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return latency_stats(times, bs, total) | {"first_run_ms": first_ms, "warmup": warmup, "capped": capped}
+
+
+# --------------------------------------------------------------------------- runtimes as given on the command line
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """``name[:option[=value],...]``, e.g. ``torch:channels_last`` or ``openvino:hint=throughput,streams=2``."""
+
+    label: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def parse(cls, text: str | RuntimeSpec) -> RuntimeSpec:
+        if isinstance(text, RuntimeSpec):
+            return text
+        import yaml
+
+        name, _, rest = text.strip().partition(":")
+        options: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            options[key.strip().replace("-", "_")] = yaml.safe_load(value) if eq else True
+        if not name:
+            raise SlimlineError(f"runtime {text!r} has no name; write e.g. torch or torch:channels_last")
+        return cls(text.strip(), name, options)
+
+
+# --------------------------------------------------------------------------- one combination in its own process
+
+
+def worker_env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SLIMLINE_PROGRESS"] = "0"
+    env.setdefault("NNCF_CI", "1")  # see slimline.runtimes.openvino.disable_telemetry
+    if threads:
+        for var in THREAD_ENV:
+            env[var] = str(threads)
+    src = str(Path(__file__).resolve().parents[2])  # the folder holding the slimline package
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_in_subprocess(spec: dict[str, Any], timeout: float | None = 1800) -> dict[str, Any]:
+    """Run ``python -m slimline.bench.worker`` on ``spec`` in a fresh process; its result as a dict.
+
+    A crash, timeout or missing result becomes ``{"status": "error", "error": ...}``.
+    """
+    with tempfile.TemporaryDirectory(prefix="slimline-bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "slimline.bench.worker", str(spec_path), str(out_path)]
+        try:
+            proc = subprocess.run(
+                cmd, env=worker_env(spec.get("threads")), capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"status": "error", "error": f"timed out after {timeout:g} s"}
+        if out_path.exists():
+            try:
+                return json.loads(out_path.read_text())
+            except json.JSONDecodeError as e:
+                return {"status": "error", "error": f"unreadable worker result: {e}"}
+        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
+        return {"status": "error", "error": f"worker exited with code {proc.returncode}: {tail}"}
+
+
+# --------------------------------------------------------------------------- the matrix
+
+
+@dataclass
+class BenchTarget:
+    """One model under test, in one or more forms (a model built on the fly has torch/onnx/openvino)."""
+
+    name: str
+    artifacts: dict[str, Artifact]  # kind -> artifact
+
+    @classmethod
+    def from_artifact(cls, art: Artifact, name: str | None = None) -> BenchTarget:
+        return cls(name or art.name, {art.kind: art})
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.artifacts)
+
+
+def _pick_kind(runtime_kinds: Sequence[str], target: BenchTarget, native_in_set: bool) -> str | None:
+    """The runtime's native kind if the target has it; other kinds it runs only when no target has the native one."""
+    if runtime_kinds[0] in target.artifacts:
+        return runtime_kinds[0]
+    if native_in_set:
+        return None
+    return next((k for k in runtime_kinds[1:] if k in target.artifacts), None)
+
+
+def _empty_result(target: BenchTarget, rt: RuntimeSpec, bs: int, art: Artifact | None) -> dict[str, Any]:
+    return {
+        "artifact": target.name,
+        "artifact_path": str(art.path) if art else None,
+        "kind": art.kind if art else None,
+        "runtime": rt.label,
+        "runtime_name": rt.name,
+        "options": dict(rt.options),
+        "batch_size": bs,
+        "status": "ok",
+        "error": None,
+        "latency_ms": None,
+        "throughput": None,
+        "runs": None,
+        "seconds": None,
+        "first_run_ms": None,
+        "load_seconds": None,
+        "peak_rss_mb": None,
+        "pid": None,
+        "file_bytes": art.size_bytes() if art else None,
+        "macs": None,
+        "macs_method": None,
+        "gflops": None,
+        "efficiency": None,
+        "describe": None,
+    }
+
+
+def bench_targets(
+    targets: Sequence[BenchTarget],
+    runtimes: Sequence[str | RuntimeSpec],
+    batch_sizes: Sequence[int] = (1,),
+    threads: int | None = None,
+    warmup: int = 5,
+    min_runs: int = 20,
+    min_seconds: float = 1.0,
+    max_seconds: float | None = None,
+    peak: bool | float | dict[str, Any] = True,
+    plugins: Sequence[str] = (),
+    timeout: float | None = 1800,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Benchmark every target x runtime x batch size, each in its own subprocess.
+
+    ``peak``: True measures the GEMM peak (in a subprocess, same threads) before and after the
+    combinations and keeps the higher (a shared machine's load only lowers it); a number is taken
+    as the fp32 peak in GFLOP/s, a dict as a previous ``measure_peak`` result, False skips it.
+    ``plugins``: modules the worker imports first (they may register more runtimes).
+    Returns the results document described in :mod:`slimline.bench`.
+    """
+    from slimline.environment import environment
+    from slimline.runtimes import get_runtime
+
+    for p in plugins:
+        __import__(p)
+    specs = [RuntimeSpec.parse(r) for r in runtimes]
+    peak_doc = _peak(peak, threads, plugins, timeout)
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    macs_cache: dict[str, tuple[int | None, str]] = {}
+    for rt in specs:
+        cls = get_runtime(rt.name)
+        ok, why = cls.available()
+        native_in_set = any(cls.kinds[0] in t.artifacts for t in targets)
+        for target in targets:
+            kind = _pick_kind(cls.kinds, target, native_in_set)
+            if kind is None:
+                reason = f"{rt.name} runs {'/'.join(cls.kinds)} artifacts; this is {'/'.join(target.kinds)}"
+                skipped.append({"artifact": target.name, "runtime": rt.label, "reason": reason})
+                continue
+            art = target.artifacts[kind]
+            for bs in batch_sizes:
+                res = _empty_result(target, rt, int(bs), art)
+                if not ok:
+                    res |= {"status": "unavailable", "error": f"runtime {rt.name!r} is not usable here: {why}"}
+                else:
+                    spec = {
+                        "artifact": str(art.path),
+                        "runtime": rt.name,
+                        "options": rt.options,
+                        "batch_size": int(bs),
+                        "threads": threads,
+                        "warmup": warmup,
+                        "min_runs": min_runs,
+                        "min_seconds": min_seconds,
+                        "max_seconds": max_seconds,
+                        "plugins": list(plugins),
+                    }
+                    out = run_in_subprocess(spec, timeout)
+                    res |= {k: v for k, v in out.items() if k in res or k in ("traceback",)}
+                    if res["status"] == "ok":
+                        if target.name not in macs_cache:
+                            macs_cache[target.name] = _target_macs(target)
+                        macs, how = macs_cache[target.name]
+                        res["macs"], res["macs_method"] = macs, how
+                        if macs and res["throughput"]:
+                            res["gflops"] = 2.0 * macs * res["throughput"] / 1e9
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+    if peak is True and peak_doc is not None and any(r["status"] == "ok" for r in results):
+        after = _peak(True, threads, plugins, timeout)
+        if after and (after.get("fp32_gflops") or 0) > (peak_doc.get("fp32_gflops") or 0):
+            after["before"] = peak_doc.get("fp32_gflops")
+            peak_doc = after
+        else:
+            peak_doc["after"] = after.get("fp32_gflops") if after else None
+    peak_gflops = peak_doc.get("fp32_gflops") if peak_doc else None
+    for res in results:
+        if res.get("gflops") and peak_gflops:
+            res["efficiency"] = res["gflops"] / peak_gflops
+    env = environment() | {"threads": threads}
+    return {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "environment": env,
+        "settings": {
+            "runtimes": [r.label for r in specs],
+            "batch_sizes": [int(b) for b in batch_sizes],
+            "threads": threads,
+            "warmup": warmup,
+            "min_runs": min_runs,
+            "min_seconds": min_seconds,
+            "max_seconds": max_seconds,
+        },
+        "peak_gflops": peak_gflops,
+        "peak": peak_doc,
+        "results": results,
+        "skipped": skipped,
+    }
+
+
+def _target_macs(target: BenchTarget) -> tuple[int | None, str]:
+    from slimline.bench.macs import artifact_macs
+
+    for kind in ("torch", "onnx", "openvino"):  # the PyTorch count is the most direct
+        if kind in target.artifacts:
+            macs, how = artifact_macs(target.artifacts[kind])
+            if macs is not None:
+                return macs, how
+    return None, "unknown"
+
+
+def _peak(
+    peak: bool | float | dict[str, Any], threads: int | None, plugins: Sequence[str], timeout: float | None
+) -> dict[str, Any] | None:
+    if peak is False or peak is None:
+        return None
+    if isinstance(peak, dict):
+        return peak
+    if isinstance(peak, int | float) and not isinstance(peak, bool):
+        return {"fp32_gflops": float(peak), "int8_gops": None, "method": "given"}
+    out = run_in_subprocess({"mode": "peak", "threads": threads, "seconds": 3.0, "plugins": list(plugins)}, timeout)
+    if out.get("status") != "ok":
+        return {"fp32_gflops": None, "int8_gops": None, "error": out.get("error")}
+    return {k: v for k, v in out.items() if k not in ("status", "error", "pid", "peak_rss_mb")}
+
+
+def bench_artifacts(
+    paths: Sequence[str | Path | Artifact],
+    runtimes: Sequence[str | RuntimeSpec],
+    batch_sizes: Sequence[int] = (1,),
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Benchmark a list of artifact folders (each its own target); kwargs as :func:`bench_targets`."""
+    targets = [BenchTarget.from_artifact(p if isinstance(p, Artifact) else Artifact.load(p)) for p in paths]
+    return bench_targets(targets, runtimes, batch_sizes, **kwargs)
+
+
+def is_artifact_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / ARTIFACT_JSON).exists()

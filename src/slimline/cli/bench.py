@@ -1,0 +1,141 @@
+"""``slimline bench`` (artifacts x runtimes x batch sizes, each in its own process) and ``slimline peak``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import typer
+
+from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.progress import console
+
+
+@app.command()
+@friendly
+def bench(
+    targets: list[str] = typer.Argument(
+        ...,
+        help="artifact folders, .onnx/.xml files, or models by name (zoo name or "
+        "package.module:factory: built and exported on the fly)",
+    ),
+    runtime: list[str] = typer.Option(
+        ["torch", "onnxruntime"],
+        "--runtime",
+        "-r",
+        help="repeatable: torch, torch:channels_last, torch-compile, onnxruntime, "
+        "openvino, openvino:hint=throughput,streams=2 ...",
+    ),
+    batch: list[int] = typer.Option([1], "--batch", "-b", help="repeatable batch size"),
+    threads: int | None = typer.Option(None, "--threads", "-t", help="threads per runtime (default: the runtime's)"),
+    min_runs: int = typer.Option(20, min=1, help="timed calls at least"),
+    min_seconds: float = typer.Option(1.0, min=0, help="timed seconds at least"),
+    max_seconds: float | None = typer.Option(None, help="stop timing a combination after this long regardless"),
+    warmup: int = typer.Option(5, min=0, help="untimed calls first"),
+    weights: Path | None = typer.Option(None, help="weights for a model given by name"),
+    input_shape: str | None = typer.Option(None, help="C,H,W for models by name (default: the zoo entry's)"),
+    workdir: Path | None = typer.Option(
+        None, help="where models given by name are built and exported (default: a temporary folder)"
+    ),
+    peak: bool = typer.Option(True, "--peak/--no-peak", help="measure the GEMM peak first, for efficiency"),
+    peak_gflops: float | None = typer.Option(None, help="use this fp32 peak (GFLOP/s) instead of measuring it"),
+    compare: Path | None = typer.Option(None, "--compare", help="an earlier results JSON: print speed ratios"),
+    timeout: float = typer.Option(1800, help="seconds allowed per combination"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Latency (median/p90/p99), throughput, peak memory, size, MACs and efficiency per runtime.
+
+    Example: slimline bench resnet18 -r torch -r torch:channels_last -r onnxruntime -r openvino -b 1 -b 16 -t 2
+
+    JSON: the results document described in slimline.bench (schema, environment, peak_gflops,
+    results [{artifact, runtime, options, batch_size, latency_ms {median, p90, p99, min, std, mean},
+    throughput, runs, peak_rss_mb, file_bytes, macs, efficiency, describe, ...}]).
+    """
+    from slimline.bench import bench_targets
+    from slimline.bench.table import compare_results, compare_table, error_lines, load_results, results_table
+    from slimline.bench.targets import resolve_targets
+    from slimline.cli.export import parse_shape
+
+    old = load_results(compare) if compare else None
+    with tempfile.TemporaryDirectory(prefix="slimline-bench-") as tmp:
+        work = workdir or Path(tmp)
+        resolved = resolve_targets(targets, runtime, work, weights, parse_shape(input_shape))
+
+        def show(r: dict) -> None:
+            if r["status"] == "ok":
+                lat, tput = r["latency_ms"]["median"], r["throughput"]
+                console.print(
+                    f"  {r['artifact']} | {r['runtime']} | batch {r['batch_size']}: "
+                    f"median {lat:.2f} ms, {tput:.1f} items/s",
+                    highlight=False,
+                )
+            else:
+                console.print(
+                    f"  {r['artifact']} | {r['runtime']} | batch {r['batch_size']}: [red]{r['status']}[/] {r['error']}",
+                    highlight=False,
+                )
+
+        doc = bench_targets(
+            resolved,
+            runtime,
+            batch,
+            threads=threads,
+            warmup=warmup,
+            min_runs=min_runs,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            peak=peak_gflops if peak_gflops is not None else peak,
+            timeout=timeout,
+            on_result=show,
+        )
+    console.print(results_table(doc))
+    for line in error_lines(doc):
+        console.print(f"[red]not measured:[/] {line}", highlight=False)
+    if old is not None:
+        rows = compare_results(doc, old)
+        doc["compare"] = {"against": str(compare), "rows": rows}
+        if rows:
+            console.print(compare_table(rows, title=f"compared with {compare}"))
+        else:
+            console.print(f"nothing in {compare} matches these (model, runtime, batch) combinations")
+    dump_json(json_path, doc)
+
+
+@app.command()
+@friendly
+def peak(
+    threads: int | None = typer.Option(None, "--threads", "-t", help="threads (default: the libraries' default)"),
+    seconds: float = typer.Option(3.0, min=0.1, help="measuring time in total"),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="also measure int8 GEMM (ONNX Runtime MatMulInteger)"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """GEMM peak of this machine: fp32 (torch.mm and ONNX Runtime MatMul) and int8, in a fresh process.
+
+    Example: slimline peak --threads 2
+
+    JSON keys: fp32_gflops, int8_gops, threads, fp32 {gflops, median_gflops, size, method, libraries},
+    int8 {gops, median_gops, size, per_size, method}, environment.
+    """
+    from slimline.bench.harness import run_in_subprocess
+    from slimline.environment import environment
+    from slimline.errors import SlimlineError
+
+    out = run_in_subprocess({"mode": "peak", "threads": threads, "seconds": seconds, "int8": int8})
+    if out.get("status") != "ok":
+        raise SlimlineError(f"peak measurement failed: {out.get('error')}")
+    fp32 = out["fp32"]
+    console.print(
+        f"fp32 GEMM peak: [bold]{out['fp32_gflops']:.1f} GFLOP/s[/] (median {fp32['median_gflops']:.1f}; "
+        f"{fp32['method']}, n={fp32['size']})",
+        highlight=False,
+    )
+    if out.get("int8_gops"):
+        i8 = out["int8"]
+        console.print(
+            f"int8 GEMM peak: [bold]{out['int8_gops']:.1f} GOP/s[/] (median {i8['median_gops']:.1f}; "
+            f"{i8['method']}, n={i8['size']})",
+            highlight=False,
+        )
+    print(f"fp32_gflops={out['fp32_gflops']:.2f}")
+    doc = {k: v for k, v in out.items() if k not in ("status", "error")} | {"environment": environment()}
+    dump_json(json_path, doc)

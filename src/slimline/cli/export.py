@@ -1,0 +1,109 @@
+"""``slimline export``: a model (zoo name, factory, artifact folder or .onnx) to ONNX or OpenVINO IR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.errors import SlimlineError
+from slimline.progress import console
+
+
+def parse_shape(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise SlimlineError(f"--input-shape must look like 3,224,224, not {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise SlimlineError(f"--input-shape must be positive sizes like 3,224,224, not {text!r}")
+    return dims
+
+
+def _source(model: str, weights: Path | None, input_shape: list[int] | None) -> tuple[Any, dict[str, Any], list]:
+    """(nn.Module or onnx Artifact, meta, lineage) for whatever the user named."""
+    from slimline.artifact import Artifact, load_torch
+    from slimline.bench.harness import is_artifact_dir
+    from slimline.bench.targets import model_meta
+    from slimline.models import load_model
+
+    p = Path(model)
+    if is_artifact_dir(p):
+        art = Artifact.load(p)
+        meta = dict(art.meta)
+        if input_shape:
+            meta["input_shape"] = input_shape
+        if art.kind == "torch":
+            return load_torch(art), meta, list(art.lineage)
+        if art.kind == "onnx":
+            return art, meta, list(art.lineage)
+        raise SlimlineError(f"{p} is already an {art.kind} artifact")
+    if p.suffix == ".onnx":
+        from slimline.models import load_onnx
+
+        dims = load_onnx(p).graph.input[0].type.tensor_type.shape.dim
+        shape = input_shape or (
+            [d.dim_value for d in dims[1:]] if all(d.HasField("dim_value") for d in dims[1:]) else None
+        )
+        meta = {"model": model, "input_shape": shape} if shape else {"model": model}
+        return Artifact("onnx", p.parent, {"model": p.name}, meta, []), meta, [{"step": "baseline", "model": model}]
+    meta = model_meta(model, input_shape)
+    return (
+        load_model(model, weights),
+        meta,
+        [{"step": "baseline", "model": model, "weights": str(weights) if weights else None}],
+    )
+
+
+@app.command()
+@friendly
+def export(
+    model: str = typer.Argument(..., help="zoo name, package.module:factory, artifact folder, or .onnx (for openvino)"),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),
+    output: Path = typer.Option(..., "--output", "-o", help="artifact folder to write"),
+    weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
+    input_shape: str | None = typer.Option(None, help="C,H,W of one sample (default: the zoo entry's)"),
+    opset: int | None = typer.Option(None, help="ONNX opset (default: suited to the installed onnxruntime)"),
+    rtol: float = typer.Option(1e-4, help="max relative difference to the source on a random batch"),
+    via: str = typer.Option("direct", help="openvino from PyTorch: 'direct' or through 'onnx'"),
+    seed: int = typer.Option(0, help="seed of the random parity batch"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Export to ONNX (dynamic batch, checker, parity with PyTorch) or OpenVINO IR (.xml + .bin).
+
+    Example: slimline export cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -o out/r56
+
+    JSON keys: format, artifact (folder), files, parity {max_abs_diff, max_rel_diff, tolerance, against},
+    file_bytes; onnx: opset, external_data; openvino: source, openvino_version.
+    """
+    from slimline.artifact import Artifact
+
+    shape = parse_shape(input_shape)
+    source, meta, lineage = _source(model, weights, shape)
+    if fmt == "onnx":
+        if isinstance(source, Artifact):
+            raise SlimlineError(f"{model} is already ONNX")
+        from slimline.onnx_export import export_onnx_artifact
+
+        art, record = export_onnx_artifact(source, output, meta, lineage, opset=opset, rtol=rtol, seed=seed)
+    elif fmt == "openvino":
+        from slimline.openvino_export import export_openvino_artifact
+
+        art, record = export_openvino_artifact(source, output, meta, lineage, rtol=rtol, seed=seed, via=via)
+    else:
+        raise SlimlineError(f"--format must be onnx or openvino, not {fmt!r}")
+    art.lineage = [*lineage, {"step": f"export_{fmt}", **record}]
+    from slimline.fileio import write_json
+
+    write_json(art.path / "artifact.json", art.to_json())
+    par = record["parity"]
+    console.print(
+        f"wrote [bold]{art.path}[/] ({', '.join(art.files.values())}, {record['file_bytes'] / 1e6:.2f} MB); "
+        f"max abs diff {par['max_abs_diff']:.2e}, max rel diff {par['max_rel_diff']:.2e} vs {par['against']}",
+        highlight=False,
+    )
+    dump_json(json_path, record | {"artifact": str(art.path), "files": art.files})

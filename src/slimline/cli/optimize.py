@@ -1,0 +1,225 @@
+"""``slimline fuse``, ``slimline tune`` and ``slimline predict``: inference optimization commands."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.errors import SlimlineError
+from slimline.progress import console
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SlimlineError(f"{what} must be comma-separated integers like 1,8,32, not {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise SlimlineError(f"{what} must be positive integers, not {text!r}")
+    return vals
+
+
+def _artifact(model: str, weights: Path | None, workdir: Path) -> Any:
+    """An artifact folder as is; a zoo name, factory or .onnx file saved as an artifact under ``workdir``."""
+    from slimline.artifact import Artifact, save_torch
+    from slimline.bench.harness import is_artifact_dir
+
+    p = Path(model)
+    if is_artifact_dir(p):
+        return Artifact.load(p)
+    if p.suffix in (".onnx", ".xml"):
+        from slimline.bench.targets import file_artifact
+
+        return file_artifact(p, workdir)
+    from slimline.bench.targets import model_meta
+    from slimline.models import load_model
+
+    net = load_model(model, weights)
+    record = {"step": "baseline", "model": model, "weights": str(weights) if weights else None}
+    return save_torch(net, workdir / "baseline", model_meta(model, None), [record])
+
+
+def _context(out_dir: Path, seed: int) -> Any:
+    from slimline.pipeline import RunContext
+
+    return RunContext(run_dir=out_dir.parent, data=None, seed=seed, out_dir=out_dir)  # type: ignore[arg-type]
+
+
+@app.command()
+@friendly
+def fuse(
+    model: str = typer.Argument(..., help="artifact folder, zoo name, package.module:factory or .onnx file"),
+    output: Path = typer.Option(..., "--output", "-o", help="artifact folder to write"),
+    weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
+    layout: str = typer.Option("auto", help="PyTorch layout: auto (measure both), nchw or channels_last"),
+    fold_bn: bool = typer.Option(True, "--fold-bn/--no-fold-bn", help="fold BatchNorm into Conv/Linear weights"),
+    fx: bool = typer.Option(True, "--fx/--no-fx", help="torch.fx Conv+BN+activation fusion at load time"),
+    layout_batch: int = typer.Option(8, min=1, help="batch size of the layout timing"),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="ONNX: run onnxslim/onnxsim"),
+    ort_level: str = typer.Option("extended", help="ONNX: ONNX Runtime offline level: none, basic, extended, all"),
+    tolerance: float = typer.Option(1e-4, help="max absolute output difference allowed"),
+    seed: int = typer.Option(0),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Fold BatchNorm, fuse Conv+BN+activation, choose the layout (PyTorch); simplify + offline-optimize (ONNX).
+
+    Example: slimline fuse cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -o out/r56_fused
+
+    JSON keys: the fuse step's record: fold_bn {folded, pairs, modules_before, modules_after, max_abs_diff},
+    fx_fuse {nodes_before, nodes_after, fused_counts, max_abs_diff}, layout {median_ms, chosen},
+    runtime_config; ONNX: original, simplify, ort_offline, parity, dw_pw; summary.
+    """
+    from slimline.steps.fuse import Fuse, FuseOptions
+
+    cfg = FuseOptions(
+        fold_bn=fold_bn,
+        fx_fuse=fx,
+        layout=layout,
+        layout_batch=layout_batch,
+        simplify=simplify,
+        ort_level=ort_level,
+        tolerance=tolerance,
+    )
+    with tempfile.TemporaryDirectory(prefix="slimline-fuse-") as tmp:
+        art = _artifact(model, weights, Path(tmp))
+        out = Fuse(cfg).apply(art, _context(output, seed))
+        record = {"step": "fuse", "config": cfg.model_dump(mode="json"), **out.record}
+        if out.artifact is not None:
+            from slimline.fileio import write_json
+
+            out.artifact.lineage = [*art.lineage, record]
+            write_json(out.artifact.path / "artifact.json", out.artifact.to_json())
+    console.print(f"fuse: {record.get('summary', record.get('note', ''))}", highlight=False)
+    if out.artifact is not None:
+        console.print(f"wrote {out.artifact.path}")
+    dump_json(json_path, record)
+
+
+@app.command()
+@friendly
+def tune(
+    artifact: Path = typer.Argument(..., help="artifact folder (its runtime_config is updated)"),
+    target: str = typer.Option("latency", help="latency (batch 1) or throughput (under --p99-ms)"),
+    p99_ms: float | None = typer.Option(None, "--p99-ms", help="throughput target: p99 latency bound per call"),
+    runtime: list[str] = typer.Option(
+        None, "--runtime", "-r", help="runtime to tune (repeatable; default: all available)"
+    ),
+    batch_sizes: str = typer.Option("1,2,4,8,16,32", help="throughput target: batch sizes to try"),
+    threads: str | None = typer.Option(None, help="thread counts to try, e.g. 1,2,4 (default: 1,2,4.. up to the CPUs)"),
+    rounds: int = typer.Option(3, min=1, help="timing rounds per comparison"),
+    exhaustive: bool = typer.Option(False, help="try the whole grid instead of one option at a time"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write a tuned copy here instead of in place"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Search threads, layout/fusion, streams and batch size per runtime; store the best in the artifact.
+
+    Example: slimline tune runs/demo/05_export_onnx --target throughput --p99-ms 50
+
+    JSON keys: per runtime: target, p99_ms, defaults, best, best_stats {median_ms, p99_ms, throughput,
+    batch_size}, default_stats, kept_defaults, gain_vs_defaults, runtime_config, trials.
+    """
+    from slimline.artifact import Artifact
+    from slimline.fileio import write_json
+    from slimline.optimize.tune import DEFAULT_BATCHES, copy_artifact, summary, tuned_meta
+    from slimline.optimize.tune import tune as tune_api
+
+    art = Artifact.load(artifact)
+    results = tune_api(
+        art,
+        runtime or None,
+        target,
+        p99_ms,
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes") or list(DEFAULT_BATCHES),
+        threads=_int_list(threads, "--threads"),
+        rounds=rounds,
+        exhaustive=exhaustive,
+        on_trial=lambda line: console.print(f"  [dim]{line}[/]", highlight=False),
+    )
+    meta = tuned_meta(art.meta, results)
+    record = {
+        "step": "tune",
+        "target": target,
+        "p99_ms": p99_ms,
+        "runtimes": {rt: r.to_dict() for rt, r in results.items()},
+        "summary": summary(results),
+    }
+    if output is not None:
+        out = copy_artifact(art, output, meta, [*art.lineage, record])
+    else:
+        art.meta, art.lineage = meta, [*art.lineage, record]
+        write_json(art.path / "artifact.json", art.to_json())
+        out = art
+    for rt, r in results.items():
+        b = r.best_stats
+        if "error" in b:
+            console.print(f"{rt}: {b['error']}")
+            continue
+        gain = r.gain()
+        console.print(
+            f"{rt}: {r.runtime_config()}  median {b['median_ms']:.2f} ms, p99 {b['p99_ms']:.2f} ms, "
+            f"{b['throughput']:.1f}/s"
+            + (f"  ({gain:.2f}x vs defaults)" if gain else "")
+            + ("  [defaults kept]" if r.kept_defaults else ""),
+            highlight=False,
+        )
+    console.print(f"runtime_config written to {out.path / 'artifact.json'}")
+    dump_json(json_path, record)
+
+
+@app.command()
+@friendly
+def predict(
+    artifact: Path = typer.Argument(..., help="artifact folder"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name"),
+    out: Path = typer.Option(
+        ..., "--out", help="predictions file: .npy (classes, or logits with --logits) or .parquet"
+    ),
+    split: str = typer.Option("test", help="train or test"),
+    data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
+    limit: int | None = typer.Option(None, help="only the first N samples"),
+    runtime: str | None = typer.Option(None, help="runtime (default: the artifact's own)"),
+    workers: int = typer.Option(1, min=1, help="worker processes, each with its own session"),
+    threads: int | None = typer.Option(None, help="threads in total, shared out between the workers"),
+    batch_size: int | None = typer.Option(None, help="default: the tuned batch size, else 64"),
+    shard_size: int = typer.Option(1000, min=1, help="samples per shard (the unit of resuming)"),
+    logits: bool = typer.Option(False, help="write logits instead of (npy) / besides (parquet) classes"),
+    restart: bool = typer.Option(False, help="discard finished shards of an earlier run"),
+    keep_shards: bool = typer.Option(False, help="keep the shard folder after writing the output"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Predict a whole dataset with worker processes; ordered output; an interrupted run resumes.
+
+    Example: slimline predict runs/demo/03_fuse --data fashion-mnist --out preds.npy --workers 2
+
+    JSON keys: output, n, shards, shards_reused, workers, threads_per_worker, runtime, batch_size,
+    format, top1 (when the data has labels).
+    """
+    from slimline.optimize.predict import predict as predict_api
+
+    res = predict_api(
+        artifact,
+        data,
+        out,
+        split=split,
+        data_dir=data_dir,
+        limit=limit,
+        runtime=runtime,
+        workers=workers,
+        threads=threads,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        logits=logits,
+        resume=not restart,
+        keep_shards=keep_shards,
+    )
+    line = f"wrote {res['output']}: {res['n']} samples, {res['shards']} shards ({res['shards_reused']} reused)"
+    if "top1" in res:
+        line += f", top-1 {res['top1']:.2f}%"
+    console.print(line, highlight=False)
+    dump_json(json_path, res)

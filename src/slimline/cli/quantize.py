@@ -1,0 +1,144 @@
+"""``slimline quantize`` (int8 through a backend, optionally accuracy-aware) and ``slimline quant-numerics``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.progress import console
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
+
+
+@app.command()
+@friendly
+def quantize(
+    model: str = typer.Option(..., "--model", "-m", help="zoo name, package.module:factory or .onnx file"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name (calibration: its training split)"),
+    weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime, openvino or torch"),
+    mode: str = typer.Option("static", help="static (calibrated) or dynamic (onnxruntime, Linear-heavy models)"),
+    calibration: str = typer.Option("minmax", help="minmax, percentile, entropy, mse or default (the backend's own)"),
+    calibration_size: int = typer.Option(300, min=1, help="training samples used to calibrate"),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="one weight scale per tensor (default: per channel)"),
+    activation_type: str = typer.Option("uint8", help="uint8 (U8S8, fastest on x86) or int8"),
+    symmetric_activations: bool = typer.Option(False, "--symmetric-activations"),
+    reduce_range: bool | None = typer.Option(None, "--reduce-range/--full-range",
+                                             help="7-bit weights (default: on x86 CPUs without VNNI)"),
+    exclude: list[str] | None = typer.Option(None, "--exclude", "-x", help="layer kept in float (repeatable)"),
+    accuracy_aware: bool = typer.Option(False, "--accuracy-aware", help="return sensitive layers to float"),
+    max_drop: float = typer.Option(1.0, min=0, help="accuracy-aware budget: top-1 points on the validation slice"),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate float and int8 on the test split"),
+    test_limit: int | None = typer.Option(None, help="evaluate on the first N test samples"),
+    val_size: float = typer.Option(0.1, help="validation slice of the training data (fraction, or count if >= 1)"),
+    seed: int = typer.Option(0),
+    data_dir: Path | None = typer.Option(None),
+    output: Path = typer.Option(Path("runs/quantize"), "--output", "-o", help="run folder"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Quantize a model to int8 (calibrated on training samples) and compare it with float.
+
+    Example: slimline quantize -m cifar_resnet56 --weights resnet56.th -d cifar10-sample -b openvino -o runs/q56
+
+    The int8 model lands in OUTPUT/02_quantize (kind onnx, openvino or torch, run by the shared
+    runtimes, eval and bench) with quantization.json (options, sizes, layers kept in float, per-layer
+    sensitivity). JSON keys: float, int8 (top1, n, ...), drop, sizes, kept_float, warnings, run.
+    """
+    from slimline.api import run as run_api
+
+    options: dict[str, Any] = {
+        "backend": backend, "mode": mode, "calibration": calibration, "calibration_size": calibration_size,
+        "per_channel": not per_tensor, "activation_type": activation_type,
+        "activation_symmetric": symmetric_activations, "reduce_range": reduce_range,
+        "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop,
+    }
+    steps: list[dict[str, Any]] = [{"quantize": options}]
+    if evaluate:
+        steps = [{"evaluate": {"fidelity": False}}, *steps, {"evaluate": {}}]
+    recipe = {
+        "name": "quantize",
+        "model": {"name": model, "weights": str(weights) if weights else None},
+        "data": {"name": data, "data_dir": str(data_dir) if data_dir else None, "test_limit": test_limit,
+                 "val_size": int(val_size) if val_size >= 1 else val_size},
+        "seed": seed,
+        "steps": steps,
+        "output_dir": str(output),
+    }
+    results = run_api(recipe)
+    summary = summarise(results)
+    _print_summary(summary)
+    dump_json(json_path, summary | {"run": str(output)})
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a quantize run: float and int8 accuracy, drop, sizes, layers kept in float."""
+    stages = results["stages"]
+    q = next(s["record"] for s in stages if s["step"] == "quantize")
+    evals = [s["record"]["metrics"] for s in stages if s["step"] == "evaluate"]
+    out: dict[str, Any] = {
+        "backend": q["backend"], "artifact": next(s["artifact"] for s in stages if s["step"] == "quantize"),
+        "sizes": {"float_bytes": q["float_bytes"], "int8_bytes": q["int8_bytes"], "compression": q["compression"]},
+        "kept_float": q.get("accuracy_aware", {}).get("kept_float", []), "left_float": q["left_float"],
+        "warnings": q["warnings"],
+    }
+    if len(evals) >= 2:
+        out["float"], out["int8"] = evals[0], evals[-1]
+        out["drop"] = evals[0]["top1"] - evals[-1]["top1"]
+    if "accuracy_aware" in q:
+        out["accuracy_aware"] = {k: v for k, v in q["accuracy_aware"].items() if k != "history"}
+    return out
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    sz = s["sizes"]
+    console.print(f"int8 via [bold]{s['backend']}[/] -> {s['artifact']}: {sz['float_bytes'] / 1e6:.2f} MB -> "
+                  f"{sz['int8_bytes'] / 1e6:.2f} MB ({sz['compression']:.2f}x smaller)", highlight=False)
+    if "int8" in s:
+        f, q = s["float"], s["int8"]
+        console.print(f"top-1 float {f['top1']:.2f}% -> int8 {q['top1']:.2f}% (drop {s['drop']:+.2f} points, "
+                      f"n={q['n']}; agreement {q.get('top1_agreement', float('nan')):.2f}%)", highlight=False)
+    if s["kept_float"]:
+        console.print(f"kept in float (accuracy-aware): {', '.join(s['kept_float'])}", highlight=False)
+    for w in s["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+@app.command("quant-numerics")
+@friendly
+def quant_numerics(
+    seed: int = typer.Option(0, help="seed of the test tensor"),
+    channels: int = typer.Option(64, min=1, help="channels (rows) of the test tensor"),
+    per_channel: int = typer.Option(16384, min=16, help="values per channel"),
+    outliers: int = typer.Option(3, min=0, help="number of outlier entries"),
+    magnitude: float = typer.Option(40.0, help="outlier magnitude (the bulk is N(0, 0.5..2))"),
+    percentile: float = typer.Option(99.99, help="percentile observer's clipping percentile"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """SQNR (dB) of every observer (minmax, percentile, entropy, mse) and scheme on a tensor with outliers.
+
+    Example: slimline quant-numerics --outliers 3 --magnitude 40 --json numerics.json
+
+    The tensor: CHANNELS x PER_CHANNEL values from N(0, s_c) with s_c from 0.5 to 2, plus OUTLIERS
+    entries of +-MAGNITUDE. Per-channel schemes use one scale per row. JSON keys: tensor {...},
+    rows [{observer, scheme, sqnr_db, range, scale}].
+    """
+    from slimline.quant.numerics import observer_table, outlier_tensor
+
+    x = outlier_tensor(seed, channels, per_channel, outliers, magnitude)
+    rows = observer_table(x, percentile=percentile)
+    schemes = list(dict.fromkeys(r["scheme"] for r in rows))
+    t = Table("observer", *[f"{s}\nSQNR dB" for s in schemes],
+              title=f"SQNR on {channels}x{per_channel} N(0,1)-like values with {outliers} outliers of +-{magnitude:g}")
+    for obs in dict.fromkeys(r["observer"] for r in rows):
+        by = {r["scheme"]: r for r in rows if r["observer"] == obs}
+        t.add_row(obs, *[f"{by[s]['sqnr_db']:.2f}" for s in schemes])
+    console.print(t)
+    dump_json(json_path, {"tensor": {"seed": seed, "channels": channels, "per_channel": per_channel,
+                                     "outliers": outliers, "magnitude": magnitude, "percentile": percentile},
+                          "rows": rows})

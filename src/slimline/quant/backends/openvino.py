@@ -1,0 +1,175 @@
+"""OpenVINO: NNCF post-training quantization of the OpenVINO model (``model.xml`` + ``model.bin``).
+
+The float OpenVINO model is read from the fp32 ONNX export (so operator names are the ONNX node
+names, which map back to PyTorch modules) or taken as is from an ``openvino`` artifact. Telemetry
+of OpenVINO and NNCF is switched off before either is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimline.errors import RecipeError
+from slimline.quant.backends import BACKENDS
+from slimline.quant.backends.base import FloatModel, QuantBackend, QuantConfig, QuantResult
+
+HEAVY_OV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+_QUANTIZERS = ("FakeQuantize", "FakeConvert")
+# operators int8 passes through unchanged (NNCF may put the FakeQuantize before them)
+_PRESERVING = ("Reshape", "Transpose", "Convert", "MaxPool", "Squeeze", "Unsqueeze", "StridedSlice", "Pad")
+
+
+def import_nncf() -> tuple[Any, Any]:
+    """(openvino, nncf) with telemetry off."""
+    try:
+        from slimline.runtimes.openvino import disable_telemetry, import_openvino
+    except ImportError:  # pragma: no cover - the runtime module is part of slimline
+        import os
+
+        os.environ.setdefault("NNCF_CI", "1")
+        import openvino as ov
+    else:
+        disable_telemetry()
+        ov = import_openvino()
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    return ov, nncf
+
+
+def read_float_model(src: FloatModel) -> Any:
+    """The float ``openvino.Model``: the IR as given, or converted from the fp32 ONNX export.
+
+    ``convert_model`` (via :func:`slimline.openvino_export.convert_openvino`, telemetry off) runs
+    OpenVINO's offline transformations (shape-subgraph folding...), so the int8 IR is as lean as the
+    fp32 one; operator names stay the ONNX node names.
+    """
+    ov, _ = import_nncf()
+    core = ov.Core()
+    if src.ov_xml is not None:
+        return core.read_model(str(src.ov_xml))
+    try:
+        from slimline.openvino_export import convert_openvino
+    except ImportError:  # pragma: no cover - the exporter is part of slimline
+        return core.read_model(str(src.onnx()))
+    return convert_openvino(src.onnx(), src.input_shape)
+
+
+def _heavy_ops(model: Any) -> list[Any]:
+    return [op for op in model.get_ordered_ops() if op.get_type_name() in HEAVY_OV_OPS]
+
+
+def _is_quantized(op: Any) -> bool:
+    """A compute op counts as int8 when its activation input comes through a FakeQuantize."""
+    src = op.input_value(0).get_node()
+    while src.get_type_name() in _PRESERVING:
+        src = src.input_value(0).get_node()
+    return src.get_type_name() in _QUANTIZERS
+
+
+def resolve_ov_names(names: list[str], src: FloatModel, model: Any) -> list[str]:
+    """Module names, ONNX node names or OpenVINO operator names -> OpenVINO operator names."""
+    heavy = [op.get_friendly_name() for op in _heavy_ops(model)]
+    all_names = {op.get_friendly_name() for op in model.get_ordered_ops()}
+    mapping = src.node_map() if src.torch_model is not None else {}
+    out, unknown = [], []
+    for n in names:
+        onnx_name = mapping.get(n, n)
+        if n in all_names:
+            out.append(n)
+            continue
+        hits = [h for h in heavy if h == onnx_name or h.startswith(onnx_name + "/")]
+        if hits:
+            out.extend(hits)
+        else:
+            unknown.append(n)
+    if unknown:
+        raise RecipeError(f"cannot find layer(s) {unknown} in the OpenVINO model to keep in float; give PyTorch "
+                          f"module names or operator names, e.g. {list(mapping)[:3] + heavy[:3]}")
+    return sorted(set(out))
+
+
+@BACKENDS.register("openvino")
+class OpenVinoBackend(QuantBackend):
+    name = "openvino"
+    kind = "openvino"
+    # NNCF range estimators: MINMAX, MEAN_QUANTILE (per-sample quantiles), HISTOGRAM (least-error fit)
+    calibration_methods = ("minmax", "percentile", "mse", "default")
+    shares_tensor_quantization = False  # FakeQuantize sits at each operator's input: ignoring one un-quantizes it
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import_nncf()
+        except ImportError as e:
+            return False, f"openvino/nncf is not installed ({e}); pip install openvino nncf"
+        return True, ""
+
+    def check(self, cfg: QuantConfig) -> None:
+        super().check(cfg)
+        if cfg.mode != "static":
+            raise RecipeError("the openvino backend quantizes statically (NNCF); dynamic mode is onnxruntime's")
+
+    def quantize(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+                 out_dir: Path) -> QuantResult:
+        self.check(cfg)
+        ov, nncf = import_nncf()
+        from nncf.common.quantization.structs import QuantizationScheme
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        model = read_float_model(src)
+        excluded = resolve_ov_names([*cfg.exclude, *keep_float], src, model)
+        weights = QuantizationParameters(
+            per_channel=cfg.per_channel,
+            mode=QuantizationScheme.SYMMETRIC if cfg.weight_symmetric else QuantizationScheme.ASYMMETRIC,
+        )
+        adv: dict[str, Any] = {"weights_quantization_params": weights}
+        estimators = {"minmax": RangeEstimatorParametersSet.MINMAX,
+                      "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
+                      "mse": RangeEstimatorParametersSet.HISTOGRAM}
+        if cfg.calibration in estimators:
+            adv["activations_range_estimator_params"] = estimators[cfg.calibration]
+        preset = nncf.QuantizationPreset.PERFORMANCE if cfg.activation_symmetric else nncf.QuantizationPreset.MIXED
+        # one sample per item: NNCF's statistics (and subset_size) count items, and it advises batch 1
+        samples = [np.ascontiguousarray(calib[i : i + 1], dtype=np.float32) for i in range(len(calib))]
+        with contextlib.redirect_stdout(io.StringIO()):
+            qmodel = nncf.quantize(
+                model,
+                nncf.Dataset(samples),
+                preset=preset,
+                subset_size=len(samples),
+                ignored_scope=nncf.IgnoredScope(names=excluded, validate=False) if excluded else None,
+                advanced_parameters=AdvancedQuantizationParameters(**adv),
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ov.save_model(qmodel, str(out_dir / "model.xml"), compress_to_fp16=False)
+        result = QuantResult("openvino", {"model": "model.xml", "weights": "model.bin"}, excluded=excluded)
+        excluded_set = set(excluded)
+        quantized = 0
+        for op in _heavy_ops(qmodel):
+            name = op.get_friendly_name()
+            if _is_quantized(op):
+                quantized += 1
+            elif name not in excluded_set:
+                result.left_float.append({"name": name, "op": op.get_type_name(),
+                                          "reason": "NNCF did not quantize this operator"})
+        if result.left_float:
+            names = ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10])
+            result.warn(f"left in float (NNCF did not quantize them): {names}")
+        result.details = {
+            "preset": "performance" if cfg.activation_symmetric else "mixed",
+            "calibration": cfg.calibration,
+            "calibration_samples": len(samples),
+            "per_channel": cfg.per_channel,
+            "quantized_ops": quantized,
+            "nncf_version": nncf.__version__,
+            "openvino_version": ov.__version__.split("-")[0],
+        }
+        return result

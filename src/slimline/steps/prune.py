@@ -1,0 +1,453 @@
+"""``prune``: unstructured (``magnitude``), structured (``channel``), depth (``block``) or block + channel.
+
+- ``magnitude``: L1 unstructured, global or per layer; masks made permanent. The record gives the
+  sparsity per layer and in total, the stored size dense / zlib / sparse, the measured latency
+  before and after, and says plainly that dense runtimes do not get faster.
+- ``channel``: Torch-Pruning removes whole output channels; the per-unit widths come from the
+  sensitivity curves (a ``sensitivity`` step on the same model, or a scan made here) so that the
+  model meets every ``target`` (fractions removed of ``params``/``macs``/``latency``, or a
+  ``speedup``), rounded to multiples of ``round_to``. A ``ratio`` instead prunes every unit alike.
+- ``block``: removes whole residual blocks, least sensitive first (``blocks: N``, or as many as the
+  target needs); ``[block, channel]`` weighs both kinds of step against each other.
+
+``schedule.steps`` prunes in stages with ``finetune.epochs_per_step`` between them, and
+``finetune.epochs`` recovers at the end (distilling from the unpruned model with ``kd: true``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from slimline.artifact import Artifact, load_torch
+from slimline.errors import RecipeError, SlimlineError
+from slimline.evaluate import evaluate
+from slimline.pipeline import RunContext
+from slimline.steps import STEPS
+from slimline.steps.base import Step, StepConfig, StepOutput
+
+Method = Literal["magnitude", "channel", "block"]
+
+
+class SensitivitySettings(StepConfig):
+    samples: int | None = Field(256, ge=8)
+    ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    metric: Literal["loss", "top1", "kl"] = "loss"
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    files: list[str] = Field(default_factory=list, description="sensitivity JSON files from an earlier scan to reuse")
+
+
+class LatencySettings(StepConfig):
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    batch_size: int = Field(64, ge=1)
+    threads: int = Field(2, ge=1)
+    cache: bool = True
+    min_seconds: float = Field(0.3, gt=0)
+
+
+class ScheduleSettings(StepConfig):
+    steps: int = Field(1, ge=1)
+
+
+class FinetuneSettings(StepConfig):
+    epochs: int = Field(0, ge=0, description="fine-tuning epochs after the last pruning step")
+    epochs_per_step: int = Field(0, ge=0, description="fine-tuning epochs between pruning steps")
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: bool = True
+    kd: bool = Field(True, description="distil from the unpruned model (slimline.distill.kd_criterion)")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+    teacher_runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="run the frozen teacher in ONNX Runtime (faster on CPU) or PyTorch"
+    )
+    recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics after each pruning step")
+    recalibrate_samples: int = Field(2048, ge=1)
+
+
+class PruneOptions(StepConfig):
+    method: Method | list[Method] = "channel"
+    ratio: float | None = Field(None, ge=0, lt=1, description="magnitude: sparsity; channel: the same ratio everywhere")
+    scope: Literal["global", "local"] = "global"
+    layers: list[str] | None = Field(None, description="magnitude: only these layers (names or globs)")
+    target: dict[str, float] | None = Field(None, description="{params|macs|latency: fraction removed, speedup: x}")
+    importance: Literal["l1", "l2", "bn", "taylor"] = "l1"
+    round_to: int | None = Field(8, ge=1, description="kept channels are multiples of this (hardware-friendly)")
+    max_ratio: float = Field(0.8, gt=0, lt=1, description="at most this fraction of a unit's channels goes")
+    allocation: Literal["sensitivity", "uniform"] = "sensitivity"
+    blocks: int | None = Field(None, ge=0, description="remove this many blocks (default: as the target needs)")
+    max_blocks: int | None = Field(None, ge=0)
+    protect: list[str] = Field(default_factory=list, description="layers whose output channels stay")
+    exclude: list[str] = Field(default_factory=list, description="layers left alone and not traced")
+    protect_first_last: bool = True
+    sensitivity: SensitivitySettings = Field(default_factory=SensitivitySettings)
+    latency: LatencySettings = Field(default_factory=LatencySettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    measure_latency: bool = Field(True, description="magnitude: time dense latency before and after")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> Any:
+        if isinstance(v, str) and "+" in v:
+            return [s.strip() for s in v.split("+")]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneOptions:
+        ms = self.methods()
+        if "magnitude" in ms and len(ms) > 1:
+            raise ValueError("method magnitude does not combine with channel or block")
+        if ms == ["magnitude"] and self.ratio is None:
+            raise ValueError("method magnitude needs a ratio (the fraction of weights to zero)")
+        if "channel" in ms and self.ratio is None and not self.target:
+            raise ValueError("method channel needs a target (e.g. {macs: 0.5}) or a ratio")
+        if ms == ["block"] and self.blocks is None and not self.target:
+            raise ValueError("method block needs a number of blocks or a target")
+        return self
+
+    def methods(self) -> list[str]:
+        return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
+
+
+def _find_sensitivity(
+    ctx: RunContext, artifact: Artifact, kind: str, files: list[str]
+) -> tuple[dict[str, Any], str] | None:
+    """A sensitivity result of ``kind`` for this model: from a sensitivity step of this run, or a file."""
+    for rec in reversed(ctx.records):
+        if rec.get("step") == "sensitivity" and rec.get("evaluated") == artifact.path.name:
+            res = rec.get("sensitivity", {}).get(kind)
+            if res is not None:
+                return res, "reused from the sensitivity step"
+    for f in files:
+        loaded = _load_sensitivity(f)
+        if loaded.get("kind") == kind:
+            return loaded, f"read from {f}"
+    return None
+
+
+@STEPS.register("prune")
+class Prune(Step):
+    name = "prune"
+    Config = PruneOptions
+
+    def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
+        cfg: PruneOptions = self.config  # type: ignore[assignment]
+        if artifact.kind != "torch":
+            raise SlimlineError(f"prune needs a PyTorch model, but the current artifact is {artifact.kind}")
+        model = load_torch(artifact)
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.methods() == ["magnitude"]:
+            record = self._magnitude(model, artifact, ctx, cfg)
+        else:
+            record = self._structured(model, artifact, ctx, cfg)
+        out = ctx.save_model(model, artifact)
+        record["reload_check"] = _reload_check(model, out)
+        return StepOutput(out, record)
+
+    # ------------------------------------------------------------------ unstructured
+
+    def _magnitude(
+        self, model: torch.nn.Module, artifact: Artifact, ctx: RunContext, cfg: PruneOptions
+    ) -> dict[str, Any]:
+        from torch.nn.utils import prune as tprune
+
+        from slimline.prune.magnitude import (
+            DENSE_RUNTIME_NOTE,
+            magnitude_prune,
+            measure_torch_latency,
+            sparsity_report,
+            storage_report,
+        )
+        from slimline.prune.schedule import finetune
+
+        assert cfg.ratio is not None
+        dense = copy.deepcopy(model)
+        before = storage_report(model)
+        val_before = evaluate(model, ctx.data.val)
+        layers = magnitude_prune(
+            model, cfg.ratio, cfg.scope, cfg.layers, cfg.exclude, permanent=cfg.finetune.epochs == 0
+        )
+        rec: dict[str, Any] = {"method": "magnitude", "scope": cfg.scope, "ratio": cfg.ratio}
+        val_pruned = evaluate(model, ctx.data.val)
+        if cfg.finetune.epochs > 0:  # the masks stay attached while training, so zeros stay zero
+            ft = _finetune_config(cfg, ctx)
+            rec["finetune"] = finetune(
+                model, ctx.data.train, ft, cfg.finetune.epochs, teacher=dense, val=ctx.data.val, description="fine-tune"
+            )
+            for n in layers:
+                tprune.remove(model.get_submodule(n), "weight")
+        sp = sparsity_report(model, layers)
+        after = storage_report(model)
+        rec.update(
+            {
+                "sparsity": sp["sparsity"],
+                "sparsity_per_layer": {n: v["sparsity"] for n, v in sp["layers"].items()},
+                "zeros": sp["zeros"],
+                "weights": sp["weights"],
+                "storage": {"before": before, "after": after},
+                "val_before": val_before,
+                "val_after_pruning": val_pruned,
+                "val": evaluate(model, ctx.data.val),
+                "note": DENSE_RUNTIME_NOTE,
+                "summary": f"{100 * sp['sparsity']:.1f}% zeros; sparse {after['sparse_bytes'] / 1e3:.0f} kB "
+                f"vs dense {after['dense_bytes'] / 1e3:.0f} kB; latency unchanged",
+            }
+        )
+        if cfg.measure_latency:
+            shape = tuple(artifact.meta["input_shape"])
+            lat = measure_torch_latency({"dense": dense, "sparse": model}, shape)
+            rec["latency_ms"] = {
+                "runtime": "torch",
+                "batch": 16,
+                **lat,
+                "ratio": lat["dense"] / lat["sparse"] if lat["sparse"] else None,
+                "note": "median of 10 alternating runs on a shared machine",
+            }
+        return rec
+
+    # ------------------------------------------------------------------ structured
+
+    def _structured(
+        self, model: torch.nn.Module, artifact: Artifact, ctx: RunContext, cfg: PruneOptions
+    ) -> dict[str, Any]:
+        from slimline.prune.allocate import CostModel, Plan, allocate, allowed_widths, uniform_plan
+        from slimline.prune.block import find_blocks
+        from slimline.prune.channel import scan_units
+        from slimline.prune.common import example_input, model_size, reduction
+        from slimline.prune.schedule import run_schedule
+        from slimline.prune.sensitivity import sensitivity
+
+        methods = cfg.methods()
+        shape = tuple(artifact.meta["input_shape"])
+        example = example_input(shape, batch=2, seed=ctx.seed)
+        teacher = copy.deepcopy(model).eval()
+        size_before = model_size(model, shape)
+        val_before = evaluate(model, ctx.data.val)
+        rec: dict[str, Any] = {"method": "+".join(methods), "importance": cfg.importance, "round_to": cfg.round_to}
+
+        units, blocks = [], []
+        if "channel" in methods:
+            scan = scan_units(model, example, cfg.protect, cfg.exclude, cfg.protect_first_last)
+            units = scan.units
+            rec["units"] = scan.to_dict()
+            if not units:
+                raise SlimlineError(
+                    "no channel group can be pruned (all protected, excluded or unsafe): " + str(scan.skipped)
+                )
+        if "block" in methods:
+            from slimline.prune.common import match_names
+
+            all_names = [n for n, _ in model.named_modules() if n]
+            prot = match_names(all_names, cfg.protect, "layer to protect") if cfg.protect else []
+            blocks = find_blocks(model, example, prot)
+            rec["removable_blocks"] = [b.name for b in blocks]
+            if not blocks:
+                raise SlimlineError(
+                    "the model has no removable residual block (same input and output shape, skip path)"
+                )
+
+        def scan(kind: str) -> dict[str, Any]:
+            found = _find_sensitivity(ctx, artifact, kind, cfg.sensitivity.files)
+            if found is None and kind == "channel":  # per-layer weight curves of each unit's root layer
+                found = _find_sensitivity(ctx, artifact, "weight", cfg.sensitivity.files)
+            if found is not None:
+                res, where = found
+                note = where if res["kind"] == kind else f"{where}: weight curves of each unit's root layer as a proxy"
+                rec.setdefault("sensitivity", {})[kind] = note
+                return res
+            s = cfg.sensitivity
+            res = sensitivity(
+                model,
+                ctx.data.val,
+                kind,
+                s.ratios,
+                s.samples,
+                None,
+                cfg.protect,
+                cfg.exclude,  # type: ignore[arg-type]
+                cfg.protect_first_last,
+                s.backend,
+                seed=ctx.seed,
+                description=f"sensitivity ({kind})",
+            )
+            from slimline.fileio import write_json
+
+            write_json(ctx.out_dir / f"sensitivity_{kind}.json", res)
+            rec.setdefault("sensitivity", {})[kind] = f"measured here in {res['seconds']} s (sensitivity_{kind}.json)"
+            return res
+
+        need_channel_sens = bool(units) and cfg.allocation == "sensitivity" and cfg.ratio is None
+        channel_sens = scan("channel") if need_channel_sens else None
+        block_sens = scan("block") if blocks else None
+
+        cost = CostModel(model, example, units, blocks)
+        cost_fn = cost
+        tg = dict(cfg.target or {})
+        lat_model = None
+        if "latency" in tg or "speedup" in tg:
+            from slimline.prune.latency import LatencyModel
+
+            widths = {u.name: allowed_widths(u.channels, cfg.round_to, cfg.max_ratio) for u in units}
+            L = cfg.latency
+            lat_model = LatencyModel(
+                model, example, units, blocks, widths, L.runtime, L.batch_size, L.threads, L.cache, L.min_seconds
+            )
+
+            def cost_fn(keep: dict[str, int], removed: set[str]) -> dict[str, float]:  # type: ignore[misc]
+                return {**cost(keep, removed), **lat_model(keep, removed)}
+
+            rec["latency_table"] = lat_model.describe()
+
+        n_blocks = cfg.blocks if "block" in methods else None
+        if not tg and cfg.ratio is None:  # block only, a number of blocks
+            assert block_sens is not None
+            gone = _least_sensitive(block_sens, n_blocks or 0, cfg.sensitivity.metric)
+            full, after = cost_fn({}, set()), cost_fn({}, set(gone))
+            plan = Plan({}, gone, {}, {k: 1 - after[k] / full[k] for k in full if full[k]}, round_to=cfg.round_to)
+        elif cfg.ratio is not None or cfg.allocation == "uniform":
+            removed: list[str] = []
+            if n_blocks:
+                assert block_sens is not None
+                removed = _least_sensitive(block_sens, n_blocks, cfg.sensitivity.metric)
+            plan = uniform_plan(cost_fn, units, cfg.ratio, tg or None, cfg.round_to, cfg.max_ratio, removed)
+        else:
+            plan = allocate(
+                cost_fn,
+                units,
+                blocks,
+                tg,
+                channel_sens=channel_sens,
+                block_sens=block_sens,
+                metric=cfg.sensitivity.metric,
+                round_to=cfg.round_to,
+                max_ratio=cfg.max_ratio,
+                use_channels="channel" in methods,
+                use_blocks="block" in methods and n_blocks is None,
+                n_blocks=n_blocks,
+                max_blocks=cfg.max_blocks,
+            )
+        rec["plan"] = plan.to_dict()
+
+        ft = _finetune_config(cfg, ctx)
+
+        def grad_batches() -> Any:
+            return ctx.data.train.batches(ft.batch_size, shuffle=True, seed=ctx.seed)
+
+        def on_step(i: int, m: torch.nn.Module) -> dict[str, Any]:
+            return {"size": model_size(m, shape), "val": evaluate(m, ctx.data.val)}
+
+        history = run_schedule(
+            model,
+            example,
+            plan,
+            steps=cfg.schedule.steps,
+            importance=cfg.importance,
+            exclude=cfg.exclude,
+            train=ctx.data.train,
+            val=ctx.data.val,
+            finetune_cfg=ft,
+            teacher=teacher if cfg.finetune.kd else None,
+            grad_batches=grad_batches if cfg.importance == "taylor" else None,
+            checkpoint=ctx.out_dir / "finetune_checkpoint.pt",
+            on_step=on_step,
+        )
+        (ctx.out_dir / "finetune_checkpoint.pt").unlink(missing_ok=True)
+        size_after = model_size(model, shape)
+        red = reduction(size_before, size_after)
+        rec.update(
+            {
+                "schedule": history,
+                "size_before": size_before,
+                "size_after": size_after,
+                "reduction": red,
+                "val_before": val_before,
+                "val": evaluate(model, ctx.data.val),
+                "summary": f"-{100 * red['params']:.1f}% params, -{100 * red['macs']:.1f}% MACs"
+                + (f", {len(plan.blocks)} blocks removed" if plan.blocks else ""),
+            }
+        )
+        if lat_model is not None:
+            from slimline.prune.latency import measure_module
+
+            L = cfg.latency
+            t_before = measure_module(teacher, shape, L.runtime, L.batch_size, L.threads, min_seconds=L.min_seconds)
+            t_after = measure_module(model, shape, L.runtime, L.batch_size, L.threads, min_seconds=L.min_seconds)
+            rec["latency_ms"] = {
+                "runtime": L.runtime,
+                "batch": L.batch_size,
+                "threads": L.threads,
+                "before": t_before,
+                "after": t_after,
+                "measured_speedup": t_before / t_after,
+                "predicted_speedup": 1.0 / max(1e-9, 1.0 - plan.predicted.get("latency", 0.0)),
+                "note": "medians measured one after the other on a shared machine",
+            }
+        return rec
+
+
+def _load_sensitivity(path: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"cannot read the sensitivity file {p}: {e}") from e
+    if not isinstance(d, dict) or "units" not in d or "baseline" not in d:
+        raise RecipeError(f"{p} is not a slimline sensitivity result (no 'units'/'baseline')")
+    return d
+
+
+def _least_sensitive(block_sens: dict[str, Any], n: int, metric: str) -> list[str]:
+    from slimline.prune.sensitivity import drop_at
+
+    ranked = sorted(
+        block_sens["units"], key=lambda b: drop_at(block_sens["units"][b], 1.0, metric, block_sens["baseline"])
+    )
+    if n > len(ranked):
+        raise RecipeError(f"asked to remove {n} blocks but only {len(ranked)} are removable")
+    return ranked[:n]
+
+
+def _finetune_config(cfg: PruneOptions, ctx: RunContext) -> Any:
+    from slimline.prune.schedule import FinetuneConfig
+
+    f = cfg.finetune
+    return FinetuneConfig(
+        epochs=f.epochs,
+        epochs_per_step=f.epochs_per_step,
+        lr=f.lr,
+        batch_size=f.batch_size,
+        optimizer=f.optimizer,
+        weight_decay=f.weight_decay,
+        augment=f.augment,
+        kd=f.kd,
+        temperature=f.temperature,
+        alpha=f.alpha,
+        seed=ctx.seed,
+        teacher_runtime=f.teacher_runtime,
+        recalibrate_bn=f.recalibrate_bn,
+        recalibrate_samples=f.recalibrate_samples,
+    )
+
+
+def _reload_check(model: torch.nn.Module, out: Artifact) -> dict[str, Any]:
+    """Reload the saved artifact (architecture rebuilt from the zoo) and compare outputs."""
+    import numpy as np
+
+    shape = tuple(out.meta["input_shape"])
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32))
+    again = load_torch(out)
+    with torch.no_grad():
+        a, b = model.eval()(x), again(x)
+    diff = float((a - b).abs().max())
+    if diff > 1e-5 * max(1.0, float(a.abs().max())):
+        raise SlimlineError(f"the pruned model does not reload identically (max difference {diff:.3g})")
+    return {"max_abs_diff": diff, "passed": True}

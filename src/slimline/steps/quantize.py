@@ -1,0 +1,193 @@
+"""``quantize``: int8 post-training quantization through a backend, optionally accuracy-aware.
+
+Backends (``backend:``): ``onnxruntime`` (static QDQ U8S8 by default, or ``mode: dynamic``),
+``openvino`` (NNCF) and ``torch`` (FX graph mode, x86). Calibration uses ``calibration_size``
+samples of the training part (``ctx.data.calibration``), never the test split. With
+``accuracy_aware: true`` the step measures top-1 on the validation slice and returns the layers
+ranked most sensitive by the simulated (fake-quant) pass to float until the drop is within
+``max_drop`` points. Writes ``quantization.json`` (options, sizes, per-layer sensitivity) beside
+the model in the step folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from slimline.artifact import Artifact, ArtifactWriter
+from slimline.errors import RecipeError, RuntimeUnavailable
+from slimline.evaluate import evaluate, evaluate_artifact
+from slimline.fileio import write_json
+from slimline.pipeline import RunContext
+from slimline.steps import STEPS
+from slimline.steps.base import Step, StepConfig, StepOutput
+
+_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "torch": "torch"}
+
+
+class QuantizeOptions(StepConfig):
+    backend: Literal["onnxruntime", "openvino", "torch"] = "onnxruntime"
+    mode: Literal["static", "dynamic"] = Field("static", description="dynamic: onnxruntime, for Linear-heavy models")
+    calibration: Literal["minmax", "percentile", "entropy", "mse", "default"] = "minmax"
+    percentile: float = Field(99.999, gt=50, le=100)
+    calibration_size: int = Field(300, ge=1, description="training samples used for calibration")
+    batch_size: int = Field(16, ge=1, description="calibration batch size")
+    per_channel: bool = True
+    weight_symmetric: bool = True
+    activation_symmetric: bool = False
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    reduce_range: bool | None = Field(None, description="7-bit weights; default: on x86 CPUs without VNNI")
+    exclude: list[str] = Field(default_factory=list, description="layers kept in float (module or node names)")
+    accuracy_aware: bool = False
+    max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")
+    layers_per_step: int = Field(1, ge=1)
+    max_iterations: int | None = Field(None, ge=1)
+    sensitivity: bool = Field(False, description="also write the simulated per-layer sensitivity (not accuracy-aware)")
+    sensitivity_samples: int = Field(128, ge=8, description="calibration samples the sensitivity is measured on")
+
+    def quant_config(self) -> Any:
+        from slimline.quant.backends import QuantConfig
+
+        keys = ("calibration", "percentile", "per_channel", "weight_symmetric", "activation_symmetric",
+                "activation_type", "weight_type", "mode", "reduce_range", "batch_size", "exclude")
+        return QuantConfig(**{k: getattr(self, k) for k in keys})
+
+
+def simulated_sensitivity(model: Any, calib: Any, opts: QuantizeOptions) -> Any:
+    """The fake-quant per-layer report with the backend's schemes (observer: the same method when we have it)."""
+    from slimline.quant.fakequant import layer_sensitivity
+    from slimline.quant.numerics import OBSERVERS, QScheme
+
+    act = QScheme(opts.activation_type, opts.activation_symmetric, False)
+    wts = QScheme(opts.weight_type, opts.weight_symmetric, opts.per_channel)
+    method = opts.calibration if opts.calibration in OBSERVERS else "minmax"
+    return layer_sensitivity(model, calib, calib.take(opts.sensitivity_samples), method, act, wts)
+
+
+@STEPS.register("quantize")
+class Quantize(Step):
+    name = "quantize"
+    Config = QuantizeOptions
+
+    def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
+        from slimline.quant.accuracy_aware import accuracy_aware_quantize
+        from slimline.quant.backends import FloatModel, get_backend
+
+        opts: QuantizeOptions = self.config  # type: ignore[assignment]
+        backend = get_backend(opts.backend)
+        ok, why = backend.available()
+        if not ok:
+            raise RuntimeUnavailable(f"quantization backend {opts.backend!r} is not usable here: {why}")
+        qcfg = opts.quant_config()
+        backend.check(qcfg)
+        if opts.accuracy_aware and artifact.kind != "torch":
+            raise RecipeError(
+                "accuracy-aware quantization ranks layers with a simulated pass in PyTorch, so it needs a PyTorch "
+                f"model; the current artifact is {artifact.kind} (put quantize before the export steps)"
+            )
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{ctx.out_dir.name}.work-", dir=ctx.run_dir))
+        try:
+            src = FloatModel.from_artifact(artifact, work)
+            calib_ds = ctx.data.calibration(opts.calibration_size)
+            calib = calib_ds.inputs()
+            report: dict[str, Any] = {"backend": opts.backend, "options": opts.model_dump(mode="json"),
+                                      "calibration": {"samples": len(calib_ds), "source": "training split"}}
+            sens = None
+            if (opts.accuracy_aware or opts.sensitivity) and src.torch_model is not None:
+                sens = simulated_sensitivity(src.torch_model, calib_ds, opts)
+                report["sensitivity"] = sens.to_dict()
+            counter = itertools.count()
+            meta = dict(artifact.meta)
+
+            groups: dict[str, list[str]] = {}
+            if opts.accuracy_aware and backend.shares_tensor_quantization:
+                from slimline.quant.fakequant import input_producers
+
+                groups = input_producers(src.torch_model)
+
+            def with_producers(keep: list[str]) -> list[str]:
+                """A layer in float needs a float input: on backends that quantize the tensor between two
+                layers once, its producers go float with it."""
+                out = list(keep)
+                for k in keep:
+                    out += [p for p in groups.get(k, []) if p not in out]
+                return out
+
+            def make(keep: list[str]) -> tuple[Path, Any]:
+                d = work / f"candidate{next(counter)}"
+                return d, backend.quantize(src, calib, qcfg, with_producers(keep), d)
+
+            aa = None
+            if opts.accuracy_aware:
+                assert sens is not None
+                val = ctx.data.val
+                float_metric = self._float_metric(src, val, backend.kind)
+
+                def score(c: tuple[Path, Any]) -> float:
+                    cand = Artifact(c[1].kind, c[0], c[1].files, meta)
+                    return float(evaluate_artifact(cand, val, runtime=_RUNTIME[c[1].kind])["top1"])
+
+                aa = accuracy_aware_quantize(make, score, float_metric, sens.ranking(), opts.max_drop,
+                                             opts.layers_per_step, opts.max_iterations)
+                final_dir, qres = aa.candidate
+                report["accuracy_aware"] = aa.record() | {"metric": "top1", "split": "val", "n": len(val),
+                                                          "float_layers": with_producers(aa.kept_float)}
+            else:
+                final_dir, qres = make([])
+            float_bytes = _float_bytes(src, artifact)
+            meta["quantization"] = {"backend": opts.backend, "precision": "int8", "mode": opts.mode,
+                                    "activation_type": opts.activation_type, "weight_type": opts.weight_type,
+                                    "per_channel": opts.per_channel, "calibration": opts.calibration,
+                                    "kept_float": report["accuracy_aware"]["float_layers"] if aa else []}
+            meta.update(qres.meta)
+            with ArtifactWriter(ctx.out_dir, qres.kind, meta, list(artifact.lineage)) as w:
+                for role, fname in qres.files.items():
+                    shutil.copyfile(final_dir / fname, w.add(role, fname))
+                int8_bytes = sum((w.tmp / f).stat().st_size for f in qres.files.values())
+                report["result"] = qres.record()
+                report["sizes"] = {"float_bytes": float_bytes, "int8_bytes": int8_bytes,
+                                   "compression": float_bytes / int8_bytes if int8_bytes else None}
+                write_json(w.tmp / "quantization.json", report)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        record: dict[str, Any] = {
+            "backend": opts.backend,
+            "kind": qres.kind,
+            "calibration_samples": len(calib_ds),
+            **report["sizes"],
+            **qres.record(),
+        }
+        if aa is not None:
+            record["accuracy_aware"] = report["accuracy_aware"]
+        if sens is not None:
+            record["most_sensitive"] = sens.ranking()[:5]
+        kept = f", {len(aa.kept_float)} layer(s) kept float" if aa else ""
+        ratio = record["compression"]
+        record["summary"] = f"int8 via {opts.backend}" + (f": {ratio:.2f}x smaller{kept}" if ratio else "")
+        return StepOutput(w.artifact, record)
+
+    @staticmethod
+    def _float_metric(src: Any, val: Any, kind: str) -> float:
+        """Top-1 of the float model on the validation slice, on the runtime the int8 model will use."""
+        if kind == "torch":
+            return float(evaluate(src.torch_model, val)["top1"])
+        fp32 = src.onnx()
+        art = Artifact("onnx", fp32.parent, {"model": fp32.name}, {})
+        runtime = "openvino" if kind == "openvino" else "onnxruntime"
+        return float(evaluate_artifact(art, val, runtime=runtime)["top1"])
+
+
+def _float_bytes(src: Any, artifact: Artifact) -> int:
+    """Size of the float model in the same format as the result when there is one (ONNX export), else the input's."""
+    if src.onnx_path is not None and Path(src.onnx_path).exists():
+        p = Path(src.onnx_path)
+        data = p.with_name(p.name + ".data")
+        return p.stat().st_size + (data.stat().st_size if data.exists() else 0)
+    return artifact.size_bytes()
