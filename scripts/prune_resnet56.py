@@ -82,10 +82,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--epochs-per-step", type=int, default=0)
-    ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--warmup", type=float, default=0.0, help="warm-up epochs of the fine-tuning learning rate")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--mixup", type=float, default=0.0, help="match the teacher on mixup-blended inputs (Beta a)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for fine-tuning (1 is faster on a busy box)")
     ap.add_argument("--reps", type=int, default=60)
     ap.add_argument("--weights", default=str(WEIGHTS))
@@ -116,10 +118,12 @@ def main() -> None:
             "epochs": args.epochs,
             "epochs_per_step": args.epochs_per_step,
             "lr": args.lr,
+            "warmup_epochs": args.warmup,
             "batch_size": args.batch_size,
             "kd": True,
             "temperature": args.temperature,
             "alpha": args.alpha,
+            "mixup": args.mixup,
         },
     }
     recipe = {

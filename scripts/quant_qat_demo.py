@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--magnitude", type=float, default=20.0)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=0.005)
+    ap.add_argument("--lr", type=float, default=0.0005)
     ap.add_argument("--no-openvino", action="store_true")
     args = ap.parse_args()
 

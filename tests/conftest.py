@@ -17,6 +17,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     disable_telemetry()
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -28,4 +28,4 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert all(r["throughput"] > 0 for r in bench if r["status"] == "ok")
     html = (out / "report.html").read_text()
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org", "")
-    assert "report.html" in res.output
+    assert f"report: {out / 'report.html'}" in res.output

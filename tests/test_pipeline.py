@@ -60,7 +60,11 @@ def test_onnx_model_as_input(tmp_path: Path) -> None:
 
 
 def test_step_input_branches_from_an_earlier_stage(tmp_path: Path) -> None:
-    steps = ["export_onnx", {"evaluate": {"input": "baseline", "fidelity": False}}, {"export_onnx": {"input": "00_baseline"}}]
+    steps = [
+        "export_onnx",
+        {"evaluate": {"input": "baseline", "fidelity": False}},
+        {"export_onnx": {"input": "00_baseline"}},
+    ]
     results = slimline.run(_recipe(tmp_path, steps))
     recs = [s["record"] for s in results["stages"][1:]]
     assert [r["input"] for r in recs] == ["00_baseline", "00_baseline", "00_baseline"]

@@ -644,3 +644,23 @@ def test_recalibrate_bn_sets_running_stats_to_the_data_statistics() -> None:
     per_batch_var = torch.stack([feats[i : i + 128].var((0, 2, 3)) for i in (0, 128)]).mean(0)  # unbiased, averaged
     torch.testing.assert_close(bn.running_var, per_batch_var, rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.3 and not model.training
+
+
+def test_mixup_recovery_blends_inputs_and_needs_a_teacher(tiny: TinyResNet) -> None:
+    from slimline.data import load_dataset
+    from slimline.prune.schedule import FinetuneConfig, MixedInputs, finetune
+
+    seen: list[torch.Tensor] = []
+
+    def crit(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(x)
+        return x.sum(), x.flatten(1)
+
+    x = torch.randn(16, 3, 4, 4)
+    MixedInputs(crit, 0.4, seed=0)(tiny, x, torch.zeros(16, dtype=torch.long))
+    blended = seen[0]
+    assert not torch.allclose(blended, x)
+    torch.testing.assert_close(blended.mean(0), x.mean(0))  # a convex blend with a permutation keeps the batch mean
+    ds = load_dataset("digits", "train").take(64)
+    with pytest.raises(ModelError, match="needs kd and a teacher"):
+        finetune(TinyResNet(8, cin=1), ds, FinetuneConfig(mixup=0.4, kd=False), 1)

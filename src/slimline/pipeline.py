@@ -114,7 +114,12 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
     ctx = RunContext(run_dir=run_dir, data=data, seed=recipe.seed)
     results: dict[str, Any] = {
         "recipe": recipe.model_dump(mode="json", exclude={"steps"})
-        | {"steps": [{s.name: s.config.model_dump(mode="json") | ({"input": s.input} if s.input else {})} for s in recipe.steps]},
+        | {
+            "steps": [
+                {s.name: s.config.model_dump(mode="json") | ({"input": s.input} if s.input else {})}
+                for s in recipe.steps
+            ]
+        },
         "environment": environment(),
         "stages": [],
     }

@@ -48,8 +48,6 @@ class StepSpec(BaseModel):
     input: str | None = None  # apply to an earlier stage's artifact (step name or folder), not the latest
 
 
-
-
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "run"

@@ -116,8 +116,8 @@ def demo(
     _print_stages(results)
     report = output / "report.html"
     if report.exists():
-        console.print(f"report: [bold]{report}[/]")
-    console.print(f"results: [bold]{output / 'results.json'}[/]")
+        console.print(f"report: [bold]{report}[/]", soft_wrap=True)
+    console.print(f"results: [bold]{output / 'results.json'}[/]", soft_wrap=True)
     dump_json(json_path, results)
 
 

@@ -8,14 +8,16 @@ available the recovery falls back to plain cross-entropy and says so in the reco
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from slimline.data.base import ArrayDataset
+from slimline.errors import ModelError
 from slimline.evaluate import evaluate
 from slimline.prune.allocate import Plan
 from slimline.prune.block import remove_blocks
@@ -28,6 +30,7 @@ class FinetuneConfig:
     epochs: int = 0  # after the last pruning step
     epochs_per_step: int = 0  # between pruning steps
     lr: float = 0.01
+    warmup_epochs: float = 0.0
     batch_size: int = 64
     optimizer: str = "sgd"
     weight_decay: float = 5e-4
@@ -39,6 +42,7 @@ class FinetuneConfig:
     threads: int | None = None
     teacher_runtime: str = "auto"  # torch | onnxruntime | auto (ONNX Runtime when the teacher exports)
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics after each pruning step
+    mixup: float = 0.0  # with kd: blend pairs of inputs (Beta(mixup, mixup)) and match the teacher on them
     recalibrate_samples: int = 2048
 
     def train_config(self, epochs: int) -> TrainConfig:
@@ -47,6 +51,7 @@ class FinetuneConfig:
             batch_size=self.batch_size,
             optimizer=self.optimizer,  # type: ignore[arg-type]
             lr=self.lr,
+            warmup_epochs=self.warmup_epochs,
             weight_decay=self.weight_decay,
             augment=self.augment,
             seed=self.seed,
@@ -138,10 +143,37 @@ def finetune(
 ) -> dict[str, Any]:
     if epochs <= 0:
         return {}
+    if cfg.mixup > 0:
+        if not cfg.kd or teacher is None:
+            raise ModelError("mixup recovery matches the teacher on blended inputs: it needs kd and a teacher")
+        cfg = replace(cfg, alpha=1.0)  # blended inputs have no single label: soft targets only
     crit, loss_name = recovery_criterion(teacher, cfg, tuple(train.spec.input_shape))
+    if cfg.mixup > 0 and crit is not None:
+        crit = MixedInputs(crit, cfg.mixup, cfg.seed)
+        loss_name += f", inputs blended by mixup (Beta({cfg.mixup}, {cfg.mixup}))"
     tc = cfg.train_config(epochs)
     res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
     return {"epochs": epochs, "loss": loss_name, "train": asdict(tc), "history": res.history}
+
+
+class MixedInputs:
+    """Wrap a distillation criterion so that it sees mixup-blended inputs.
+
+    Each batch is blended with a shuffled copy of itself, ``lam * x + (1 - lam) * x[perm]`` with
+    ``lam ~ Beta(a, a)``; the teacher labels exactly the blended images the student sees (with soft
+    targets only), which multiplies the inputs a small training set offers for matching the teacher
+    ("function matching", Beyer et al. 2022). The loss itself is the wrapped criterion's.
+    """
+
+    def __init__(self, criterion: Criterion, a: float, seed: int = 0) -> None:
+        self.criterion, self.a = criterion, float(a)
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lam = float(self.rng.beta(self.a, self.a))
+        perm = torch.randperm(len(x), generator=self.gen)
+        return self.criterion(model, lam * x + (1.0 - lam) * x[perm], y)
 
 
 def recalibrate_bn(model: nn.Module, data: ArrayDataset, batch_size: int = 128) -> int:

@@ -3,8 +3,9 @@
 :func:`prepare_qat` folds BatchNorm into the convolutions (as inference does), then wraps every
 Conv/Linear so that its input, its weight and (by default) its output pass through fake
 quantization. Gradients pass through the rounding unchanged (the straight-through estimator of
-PyTorch's fake-quant kernels); activation ranges start from calibration and, with
-``learn_ranges``, are trained too (LSQ+: learnable scale and zero-point). The wrapped model is an
+PyTorch's fake-quant kernels); activation ranges start from calibration, weight steps from the
+least-squared-error clip of each channel, and with ``learn_ranges`` both are trained too (LSQ+:
+learnable activation scale and zero-point, learnable per-channel weight step). The wrapped model is an
 ordinary ``nn.Module``: :func:`slimline.train.fit` trains it, no second loop.
 
 :func:`export_qat_onnx` writes the model as QDQ ONNX: QuantizeLinear/DequantizeLinear pairs on
@@ -37,6 +38,7 @@ class QATConfig:
     reduce_range: bool | None = None  # 7-bit weights; None: on x86 without VNNI (see backends.ort)
     calibration: str = "minmax"  # how the activation ranges start
     learn_ranges: bool = True  # LSQ+: learn activation ranges and per-channel weight steps
+    weight_init: str = "mse"  # weight steps start at min-max, or at the least-squared-error clip ("mse")
     quantize_outputs: bool = True  # also quantize Conv/Linear outputs (lets ONNX Runtime fuse QLinearConv)
     exclude: list[str] = field(default_factory=list)  # layers left in float
 
@@ -77,7 +79,8 @@ class QATLayer(nn.Module):
     """A Conv/Linear with fake-quantized input, weight (symmetric, per-channel or per-tensor) and output."""
 
     def __init__(self, layer: nn.Module, act_in: ActQuant | None, act_out: ActQuant | None, per_channel: bool,
-                 weight_limits: tuple[int, int], relu: bool = False, learn_weight_scale: bool = False) -> None:
+                 weight_limits: tuple[int, int], relu: bool = False, learn_weight_scale: bool = False,
+                 weight_init: str = "minmax") -> None:
         super().__init__()
         self.layer, self.act_in, self.act_out = layer, act_in, act_out
         self.per_channel = per_channel
@@ -85,9 +88,10 @@ class QATLayer(nn.Module):
         self.wmin, self.wmax = weight_limits
         self.exporting = False
         self._export_scale = torch.ones(1)
-        # LSQ: a learned step per channel, started at min-max; it can learn to clip outlier weights
-        self.learn_weight_scale = learn_weight_scale
-        self.w_scale = nn.Parameter(self.minmax_scale(), requires_grad=learn_weight_scale)
+        # LSQ: a learned step per channel (or tensor), started at min-max or at the least-squared-error clip
+        self.learn_weight_scale, self.weight_init = learn_weight_scale, weight_init
+        init = self.mse_scale() if weight_init == "mse" else self.minmax_scale()
+        self.w_scale = nn.Parameter(init, requires_grad=learn_weight_scale)
         self.register_buffer("w_zero", torch.zeros(len(self.w_scale)), persistent=False)
 
     def minmax_scale(self) -> torch.Tensor:
@@ -95,8 +99,19 @@ class QATLayer(nn.Module):
         amax = w.abs().reshape(w.shape[0], -1).amax(1) if self.per_channel else w.abs().amax().reshape(1)
         return (amax / self.wmax).clamp(min=_EPS)
 
+    @torch.no_grad()
+    def mse_scale(self, grid: int = 100) -> torch.Tensor:
+        """Per channel (or tensor), the step among ``grid`` shrinks of min-max with the least squared error."""
+        w = self.layer.weight.detach()
+        w = w.reshape(w.shape[0], -1) if self.per_channel else w.reshape(1, -1)
+        base = (w.abs().amax(1) / self.wmax).clamp(min=_EPS)  # C
+        alphas = torch.linspace(1.0 / grid, 1.0, grid).reshape(-1, 1, 1)  # A x 1 x 1
+        s = alphas * base.reshape(1, -1, 1)  # A x C x 1
+        err = ((torch.clamp(torch.round(w / s), self.wmin, self.wmax) * s - w) ** 2).sum(2)  # A x C
+        return (alphas.reshape(-1)[err.argmin(0)] * base).clamp(min=_EPS)
+
     def weight_scale(self) -> torch.Tensor:
-        if self.learn_weight_scale:
+        if self.learn_weight_scale or self.weight_init == "mse":
             return self.w_scale.detach().abs().clamp(min=_EPS)
         return self.minmax_scale()
 
@@ -109,7 +124,7 @@ class QATLayer(nn.Module):
         elif self.training and self.learn_weight_scale:
             with torch.no_grad():
                 self.w_scale.abs_().clamp_(min=_EPS)
-            grad_factor = 1.0 / float(np.sqrt(w[0].numel() * self.wmax))
+            grad_factor = 1.0 / float(np.sqrt(w[0].numel() * self.wmax))  # LSQ's step-gradient scale
             if self.per_channel:
                 return torch._fake_quantize_learnable_per_channel_affine(
                     w, self.w_scale, self.w_zero, 0, self.wmin, self.wmax, grad_factor)
@@ -244,7 +259,8 @@ def prepare_qat(model: nn.Module, calibration_data: Any, cfg: QATConfig | None =
         act_out = ActQuant(float(s_out), int(z_out), scheme.qmin, scheme.qmax, cfg.learn_ranges) \
             if cfg.quantize_outputs else None
         _replace(folded, n, QATLayer(folded.get_submodule(n), act_in, act_out, cfg.per_channel, limits,
-                                     relu=plan[n]["relu"], learn_weight_scale=cfg.learn_ranges))
+                                     relu=plan[n]["relu"], learn_weight_scale=cfg.learn_ranges,
+                                     weight_init=cfg.weight_init))
     _absorb_relus(folded, plan)
     folded.slimline_qat = {"layers": names, "config": cfg.__dict__ | {"weight_limits": list(limits)}}  # type: ignore[assignment]
     return folded

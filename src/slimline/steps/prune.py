@@ -56,6 +56,7 @@ class FinetuneSettings(StepConfig):
     epochs: int = Field(0, ge=0, description="fine-tuning epochs after the last pruning step")
     epochs_per_step: int = Field(0, ge=0, description="fine-tuning epochs between pruning steps")
     lr: float = Field(0.01, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     weight_decay: float = Field(5e-4, ge=0)
@@ -67,6 +68,7 @@ class FinetuneSettings(StepConfig):
         "auto", description="run the frozen teacher in ONNX Runtime (faster on CPU) or PyTorch"
     )
     recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics after each pruning step")
+    mixup: float = Field(0.0, ge=0, description="with kd: match the teacher on mixup-blended inputs (Beta parameter)")
     recalibrate_samples: int = Field(2048, ge=1)
 
 
@@ -424,6 +426,7 @@ def _finetune_config(cfg: PruneOptions, ctx: RunContext) -> Any:
         epochs=f.epochs,
         epochs_per_step=f.epochs_per_step,
         lr=f.lr,
+        warmup_epochs=f.warmup_epochs,
         batch_size=f.batch_size,
         optimizer=f.optimizer,
         weight_decay=f.weight_decay,
@@ -435,6 +438,7 @@ def _finetune_config(cfg: PruneOptions, ctx: RunContext) -> Any:
         teacher_runtime=f.teacher_runtime,
         recalibrate_bn=f.recalibrate_bn,
         recalibrate_samples=f.recalibrate_samples,
+        mixup=f.mixup,
     )
 
 

@@ -31,7 +31,7 @@ class QatOptions(StepConfig):
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.005, gt=0)
+    lr: float = Field(0.0005, gt=0, description="small: BatchNorm is folded, and BN-free nets diverge at usual rates")
     momentum: float = 0.9
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -42,6 +42,7 @@ class QatOptions(StepConfig):
     activation_symmetric: bool = False
     reduce_range: bool | None = None
     learn_ranges: bool = True
+    weight_init: Literal["minmax", "mse"] = "mse"
     quantize_outputs: bool = True
     exclude: list[str] = Field(default_factory=list)
     distill: float = Field(0.0, ge=0, le=1, description="weight of the float model's soft targets in the loss")
@@ -79,7 +80,8 @@ class Qat(Step):
         model = load_torch(artifact)
         qcfg = QATConfig(per_channel=opts.per_channel, activation_symmetric=opts.activation_symmetric,
                          reduce_range=opts.reduce_range, calibration=opts.calibration,
-                         learn_ranges=opts.learn_ranges, quantize_outputs=opts.quantize_outputs,
+                         learn_ranges=opts.learn_ranges, weight_init=opts.weight_init,
+                         quantize_outputs=opts.quantize_outputs,
                          exclude=list(opts.exclude))
         qmodel = prepare_qat(model, ctx.data.calibration(opts.calibration_size), qcfg)
         val = ctx.data.val
