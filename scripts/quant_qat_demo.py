@@ -32,9 +32,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/quant_qat_demo"))
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
-    ap.add_argument("--magnitude", type=float, default=20.0)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=0.0005)
+    ap.add_argument("--magnitude", type=float, default=10.0)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--no-openvino", action="store_true")
     args = ap.parse_args()
 
