@@ -148,7 +148,7 @@ def test_operator_the_backend_cannot_quantize_stays_float_with_a_warning(tmp_pat
 
 def test_dynamic_quantization_warns_on_convolution_heavy_models(trained: dict, tmp_path: Path) -> None:
     src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
-    with pytest.warns(QuantWarning, match="convolution-heavy.*30x slower"):
+    with pytest.warns(QuantWarning, match="convolution-heavy.*slower than fp32.*static"):
         res = get_backend("onnxruntime").quantize(src, np.zeros((1, *SHAPE), np.float32),
                                                   QuantConfig(mode="dynamic"), [], tmp_path / "q")
     assert res.details["mode"] == "dynamic" and res.details["conv_weight_share"] > 0.9
@@ -316,6 +316,9 @@ def test_outlier_resnet_keeps_the_float_function_and_widens_weight_ranges(cifar_
     with torch.no_grad():
         a, b = plain(torch.from_numpy(x)), odd(torch.from_numpy(x))
     assert torch.allclose(a, b, atol=1e-4)  # nothing reaches the output through the planted weights
-    widened = [n for n, m in odd.named_modules() if isinstance(m, nn.Conv2d)
-               and float(m.weight.abs().max()) > 10 * float(plain.get_submodule(n).weight.abs().max())]
+    def wmax(m: nn.Module) -> float:
+        return float(m.weight.detach().abs().max())
+
+    convs = [n for n, m in odd.named_modules() if isinstance(m, nn.Conv2d)]
+    widened = [n for n in convs if wmax(odd.get_submodule(n)) > 10 * wmax(plain.get_submodule(n))]
     assert len(widened) >= 3 and all(n.endswith("conv2") for n in widened)

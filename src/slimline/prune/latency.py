@@ -11,7 +11,9 @@ blocks of a ResNet stage), so a ResNet-56 table needs a few dozen small timings.
 10th percentile of repeated runs (steadier than the median on a busy machine), and a unit's
 latencies are made non-increasing as it gets thinner. Entries are cached in ``$SLIMLINE_CACHE``
 (default ``~/.cache/slimline``) under ``latency_lut.json``, keyed by the CPU, runtime version,
-batch size, threads and the segment's layer shapes.
+batch size, threads and the segment's layer shapes. Every entry also stores the time a fixed
+reference workload took when it was measured; on reuse it is rescaled by that reference timed
+again now, so that tables measured while the machine was busier (or idler) stay consistent.
 """
 
 from __future__ import annotations
@@ -128,6 +130,13 @@ def measure_module(
     return 1e3 * float(np.percentile(times, percentile))
 
 
+def reference_ms(runtime: str, batch: int, threads: int) -> float:
+    """Latency of a fixed small conv stack: the yardstick that rescales cached entries to today's load."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+    return measure_module(ref, (16, 16, 16), runtime, batch, threads, min_seconds=0.3, percentile=10.0)
+
+
 class LatencyModel:
     """Predicted latency (ms per batch) after thinning units and removing blocks; see the module docstring."""
 
@@ -153,6 +162,8 @@ class LatencyModel:
         self._cache = self._load_cache() if use_cache else {}
         self.measured = 0
         self.cached = 0
+        # a fixed reference workload timed now: cached entries are rescaled by how busy the machine is
+        self.reference = reference_ms(runtime, batch, threads)
         inputs = _module_inputs(model, example)
         self.units = {u.name: u for u in units}
         self.segment: dict[str, str] = {}
@@ -190,11 +201,12 @@ class LatencyModel:
 
     # ------------------------------------------------------------------ cache
 
-    def _load_cache(self) -> dict[str, float]:
+    def _load_cache(self) -> dict[str, dict[str, float]]:
         f = cache_file()
         try:
-            return {k: float(v) for k, v in json.loads(f.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
+            raw = json.loads(f.read_text())
+            return {k: {"ms": float(v["ms"]), "ref": float(v["ref"])} for k, v in raw.items() if isinstance(v, dict)}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
             return {}
 
     def _save_cache(self) -> None:
@@ -214,12 +226,13 @@ class LatencyModel:
         key = f"{self.machine}|{_signature(module, shape, extra)}"
         if key in self._cache:
             self.cached += 1
-            return self._cache[key]
+            hit = self._cache[key]
+            return hit["ms"] * self.reference / hit["ref"]
         target = build() if build is not None else module
         t = measure_module(
             target, shape, self.runtime, self.batch, self.threads, min_seconds=self.min_seconds, percentile=10.0
         )
-        self._cache[key] = t
+        self._cache[key] = {"ms": t, "ref": self.reference}
         self.measured += 1
         return t
 
@@ -251,6 +264,7 @@ class LatencyModel:
             "units_ms": {f"{u}@{w}": t for (u, w), t in self.unit_lat.items()},
             "measured": self.measured,
             "from_cache": self.cached,
+            "reference_ms": self.reference,
             "cache": str(cache_file()) if self.use_cache else None,
         }
 

@@ -7,17 +7,19 @@ training image). Such channels make it exact (gamma = 0, so the ReLU output is a
 block's second convolution's weights on those *input* channels are set to +-``magnitude`` x the
 layer's largest weight. Nothing reaches the network's output through them, so float accuracy is
 unchanged, but every output channel of those convolutions now has a weight range ``magnitude``
-times too wide: min-max weight ranges (the only kind ONNX Runtime and NNCF use for weights) spend
-the int8 grid on weights that do nothing, and calibration cannot help. Quantization-aware training
-with learned weight steps (LSQ) learns to clip them, because clipping a weight whose input is
-always zero costs nothing.
+times too wide: min-max weight ranges (what ONNX Runtime uses for weights) spend the int8 grid on
+weights that do nothing, and activation calibration cannot help; with the 7-bit weights ONNX
+Runtime needs on x86 CPUs without VNNI, what is left is about 3-4 bits for the weights that matter.
+Quantization-aware training lets the other weights adapt to that coarse grid (and learns the steps).
+See scripts/quant_qat_demo.py for the measured PTQ and QAT figures (OpenVINO/NNCF's 8-bit weights
+cope with this model without QAT).
 
 Such weights arise when nothing pulls them back: no gradient reaches weights whose inputs are
 dead, and without weight decay (or with a schedule that ends early) they keep whatever value they
 had. Use it as a slimline model::
 
     model: {name: "slimline.quant.demo_models:outlier_resnet",
-            kwargs: {depth: 20, weights: ".../resnet20-12fca82f.th", magnitude: 10}}
+            kwargs: {depth: 20, checkpoint: ".../resnet20-12fca82f.th", magnitude: 10}}
 """
 
 from __future__ import annotations
@@ -56,11 +58,11 @@ def plant_outlier_weights(model: nn.Module, magnitude: float = 10.0, seed: int =
     return planted
 
 
-def outlier_resnet(depth: int = 20, weights: str | None = None, magnitude: float = 10.0, seed: int = 0,
+def outlier_resnet(depth: int = 20, checkpoint: str | None = None, magnitude: float = 10.0, seed: int = 0,
                    num_classes: int = 10) -> nn.Module:
-    """A pretrained CIFAR ResNet with outlier weights on its dead channels (see the module doc)."""
+    """A pretrained CIFAR ResNet (``checkpoint``: its weights) with outlier weights on its dead channels."""
     from slimline.models import load_model
 
-    model = load_model(f"cifar_resnet{depth}", weights, num_classes=num_classes)
+    model = load_model(f"cifar_resnet{depth}", checkpoint, num_classes=num_classes)
     plant_outlier_weights(model, magnitude, seed)
     return model

@@ -1,9 +1,12 @@
 """ONNX Runtime quantization: static QDQ (calibrated) or dynamic (weights only, activations at run time).
 
-Static QDQ defaults to uint8 activations and int8 per-channel weights (U8S8), the combination
-ONNX Runtime's x86 kernels run fastest; signed activations (S8S8) gave no speed-up over fp32 in
-the measurements behind this project. Dynamic quantization suits Linear/attention-heavy models;
-on convolution-heavy ones its ConvInteger path is far slower than fp32, so it warns.
+Static QDQ defaults to uint8 activations and int8 per-channel weights (U8S8): measurements reported
+for this project on another machine had U8S8 3x faster than fp32 on ResNet-18 and S8S8 no faster.
+On the 2-core AVX2 machine without VNNI used for scripts/quant_resnet18.py U8S8 did not beat fp32
+(int8 kernels pay off with VNNI/AMX), and 7-bit weights are chosen there (see
+:func:`resolve_reduce_range`). Dynamic quantization suits Linear/attention-heavy models; on
+convolution-heavy ones its ConvInteger path is slower than fp32 (2.6x to 30x on ResNet-18,
+depending on the machine), so it warns.
 """
 
 from __future__ import annotations
@@ -181,8 +184,9 @@ class OrtBackend(QuantBackend):
             if share > 0.5:
                 result.warn(
                     f"dynamic quantization on a convolution-heavy model ({100 * share:.0f}% of the weights are in "
-                    "convolutions): ONNX Runtime runs dynamically quantized convolutions (ConvInteger) far slower "
-                    "than fp32 (measured here: 30x slower on ResNet-18). Use mode: static for CNNs."
+                    "convolutions): ONNX Runtime runs dynamically quantized convolutions (ConvInteger) slower "
+                    "than fp32 (ResNet-18: 2.6x slower in scripts/quant_resnet18.py on a 2-core AVX2 machine, "
+                    "30x slower measured on another). Use mode: static for CNNs."
                 )
             quantize_dynamic(str(pre), str(out), per_channel=cfg.per_channel, reduce_range=reduce_range,
                              weight_type=wtype, nodes_to_exclude=excluded,
