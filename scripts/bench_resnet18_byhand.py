@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,11 @@ def byhand_loop(kind: str, model: str, batch: int, threads: int, seconds: float,
 
     for _ in range(warmup):
         call()
+    return timed_loop(call, batch, seconds)
+
+
+def timed_loop(call: Callable[[], object], batch: int, seconds: float) -> dict:
+    """A bare timing loop: at least 10 calls and ``seconds``; throughput and median latency."""
     times = []
     start = time.perf_counter()
     while len(times) < 10 or time.perf_counter() - start < seconds:
@@ -133,13 +139,18 @@ def harness_overhead(calls: int = 200_000) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_timing_args(ap: argparse.ArgumentParser) -> None:
+    """Threads, batch, rounds, seconds and warm-up: shared with the other by-hand comparison scripts."""
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=int, default=5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_timing_args(ap)
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench_resnet18")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--byhand", choices=["ort", "openvino"], help=argparse.SUPPRESS)

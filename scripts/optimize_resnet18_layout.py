@@ -78,6 +78,12 @@ def main() -> None:
         diffs = {k: float(np.abs(s.run(x) - ref).max()) for k, s in sessions.items()}
         times = alternate({k: (lambda s=s: s.run(x)) for k, s in sessions.items()}, rounds=args.rounds, warmup=2)
         ms = medians_ms(times)
+    from slimline.bench.peak import fp32_peak
+    from slimline.models import count_macs
+
+    peak = fp32_peak(torch.get_num_threads(), seconds=3.0)["gflops"]
+    gflop = 2 * count_macs(load_model("resnet18"), (3, 224, 224)) * args.batch / 1e9
+    efficiency = {k: gflop / (v / 1e3) / peak for k, v in ms.items()}
     result = {
         "model": "resnet18 (random init, random BN statistics)",
         "batch": args.batch,
@@ -87,6 +93,8 @@ def main() -> None:
         "all_ms": {k: [round(t * 1e3, 2) for t in v] for k, v in times.items()},
         "speedup_vs_plain": {k: ms["plain"] / v for k, v in ms.items()},
         "max_abs_diff_vs_plain": diffs,
+        "gemm_peak_gflops": peak,
+        "efficiency_vs_peak": efficiency,
         "fuse_record": {k: fused_out.record[k] for k in ("fold_bn", "fx_fuse", "graph_nodes_original")},
         "environment": environment(),
         "note": "measured in one process, variants taking turns, on a shared machine (other jobs running)",
@@ -98,8 +106,10 @@ def main() -> None:
     for k in ms:
         print(
             f"{k:14s} median {ms[k]:9.1f} ms   {result['speedup_vs_plain'][k]:.2f}x vs plain   "
-            f"max |diff| {diffs[k]:.2e}"
+            f"{100 * efficiency[k]:4.0f}% of GEMM peak   max |diff| {diffs[k]:.2e}"
         )
+    print(f"fp32 GEMM peak {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); ideal speedup over plain "
+          f"{1 / efficiency['plain']:.2f}x")
     print(f"threads {result['threads']}, batch {args.batch}, rounds {args.rounds}; wrote {args.out}")
 
 

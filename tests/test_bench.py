@@ -197,6 +197,20 @@ def test_subprocess_isolation_timing_memory_and_schema(torch_art: Artifact, plug
     assert broken["status"] == "error" and "ValueError" in broken["error"] and broken["pid"]
 
 
+def test_tuned_batch_size_is_measured_too(tmp_path: Path, plugin: str) -> None:
+    """An artifact whose runtime config has a tuned batch size is also measured at that size."""
+    meta = {"input_shape": [1, 28, 28], "num_classes": 10, "runtime_config": {"test-sleep": {"batch_size": 3}}}
+    art = save_torch(load_model("small_cnn"), tmp_path / "tuned", meta, [])
+    kw = {"threads": 1, "warmup": 0, "min_runs": 2, "min_seconds": 0.0, "peak": False, "plugins": [plugin]}
+    doc = bench_artifacts([art.path], ["test-sleep"], [1], **kw)
+    assert [(r["batch_size"], r["tuned_batch"]) for r in doc["results"]] == [(1, False), (3, True)]
+    assert all(r["status"] == "ok" for r in doc["results"])
+    doc = bench_artifacts([art.path], ["test-sleep"], [1, 3], **kw)  # asked for already: measured once
+    assert [(r["batch_size"], r["tuned_batch"]) for r in doc["results"]] == [(1, False), (3, True)]
+    doc = bench_artifacts([art.path], ["test-sleep"], [1], tuned_batch=False, **kw)
+    assert [r["batch_size"] for r in doc["results"]] == [1]
+
+
 def test_compare_ratios() -> None:
     def doc(tput: float, med: float) -> dict:
         return {

@@ -14,7 +14,7 @@ from tests.conftest import RESNET56
 from torch import nn
 
 from slimline.artifact import Artifact, load_torch, save_torch
-from slimline.errors import ModelError
+from slimline.errors import ModelError, SlimlineError
 from slimline.models import load_model
 from slimline.optimize.fold_bn import fold_batchnorm
 from slimline.optimize.fx_fuse import ConvAct2d, ConvAddAct2d, fx_fuse
@@ -259,8 +259,20 @@ def test_fuse_step_on_onnx_artifact(tmp_path: Path) -> None:
 
     x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
     a = open_session(src, "onnxruntime").run(x)
-    b = open_session(out.artifact, "onnxruntime").run(x)
+    fused_sess = open_session(out.artifact, "onnxruntime")
+    assert fused_sess.describe()["model_file"] == "ort_model"  # the offline-optimized graph is what runs
+    b = fused_sess.run(x)
     assert np.abs(a - b).max() < 1e-4
+    assert out.artifact.meta["ort_model"]["level"] == "extended"
+    assert out.artifact.size_bytes() == (out.artifact.path / "model.onnx").stat().st_size  # the copy is not counted
+    plain = open_session(out.artifact, "onnxruntime", model_file="model")
+    assert plain.describe()["model_file"] == "model" and np.abs(plain.run(x) - a).max() < 1e-4
+    # a file written by another onnxruntime version is not trusted: the plain graph runs
+    other = out.artifact.with_record({})
+    other.meta = {**other.meta, "ort_model": {"level": "extended", "onnxruntime": "0.0.1"}}
+    assert open_session(other, "onnxruntime").describe()["model_file"] == "model"
+    with pytest.raises(SlimlineError, match="fuse step"):
+        open_session(src, "onnxruntime", model_file="ort_model")
 
 
 def _avx2_without_avx512() -> bool:
@@ -286,6 +298,44 @@ def test_openvino_fuses_depthwise_into_pointwise_at_static_batch(tmp_path: Path)
     fused = openvino_fusions(src.model_file, 1, [16, 256, 256])
     assert fused["dw_fused_into_1x1"] == 1
     assert fused["executed_layers"]["Convolution"] == 2  # three convolutions ran as two kernels
+    # the fuse step sees it and switches the openvino runtime to per-batch static shapes ...
+    out = Fuse(FuseOptions(openvino_batches=[1])).apply(src, _ctx(tmp_path, "02_fuse"))
+    assert out.artifact is not None and out.artifact.meta["runtime_config"]["openvino"] == {"static_shapes": True}
+    from slimline.runtimes import open_session
+
+    sess = open_session(out.artifact, "openvino")
+    assert sess.describe()["static_shapes"] is True
+    x = np.random.default_rng(0).standard_normal((1, 16, 256, 256)).astype(np.float32)
+    ref = open_session(src, "onnxruntime").run(x)
+    assert np.abs(sess.run(x) - ref).max() < 1e-3 * max(1.0, float(np.abs(ref).max()))
+    # ... and the model it runs at batch 1 is the one with the depthwise conv inside the 1x1 kernel
+    runtime_model = sess._static(1, 1).compiled.get_runtime_model()  # noqa: SLF001
+    prims = [op.get_rt_info()["primitiveType"].astype(str) for op in runtime_model.get_ordered_ops()
+             if "primitiveType" in op.get_rt_info()]
+    assert any("dw_1x1" in p for p in prims)
+
+
+def test_openvino_static_shapes_compile_per_batch_and_match(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from slimline.runtimes import open_session
+    from slimline.steps.fuse import _openvino_fuses_only_static
+
+    src = _onnx_artifact(randomize_bn(MobileBlock()), [16, 16, 16], tmp_path / "small")
+    dyn = open_session(src, "openvino")
+    sta = open_session(src, "openvino", static_shapes=True)
+    assert dyn.describe()["static_shapes"] is False and sta.describe()["static_shapes"] is True
+    rng = np.random.default_rng(1)
+    for n in (1, 3, 3, 5):
+        x = rng.standard_normal((n, 16, 16, 16)).astype(np.float32)
+        assert np.abs(sta.run(x) - dyn.run(x)).max() < 1e-4
+    assert sorted(sta._by_batch) == [(1, 1), (3, 1), (5, 1)]  # noqa: SLF001 - one compile per batch size
+    thr = open_session(src, "openvino", static_shapes=True, hint="throughput", requests=2)
+    x = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
+    assert np.abs(thr.run(x) - dyn.run(x)).max() < 1e-4
+    assert (2, 2) in thr._by_batch  # noqa: SLF001 - 4 items as 2 requests of a static batch of 2
+    assert _openvino_fuses_only_static({"openvino": {"batch_1": {"dw_fused_into_1x1": 2}}})
+    assert not _openvino_fuses_only_static({"openvino": {"batch_1": {"dw_fused_into_1x1": 0}}})
+    assert not _openvino_fuses_only_static({"openvino": {"error": "openvino is not installed"}})
 
 
 def test_efficientnet_lite0_zoo_entry() -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimline.artifact import load_torch, save_torch
-from slimline.errors import ModelError
+from slimline.errors import ModelError, SlimlineError
 from slimline.models import count_macs, count_params, load_model
 from slimline.prune.allocate import CostModel, Plan, allocate, allowed_widths, round_width, uniform_plan
 from slimline.prune.block import find_blocks, remove_blocks
@@ -490,6 +490,31 @@ def test_prune_step_block_only_with_a_factory_model(tmp_path: Path) -> None:
     assert rec["reduction"]["params"] == pytest.approx(rec["plan"]["predicted"]["params"])
 
 
+def test_channel_layers_limit_width_pruning_but_not_block_removal(tmp_path: Path) -> None:
+    """``channel_layers``: only the named layers lose channels; blocks elsewhere can still go."""
+    from slimline.api import run
+
+    prune = {"method": "block+channel", "blocks": 1, "channel_layers": ["stage1.*.conv1"], "ratio": 0.5,
+             "round_to": 1, "sensitivity": {"samples": 50}}
+    recipe = _recipe(tmp_path, [{"prune": prune}])
+    recipe["model"] = "test_prune:digits_resnet"
+    rec = run(recipe)["stages"][1]["record"]
+    assert rec["channel_layers"] == ["stage1.0.conv1", "stage1.1.conv1"]
+    assert len(rec["plan"]["blocks"]) == 1 and set(rec["plan"]["keep"]) <= {"stage1.0.conv1", "stage1.1.conv1"}
+    from slimline.artifact import Artifact
+
+    pruned = load_torch(Artifact.load(tmp_path / "run" / "01_prune"))
+    kept = [b for b in [*pruned.stage1, *pruned.stage2] if isinstance(b, Block) or hasattr(b, "conv1")]
+    assert len(kept) == 2  # one of the three blocks went
+    for name, b in zip(["stage1.0", "stage1.1", "stage2.0"], [*pruned.stage1, *pruned.stage2], strict=True):
+        if hasattr(b, "conv1"):
+            assert b.conv1.out_channels == (4 if name.startswith("stage1") else 16), name  # halved / untouched
+    assert pruned.stem.out_channels == 8 and pruned.down.out_channels == 16
+    bad = _recipe(tmp_path / "bad", [{"prune": {**prune, "channel_layers": ["nope.*"]}}])
+    with pytest.raises(SlimlineError, match="no layer to channel-prune matches"):
+        run(bad | {"model": "test_prune:digits_resnet"})
+
+
 def test_prune_options_are_validated(tmp_path: Path) -> None:
     from slimline.errors import RecipeError
     from slimline.recipe import parse_recipe
@@ -645,6 +670,35 @@ def test_recalibrate_bn_sets_running_stats_to_the_data_statistics() -> None:
     per_batch_var = torch.stack([feats[i : i + 128].var((0, 2, 3)) for i in (0, 128)]).mean(0)  # unbiased, averaged
     torch.testing.assert_close(bn.running_var, per_batch_var, rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.3 and not model.training
+
+
+def test_feature_matching_loss_is_zero_for_the_teacher_and_names_bad_layers(tiny: TinyResNet) -> None:
+    import copy
+
+    from slimline.prune.schedule import FeatureMatch, FinetuneConfig, recovery_criterion
+
+    cfg = FinetuneConfig(kd=True, teacher_runtime="torch")
+    teacher = copy.deepcopy(tiny).eval()
+    crit, _ = recovery_criterion(teacher, cfg, (3, 8, 8))
+    assert crit is not None
+    student = copy.deepcopy(tiny)
+    fm = FeatureMatch(crit, student, teacher, ["stage1", "stage2"], 1.0, (3, 8, 8))
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    base, _ = crit(student.eval(), x, y)
+    same, _ = fm(student.eval(), x, y)
+    assert float(same.detach()) == pytest.approx(float(base.detach()), abs=1e-6)  # identical features: nothing added
+    with torch.no_grad():
+        student.stage1[0].conv1.weight.mul_(1.5)
+    worse, _ = fm(student, x, y)
+    base2, _ = crit(student, x, y)
+    assert float(worse.detach()) > float(base2.detach()) + 1e-4  # the changed stage output is penalised
+    fm.remove()
+    pruned = copy.deepcopy(tiny)
+    prune_channels(pruned, torch.randn(2, 3, 8, 8), {"stem": 4})
+    with pytest.raises(ModelError, match="'stage1'"):
+        FeatureMatch(crit, pruned, teacher, ["stage1"], 1.0, (3, 8, 8))
+    with pytest.raises(ModelError, match="no layer 'nope'"):
+        FeatureMatch(crit, student, teacher, ["nope"], 1.0, (3, 8, 8))
 
 
 def test_mixup_recovery_blends_inputs_and_needs_a_teacher(tiny: TinyResNet) -> None:

@@ -110,6 +110,20 @@ def test_onnxruntime_static_qdq_runs_in_int8(trained: dict, digits: tuple, tmp_p
     ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     assert ops["QLinearConv"] == 4 and ops["Conv"] == 0
     assert got["top1"] >= trained["top1"] - 2.0
+    # the saved file has short tensor names and no node names; the same model with the names kept
+    # (compact_names off) gives the very same outputs and is bigger by what the names took
+    comp = res.details["compact_names"]
+    assert comp["renamed"] and comp["bytes_after"] == qfile.stat().st_size < comp["bytes_before"]
+    qproto = onnx.load(str(qfile))
+    assert all(n.name == "" for n in qproto.graph.node)
+    assert [v.name for v in qproto.graph.input] == [v.name for v in onnx.load(str(src.onnx())).graph.input]
+    named = get_backend("onnxruntime").quantize(
+        src, train.sample(200).inputs(), QuantConfig(compact_names=False), [], tmp_path / "named"
+    )
+    assert "compact_names" not in named.details
+    assert (tmp_path / "named" / "model.onnx").stat().st_size == comp["bytes_before"]
+    x = test.inputs()[:32]
+    np.testing.assert_array_equal(_ort(qfile)(x), _ort(tmp_path / "named" / "model.onnx")(x))
 
 
 def test_onnxruntime_keeps_named_layers_float_and_rejects_unknown_names(trained: dict, digits: tuple,
@@ -117,10 +131,13 @@ def test_onnxruntime_keeps_named_layers_float_and_rejects_unknown_names(trained:
     src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
     calib = digits[0].sample(64).inputs()
     backend = get_backend("onnxruntime")
-    res = backend.quantize(src, calib, QuantConfig(exclude=["features.4"]), ["classifier"], tmp_path / "q")
+    cfg = QuantConfig(exclude=["features.4"], compact_names=False)  # keep node names to look them up
+    res = backend.quantize(src, calib, cfg, ["classifier"], tmp_path / "q")
     assert res.excluded == ["/features/features.4/Conv", "/classifier/Gemm"]
     still_float = {n["name"] for n in float_heavy_nodes(onnx.load(str(tmp_path / "q" / "model.onnx")))}
     assert still_float == set(res.excluded)
+    res = backend.quantize(src, calib, QuantConfig(exclude=["features.4"]), ["classifier"], tmp_path / "q3")
+    assert len(float_heavy_nodes(onnx.load(str(tmp_path / "q3" / "model.onnx")))) == 2  # the same, names compacted
     with pytest.raises(RecipeError, match="features.99"):
         backend.quantize(src, calib, QuantConfig(exclude=["features.99"]), [], tmp_path / "q2")
 
@@ -183,9 +200,12 @@ def test_torch_fx_backend_saves_an_artifact_the_torch_runtime_loads(trained: dic
     model = _model(trained["clean"])
     res = get_backend("torch").quantize(FloatModel(SHAPE, tmp_path / "w", torch_model=model),
                                         train.sample(100).inputs(), QuantConfig(), ["classifier"], tmp_path / "q")
-    with ArtifactWriter(tmp_path / "art", "torch", {"input_shape": list(SHAPE)}, []) as w:
+    with ArtifactWriter(tmp_path / "art", "torch", {"input_shape": list(SHAPE), **res.meta}, []) as w:
         for role, f in res.files.items():
             (w.add(role, f)).write_bytes((tmp_path / "q" / f).read_bytes())
+    from slimline.runtimes import open_session
+
+    assert open_session(Artifact.load(tmp_path / "art"), "torch").describe()["precision"] == "int8"
     loaded = load_torch(Artifact.load(tmp_path / "art"))
     kinds = {type(m).__module__ for n, m in loaded.named_modules() if n.startswith("features.")}
     assert any("quantized" in k for k in kinds)  # int8 modules, not the float ones
@@ -244,11 +264,36 @@ def test_quantize_step_accuracy_aware_on_a_small_model(trained: dict, tmp_path: 
     assert trained["victim"] in aa["float_layers"] and len(aa["float_layers"]) >= 2  # with its producer
     art = Artifact.load(tmp_path / "run" / "01_quantize")
     assert art.kind == "onnx" and art.meta["quantization"]["precision"] == "int8"
+    from slimline.runtimes import open_session
+
+    assert open_session(art, "onnxruntime").describe()["precision"] == "int8"
     report = json.loads((art.path / "quantization.json").read_text())
     assert report["sensitivity"]["layers"][0]["name"] == trained["victim"]
     assert report["calibration"] == {"samples": 200, "source": "training split"}
     ev = results["stages"][2]["record"]["metrics"]
     assert ev["top1"] >= trained["top1"] - 3.0 and ev["runtime"] == "onnxruntime"
+
+
+def test_accuracy_aware_quantize_of_an_exported_onnx_ranks_with_its_pytorch_source(trained: dict,
+                                                                                  tmp_path: Path) -> None:
+    """After export_onnx (as in the demo), the ranking runs on the PyTorch stage the ONNX came from."""
+    from slimline.api import run
+
+    recipe = {
+        "name": "aa-onnx",
+        "model": {"name": "small_cnn_half", "weights": str(trained["sabotaged"]), "kwargs": {"in_channels": 1}},
+        "data": {"name": "digits", "val_size": 300},
+        "steps": [{"export_onnx": {}},
+                  {"quantize": {"accuracy_aware": True, "max_drop": 1.0, "calibration_size": 200}}],
+        "output_dir": str(tmp_path / "run"),
+    }
+    q = run(recipe)["stages"][2]["record"]
+    assert q["accuracy_aware"]["kept_float"][0] == trained["victim"]
+    assert q["accuracy_aware"]["final_drop"] <= 1.0
+    onnx_only = {**recipe, "model": str(tmp_path / "run" / "01_export_onnx" / "model.onnx"),
+                 "steps": recipe["steps"][1:], "output_dir": str(tmp_path / "run2")}
+    with pytest.raises(RecipeError, match="exported from"):
+        run(onnx_only)
 
 
 def test_qat_step_exports_qdq_onnx_that_onnxruntime_runs_in_int8(trained: dict, digits: tuple,

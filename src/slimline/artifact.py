@@ -56,6 +56,9 @@ _LAYER_ARGS: dict[type[nn.Module], Any] = {
 }
 
 
+ALTERNATE_ROLES = frozenset({"ort_model"})  # other forms of the model file, not counted in its size
+
+
 @dataclass
 class Artifact:
     """A model at one stage of a run."""
@@ -75,8 +78,13 @@ class Artifact:
         return self.path.name
 
     def size_bytes(self) -> int:
-        """Bytes on disk of the model files (weights and graph), not counting ``artifact.json``."""
-        return sum((self.path / f).stat().st_size for f in self.files.values() if (self.path / f).exists())
+        """Bytes on disk of the model files (weights and graph), not counting ``artifact.json`` or
+        alternative forms of the same model (``ort_model``, ONNX Runtime's offline-optimized copy)."""
+        return sum(
+            (self.path / f).stat().st_size
+            for role, f in self.files.items()
+            if role not in ALTERNATE_ROLES and (self.path / f).exists()
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "files": self.files, "meta": self.meta, "lineage": self.lineage}

@@ -30,6 +30,8 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
       runtime_name  registered runtime name, e.g. "torch"
       options       runtime options parsed from the spec, e.g. {"channels_last": true}
       batch_size    items per call
+      tuned_batch   true when this batch size is the one ``tune`` chose for the artifact and runtime
+                    (measured in addition to the batch sizes asked for)
       status        ok | unavailable | error  (error: the reason; other figures null)
       error         null, or what went wrong / why the runtime is unusable
       latency_ms    {median, p90, p99, min, std, mean} per call, milliseconds
@@ -39,7 +41,7 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
       load_seconds  time to load the artifact into the runtime
       peak_rss_mb   peak resident memory of the worker process (VmHWM; ru_maxrss off Linux), MiB
       pid           the worker process
-      file_bytes    bytes on disk of the model files
+      file_bytes    bytes on disk of the model files (not ONNX Runtime's offline-optimized copy)
       macs          multiply-accumulates per item (slimline.bench.macs), null if unknown
       macs_method   how they were counted
       gflops        achieved 2 x macs x throughput / 1e9

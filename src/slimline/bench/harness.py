@@ -225,8 +225,12 @@ def bench_targets(
     plugins: Sequence[str] = (),
     timeout: float | None = 1800,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    tuned_batch: bool = True,
 ) -> dict[str, Any]:
     """Benchmark every target x runtime x batch size, each in its own subprocess.
+
+    ``tuned_batch``: an artifact whose runtime config has a ``batch_size`` for a runtime (written by
+    ``tune``) is also measured at that batch size (``"tuned_batch": true`` in its result).
 
     ``peak``: True measures the GEMM peak (in a subprocess, same threads) before and after the
     combinations and keeps the higher (a shared machine's load only lowers it); a number is taken
@@ -255,8 +259,13 @@ def bench_targets(
                 skipped.append({"artifact": target.name, "runtime": rt.label, "reason": reason})
                 continue
             art = target.artifacts[kind]
-            for bs in batch_sizes:
+            tuned = _tuned_batch(art, rt.name) if tuned_batch else None
+            batches = [int(b) for b in batch_sizes]
+            if tuned is not None and tuned not in batches:
+                batches.append(tuned)
+            for bs in batches:
                 res = _empty_result(target, rt, int(bs), art)
+                res["tuned_batch"] = bs == tuned
                 if not ok:
                     res |= {"status": "unavailable", "error": f"runtime {rt.name!r} is not usable here: {why}"}
                 else:
@@ -314,6 +323,14 @@ def bench_targets(
         "results": results,
         "skipped": skipped,
     }
+
+
+def _tuned_batch(art: Artifact | None, runtime: str) -> int | None:
+    """The batch size ``tune`` chose for ``runtime`` on this artifact, if any."""
+    if art is None:
+        return None
+    bs = art.meta.get("runtime_config", {}).get(runtime, {}).get("batch_size")
+    return int(bs) if isinstance(bs, int) and bs >= 1 else None
 
 
 def _target_macs(target: BenchTarget) -> tuple[int | None, str]:

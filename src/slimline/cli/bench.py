@@ -41,6 +41,9 @@ def bench(
     peak_gflops: float | None = typer.Option(None, help="use this fp32 peak (GFLOP/s) instead of measuring it"),
     compare: Path | None = typer.Option(None, "--compare", help="an earlier results JSON: print speed ratios"),
     timeout: float = typer.Option(1800, help="seconds allowed per combination"),
+    tuned_batch: bool = typer.Option(
+        True, "--tuned-batch/--no-tuned-batch", help="also measure each artifact at the batch size `tune` chose"
+    ),
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Latency (median/p90/p99), throughput, peak memory, size, MACs and efficiency per runtime.
@@ -87,6 +90,7 @@ def bench(
             peak=peak_gflops if peak_gflops is not None else peak,
             timeout=timeout,
             on_result=show,
+            tuned_batch=tuned_batch,
         )
     console.print(results_table(doc))
     for line in error_lines(doc):

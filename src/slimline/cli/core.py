@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.cli.common import data_section
 from slimline.progress import console
 
 
@@ -55,7 +56,7 @@ def train(
     recipe = {
         "name": "train",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": {"name": data, "data_dir": str(data_dir) if data_dir else None, "train_limit": limit},
+        "data": data_section(data, data_dir, train_limit=limit),
         "seed": seed,
         "steps": [{"train": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer}}],
         "output_dir": str(output),

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.cli.common import data_section
 from slimline.progress import console
 
 
@@ -86,12 +87,7 @@ def distill(
     recipe = {
         "name": "distill",
         "model": teacher_ref if teacher_first else student_ref,
-        "data": {
-            "name": data,
-            "data_dir": str(data_dir) if data_dir else None,
-            "train_limit": limit,
-            "val_size": int(val_size) if val_size >= 1 else val_size,
-        },
+        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.cli.common import data_section
 from slimline.progress import console
 
 
@@ -64,8 +65,7 @@ def quantize(
     recipe = {
         "name": "quantize",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": {"name": data, "data_dir": str(data_dir) if data_dir else None, "test_limit": test_limit,
-                 "val_size": int(val_size) if val_size >= 1 else val_size},
+        "data": data_section(data, data_dir, test_limit=test_limit, val_size=val_size),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),

@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from slimline.errors import DataError
+
+# A folder searched for data files, with where it came from (for messages).
+Place = tuple[Path, str]
+
+
+def cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/slimline/<name>`` (``~/.cache`` when unset): where downloads of dataset ``name`` go."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "slimline" / name
+
+
+def user_dirs(name: str, data_dir: Path | None) -> list[Place]:
+    """``--data-dir`` and ``$SLIMLINE_DATA``, each as given and with ``name`` appended, in that order."""
+    places: list[Place] = []
+    if data_dir is not None:
+        places += [(Path(data_dir), "--data-dir"), (Path(data_dir) / name, "--data-dir")]
+    env = os.environ.get("SLIMLINE_DATA")
+    if env:
+        places += [(Path(env), "$SLIMLINE_DATA"), (Path(env) / name, "$SLIMLINE_DATA")]
+    return places
+
+
+def search_dirs(name: str, data_dir: Path | None, extra: Iterable[Place] = ()) -> list[Place]:
+    """Folders searched for dataset ``name``, in order: the user's folders, ``extra``, the download cache."""
+    return unique_places([*user_dirs(name, data_dir), *extra, (cache_dir(name), "download cache")])
+
+
+def unique_places(places: Iterable[Place]) -> list[Place]:
+    """``places`` without repeated folders; the first origin given for a folder is kept."""
+    seen: dict[Path, str] = {}
+    for p, why in places:
+        seen.setdefault(p, why)
+    return list(seen.items())
 
 
 @dataclass(frozen=True)

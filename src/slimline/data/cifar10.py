@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from slimline.data import DATASETS
+from slimline.data import DATASETS, base
 from slimline.data.base import ArrayDataset, DataSpec
 from slimline.errors import DataError
 from slimline.fileio import atomic_path
@@ -89,27 +89,12 @@ def _batch_names(split: str) -> tuple[str, ...]:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/slimline/cifar10`` (``~/.cache`` when unset)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "slimline" / NAME
+    return base.cache_dir(NAME)
 
 
 def search_dirs(data_dir: Path | None) -> list[tuple[Path, str]]:
     """Folders searched for the batches or the archive, in order, with their origin."""
-    places: list[tuple[Path, str]] = []
-    if data_dir is not None:
-        places += [(Path(data_dir), "--data-dir"), (Path(data_dir) / NAME, "--data-dir")]
-    env = os.environ.get("SLIMLINE_DATA")
-    if env:
-        places += [(Path(env), "$SLIMLINE_DATA"), (Path(env) / NAME, "$SLIMLINE_DATA")]
-    places.append((cache_dir(), "download cache"))
-    return _unique(places)
-
-
-def _unique(places: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    seen: dict[Path, str] = {}
-    for p, why in places:
-        seen.setdefault(p, why)
-    return list(seen.items())
+    return base.search_dirs(NAME, data_dir)
 
 
 def _find_batches(places: list[tuple[Path, str]], names: tuple[str, ...], notes: list[str]) -> Path | None:
@@ -307,18 +292,13 @@ def load_sample(split: str, data_dir: Path | None, download: bool) -> ArrayDatas
 
 def sample_search_dirs(data_dir: Path | None) -> list[tuple[Path, str]]:
     """Folders searched for the sample npz files, in order, with their origin."""
-    places: list[tuple[Path, str]] = []
-    if data_dir is not None:
-        places += [(Path(data_dir), "--data-dir"), (Path(data_dir) / NAME, "--data-dir")]
-    env = os.environ.get("SLIMLINE_DATA")
-    if env:
-        places += [(Path(env), "$SLIMLINE_DATA"), (Path(env) / NAME, "$SLIMLINE_DATA")]
+    places = base.user_dirs(NAME, data_dir)
     shared = os.environ.get("SLIMLINE_SHARED")
     if shared:
         places.append((Path(shared) / "data" / NAME, "$SLIMLINE_SHARED"))
     for start, why in ((Path.cwd(), "above the working directory"), (SOURCE_DIR, "above the source")):
         places += [(d / SHARED_SUBDIR, why) for d in _ancestors(start)]
-    return _unique(places)
+    return base.unique_places(places)
 
 
 def _ancestors(start: Path) -> Iterator[Path]:

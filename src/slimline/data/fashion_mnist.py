@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimline.data import DATASETS
+from slimline.data import DATASETS, base
 from slimline.data.base import ArrayDataset, DataSpec
 from slimline.errors import DataError
 from slimline.fileio import atomic_path
@@ -89,24 +89,12 @@ def load(split: str, data_dir: Path | None, download: bool) -> ArrayDataset:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/slimline/fashion-mnist`` (``~/.cache`` when unset)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "slimline" / NAME
+    return base.cache_dir(NAME)
 
 
 def search_dirs(data_dir: Path | None) -> list[tuple[Path, str]]:
     """Every folder searched, in order, with where it came from (for messages)."""
-    places: list[tuple[Path, str]] = []
-    if data_dir is not None:
-        places += [(Path(data_dir), "--data-dir"), (Path(data_dir) / NAME, "--data-dir")]
-    env = os.environ.get("SLIMLINE_DATA")
-    if env:
-        places += [(Path(env), "$SLIMLINE_DATA"), (Path(env) / NAME, "$SLIMLINE_DATA")]
-    places += [(d, "system datasets") for d in SYSTEM_DIRS]
-    places.append((cache_dir(), "download cache"))
-    unique: dict[Path, str] = {}
-    for p, why in places:
-        unique.setdefault(p, why)
-    return list(unique.items())
+    return base.search_dirs(NAME, data_dir, [(d, "system datasets") for d in SYSTEM_DIRS])
 
 
 def _find(places: list[tuple[Path, str]], names: tuple[str, str]) -> tuple[Path, Path] | None:

@@ -11,6 +11,7 @@ optimization (the optimized model saved to a file), and what each runtime's comp
   and reads back the executed graph: which original layers each kernel covers, and how many
   depthwise convolutions were fused into the preceding 1x1 convolution (primitive ``*_dw_1x1_*``).
 - ``dw_pw_pairs(model)``: the pointwise->depthwise and depthwise->pointwise convolution pairs in a graph.
+- ``compact_names(src, dst)``: short tensor names, no node names (a smaller file, the same graph).
 """
 
 from __future__ import annotations
@@ -236,3 +237,44 @@ def openvino_fusions(path: str | Path, batch: int, input_shape: list[int] | tupl
         "layers_with_fused_ops": fused_layers,
         "dw_fused_into_1x1": dw_fused,
     }
+
+
+def compact_names(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Rewrite ``src`` with short tensor names and no node names; same graph, same numbers.
+
+    Exporters and quantizers name every tensor after its module path (``/layer1/layer1.0/conv2/
+    Conv_output_0_scale``); in a small int8 model those strings are several percent of the file. The
+    graph's input and output names are kept, node names (optional in ONNX) are cleared, value_info
+    (shape annotations, recomputed by runtimes) is dropped. Models with subgraphs (If/Loop/Scan) or
+    sparse initializers are copied unchanged. Returns the sizes before and after.
+    """
+    import onnx
+
+    proto = onnx.load(str(src))
+    before = Path(src).stat().st_size
+    g = proto.graph
+    has_subgraphs = len(g.sparse_initializer) > 0 or any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute
+    )
+    if not has_subgraphs:
+        keep = {v.name for v in g.input} | {v.name for v in g.output}
+        names: dict[str, str] = {}
+
+        def short(name: str) -> str:
+            if not name or name in keep:
+                return name
+            if name not in names:
+                names[name] = f"t{len(names):x}"
+            return names[name]
+
+        for t in g.initializer:
+            t.name = short(t.name)
+        for n in g.node:
+            n.name = ""
+            n.input[:] = [short(i) for i in n.input]
+            n.output[:] = [short(o) for o in n.output]
+        del g.value_info[:]
+    with atomic_path(dst) as tmp:
+        onnx.save(proto, str(tmp))
+    after = Path(dst).stat().st_size
+    return {"bytes_before": before, "bytes_after": after, "renamed": not has_subgraphs}

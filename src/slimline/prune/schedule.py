@@ -43,6 +43,8 @@ class FinetuneConfig:
     teacher_runtime: str = "auto"  # torch | onnxruntime | auto (ONNX Runtime when the teacher exports)
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics after each pruning step
     mixup: float = 0.0  # with kd: blend pairs of inputs (Beta(mixup, mixup)) and match the teacher on them
+    feature_layers: tuple[str, ...] = ()  # with kd: also match these layers' outputs to the teacher's (MSE)
+    feature_weight: float = 1.0
     recalibrate_samples: int = 2048
 
     def train_config(self, epochs: int) -> TrainConfig:
@@ -147,13 +149,94 @@ def finetune(
         if not cfg.kd or teacher is None:
             raise ModelError("mixup recovery matches the teacher on blended inputs: it needs kd and a teacher")
         cfg = replace(cfg, alpha=1.0)  # blended inputs have no single label: soft targets only
+    if cfg.feature_layers:
+        if not cfg.kd or teacher is None:
+            raise ModelError("feature matching compares the student's layers with the teacher's: it needs kd")
+        cfg = replace(cfg, teacher_runtime="torch")  # the teacher's feature maps come from PyTorch hooks
     crit, loss_name = recovery_criterion(teacher, cfg, tuple(train.spec.input_shape))
+    if cfg.feature_layers and crit is not None and teacher is not None:
+        crit = FeatureMatch(crit, model, teacher, cfg.feature_layers, cfg.feature_weight, tuple(train.spec.input_shape))
+        loss_name += f" + {cfg.feature_weight:g} x feature MSE on {', '.join(cfg.feature_layers)}"
     if cfg.mixup > 0 and crit is not None:
         crit = MixedInputs(crit, cfg.mixup, cfg.seed)
         loss_name += f", inputs blended by mixup (Beta({cfg.mixup}, {cfg.mixup}))"
     tc = cfg.train_config(epochs)
-    res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
+    try:
+        res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
+    finally:
+        for c in (crit, getattr(crit, "criterion", None)):
+            if isinstance(c, FeatureMatch):
+                c.remove()
     return {"epochs": epochs, "loss": loss_name, "train": asdict(tc), "history": res.history}
+
+
+class FeatureMatch:
+    """Add ``weight * sum_l mean((f_s - f_t)^2) / mean(f_t^2)`` over ``layers`` to a KD criterion.
+
+    Pruning keeps the shapes of the residual stream, so the outputs of the stages of a pruned ResNet
+    can be compared one to one with the unpruned model's: with a small training set, whole feature
+    maps tell the student far more than ten logits ("few-sample" recovery). Each layer's error is
+    normalised by the teacher's mean square, so layers of any scale weigh alike. The wrapped
+    criterion must run the teacher in PyTorch (its forward fills the teacher's hooks).
+    """
+
+    def __init__(
+        self,
+        criterion: Criterion,
+        student: nn.Module,
+        teacher: nn.Module,
+        layers: tuple[str, ...] | list[str],
+        weight: float,
+        input_shape: tuple[int, ...],
+    ) -> None:
+        self.criterion, self.weight, self.layers = criterion, float(weight), list(layers)
+        self._s: dict[str, torch.Tensor] = {}
+        self._t: dict[str, torch.Tensor] = {}
+        self.handles = []
+        for name in self.layers:
+            for role, net, store in (("student", student, self._s), ("teacher", teacher, self._t)):
+                try:
+                    mod = net.get_submodule(name)
+                except AttributeError as e:
+                    raise ModelError(f"feature matching: the {role} has no layer {name!r}") from e
+                self.handles.append(mod.register_forward_hook(self._hook(store, name)))
+        x = torch.zeros(2, *input_shape)
+        was = student.training
+        with torch.no_grad():
+            student.eval()(x)
+            teacher(x)
+        student.train(was)
+        for name in self.layers:
+            if self._s[name].shape != self._t[name].shape:
+                self.remove()
+                raise ModelError(
+                    f"feature matching: layer {name!r} gives {tuple(self._s[name].shape)} in the student but "
+                    f"{tuple(self._t[name].shape)} in the teacher; name layers whose output shape pruning keeps"
+                )
+
+    @staticmethod
+    def _hook(store: dict[str, torch.Tensor], name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            store[name] = output
+
+        return hook
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._s.clear()
+        self._t.clear()
+        loss, logits = self.criterion(model, x, y)
+        if len(self._t) < len(self.layers):  # the criterion did not run the teacher (labels only)
+            raise ModelError("feature matching needs the teacher to run on every batch (kd with alpha > 0)")
+        fm = sum(
+            ((self._s[n] - self._t[n].detach()) ** 2).mean() / (self._t[n].detach() ** 2).mean().clamp_min(1e-8)
+            for n in self.layers
+        )
+        return loss + self.weight * fm, logits
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
 
 class MixedInputs:

@@ -36,3 +36,8 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, artifact: Artifact, **options: Any) -> Session:
         """Load ``artifact`` (one of ``kinds``) with runtime options (threads, ...)."""
+
+
+def artifact_precision(artifact: Artifact) -> str:
+    """``int8`` for a quantized artifact (its ``quantization`` record or ``precision``), else ``fp32``."""
+    return str(artifact.meta.get("precision") or artifact.meta.get("quantization", {}).get("precision") or "fp32")

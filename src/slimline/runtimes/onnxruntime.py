@@ -1,4 +1,10 @@
-"""ONNX Runtime (CPU execution provider; CUDA/TensorRT providers when present and asked for)."""
+"""ONNX Runtime (CPU execution provider; CUDA/TensorRT providers when present and asked for).
+
+An ONNX artifact made by the ``fuse`` step carries ONNX Runtime's offline-optimized graph (role
+``ort_model``). ``model_file="auto"`` (the default) loads that file when the installed onnxruntime is
+the version that wrote it (the optimized graph uses its contrib ops), else the plain ``model.onnx``;
+``describe()`` says which file runs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import numpy as np
 from slimline.artifact import Artifact
 from slimline.errors import RuntimeUnavailable
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session
+from slimline.runtimes.base import Runtime, Session, artifact_precision
 
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -31,6 +37,7 @@ class OrtSession(Session):
         enable_mem_arena: bool,
         enable_mem_pattern: bool,
         precision: str = "fp32",
+        model_role: str = "model",
     ) -> None:
         import onnxruntime as ort
 
@@ -61,6 +68,7 @@ class OrtSession(Session):
             "device": device,
             "enable_mem_arena": enable_mem_arena,
             "enable_mem_pattern": enable_mem_pattern,
+            "model_file": model_role,
         }
         self._version = ort.__version__
         self.precision = precision
@@ -101,15 +109,41 @@ class OnnxRuntime(Runtime):
         device: str = "cpu",
         enable_mem_arena: bool = True,
         enable_mem_pattern: bool = True,
+        model_file: str = "auto",
         **_: Any,
     ) -> Session:
+        role = choose_model_file(artifact, model_file)
         return OrtSession(
-            str(artifact.model_file),
+            str(artifact.path / artifact.files[role]),
             threads,
             inter_op_threads,
             graph_optimization,
             device,
             enable_mem_arena,
             enable_mem_pattern,
-            str(artifact.meta.get("precision", "fp32")),
+            artifact_precision(artifact),
+            role,
         )
+
+
+def choose_model_file(artifact: Artifact, model_file: str = "auto") -> str:
+    """The role of the file to load: ``model``, or ``ort_model`` (the offline-optimized graph).
+
+    ``auto`` takes ``ort_model`` when the artifact has one written by this onnxruntime version.
+    """
+    import onnxruntime as ort
+
+    if model_file not in ("auto", "model", "ort_model"):
+        raise RuntimeUnavailable(f"onnxruntime model_file must be auto, model or ort_model, not {model_file!r}")
+    has_ort = "ort_model" in artifact.files and (artifact.path / artifact.files["ort_model"]).exists()
+    if model_file == "ort_model":
+        if not has_ort:
+            raise RuntimeUnavailable(
+                f"{artifact.path} has no offline-optimized ONNX Runtime model; run the fuse step on the ONNX artifact"
+            )
+        return "ort_model"
+    if model_file == "auto" and has_ort:
+        written_by = artifact.meta.get("ort_model", {}).get("onnxruntime")
+        if written_by == ort.__version__:
+            return "ort_model"
+    return "model"

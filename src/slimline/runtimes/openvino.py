@@ -3,8 +3,11 @@
 Options: ``device`` (CPU, GPU, AUTO), ``hint`` (latency | throughput), ``streams`` (number of
 streams; default chosen by the hint), ``threads`` (inference threads), ``precision`` (``f32`` by
 default so that fp32 results are fp32 on CPUs that would otherwise pick bf16; ``bf16``, ``f16``
-or ``auto`` for the plugin's choice) and ``requests`` (parallel infer requests a batch is split
-over with the throughput hint; default: the number of streams).
+or ``auto`` for the plugin's choice), ``requests`` (parallel infer requests a batch is split
+over with the throughput hint; default: the number of streams) and ``static_shapes`` (compile the
+model once per batch size it is given, at that static shape, instead of once with a dynamic batch:
+the CPU plugin fuses depthwise+pointwise convolution pairs only at static shapes, so the ``fuse``
+step switches this on for models where that fusion happens).
 
 Telemetry: ``openvino_telemetry`` sends usage data unless a consent file says no (with no file it
 counts as consent for ``convert_model`` and ``nncf``). :func:`disable_telemetry` turns it off in
@@ -22,7 +25,7 @@ import numpy as np
 from slimline.artifact import Artifact
 from slimline.errors import RuntimeUnavailable
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session
+from slimline.runtimes.base import Runtime, Session, artifact_precision
 
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 _PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -72,6 +75,33 @@ def import_openvino() -> Any:
     return ov
 
 
+class _Compiled:
+    """One compiled model with its infer request and (throughput hint) request queue."""
+
+    def __init__(self, ov: Any, compiled: Any, hint: str, requests: int | None) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.streams = _int_property(compiled, "NUM_STREAMS", 1)
+        self.n_requests = int(requests) if requests else (self.streams if hint != "latency" else 1)
+        self.queue = ov.AsyncInferQueue(compiled, self.n_requests) if self.n_requests > 1 else None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.queue is None or len(x) < 2:
+            self.request.infer({0: x}, share_inputs=True)
+            return self.request.get_output_tensor(0).data.copy()
+        chunks = np.array_split(x, min(self.n_requests, len(x)))
+        out: list[np.ndarray | None] = [None] * len(chunks)
+
+        def done(req: Any, i: int) -> None:
+            out[i] = req.get_output_tensor(0).data.copy()
+
+        self.queue.set_callback(done)
+        for i, c in enumerate(chunks):
+            self.queue.start_async({0: np.ascontiguousarray(c)}, userdata=i, share_inputs=True)
+        self.queue.wait_all()
+        return np.concatenate(out)  # type: ignore[arg-type]
+
+
 class OpenVinoSession(Session):
     def __init__(
         self,
@@ -82,6 +112,7 @@ class OpenVinoSession(Session):
         threads: int | None,
         precision: str,
         requests: int | None,
+        static_shapes: bool = False,
     ) -> None:
         ov = import_openvino()
         core = ov.Core()
@@ -102,12 +133,17 @@ class OpenVinoSession(Session):
             if precision not in _PRECISIONS:
                 raise RuntimeUnavailable(f"openvino precision must be auto or one of {sorted(_PRECISIONS)}")
             config["INFERENCE_PRECISION_HINT"] = _PRECISIONS[precision]
-        model = core.read_model(path)
-        self.compiled = core.compile_model(model, device, config)
-        self.request = self.compiled.create_infer_request()
-        n_streams = _int_property(self.compiled, "NUM_STREAMS", 1)
-        self.n_requests = int(requests) if requests else (n_streams if hint != "latency" else 1)
-        self.queue = ov.AsyncInferQueue(self.compiled, self.n_requests) if self.n_requests > 1 else None
+        self._ov, self._core, self._device, self._config = ov, core, device, config
+        self._hint, self._requests = hint, requests
+        self.model = core.read_model(path)
+        self.static_shapes = bool(static_shapes)
+        # per-batch static compiles need every input dimension but the batch to be known
+        self._static_ok = len(self.model.inputs) == 1 and self.model.input(0).get_partial_shape()[1:].is_static
+        self._by_batch: dict[tuple[int, int], _Compiled] = {}
+        # dynamic-batch compile (also what describe() reads when static_shapes compiles per batch later)
+        self._dynamic = _Compiled(ov, core.compile_model(self.model, device, config), hint, requests)
+        self.compiled = self._dynamic.compiled
+        self.n_requests = self._dynamic.n_requests
         self._desc = {
             "name": "openvino",
             "version": ov.__version__.split("-")[0],
@@ -116,26 +152,31 @@ class OpenVinoSession(Session):
             "precision": _type_name(_property(self.compiled, "INFERENCE_PRECISION_HINT", precision)),
             "threads": _int_property(self.compiled, "INFERENCE_NUM_THREADS", threads or 0) or None,
             "hint": hint,
-            "streams": n_streams,
+            "streams": self._dynamic.streams,
             "requests": self.n_requests,
+            "static_shapes": self.static_shapes,
         }
+
+    def _static(self, batch: int, requests: int) -> _Compiled:
+        """The model compiled at a static batch of ``batch`` (cached per batch size)."""
+        c = self._by_batch.get((batch, requests))
+        if c is None:
+            model = self.model.clone()
+            dims = [batch, *[int(d.get_length()) for d in list(model.input(0).get_partial_shape())[1:]]]
+            model.reshape({model.input(0): dims})
+            compiled = self._core.compile_model(model, self._device, self._config)
+            c = self._by_batch[(batch, requests)] = _Compiled(self._ov, compiled, self._hint, requests)
+        return c
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.queue is None or len(x) < 2:
-            self.request.infer({0: x}, share_inputs=True)
-            return self.request.get_output_tensor(0).data.copy()
-        chunks = np.array_split(x, min(self.n_requests, len(x)))
-        out: list[np.ndarray | None] = [None] * len(chunks)
-
-        def done(req: Any, i: int) -> None:
-            out[i] = req.get_output_tensor(0).data.copy()
-
-        self.queue.set_callback(done)
-        for i, c in enumerate(chunks):
-            self.queue.start_async({0: np.ascontiguousarray(c)}, userdata=i, share_inputs=True)
-        self.queue.wait_all()
-        return np.concatenate(out)  # type: ignore[arg-type]
+        if self.static_shapes and self._static_ok:
+            n = self.n_requests
+            if n <= 1 or len(x) < 2:
+                return self._static(len(x), 1).run(x)
+            if len(x) % n == 0:  # equal chunks, one static shape, n parallel requests
+                return self._static(len(x) // n, n).run(x)
+        return self._dynamic.run(x)
 
     def describe(self) -> dict[str, Any]:
         return dict(self._desc)
@@ -189,6 +230,11 @@ class OpenVinoRuntime(Runtime):
         threads: int | None = None,
         precision: str = "f32",
         requests: int | None = None,
+        static_shapes: bool = False,
         **_: Any,
     ) -> Session:
-        return OpenVinoSession(str(artifact.model_file), device, hint, streams, threads, precision, requests)
+        session = OpenVinoSession(
+            str(artifact.model_file), device, hint, streams, threads, precision, requests, static_shapes
+        )
+        session._desc["model_precision"] = artifact_precision(artifact)  # precision: the plugin's float type
+        return session

@@ -18,7 +18,7 @@ import torch
 
 from slimline.artifact import Artifact, load_torch
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session
+from slimline.runtimes.base import Runtime, Session, artifact_precision
 from slimline.runtimes.torch_eager import TorchSession
 
 
@@ -105,4 +105,6 @@ class TorchCompile(Runtime):
         backend: str = "inductor",
         **_: Any,
     ) -> Session:
-        return TorchCompileSession(load_torch(artifact), threads, channels_last, freezing, mode, dynamic, backend)
+        session = TorchCompileSession(load_torch(artifact), threads, channels_last, freezing, mode, dynamic, backend)
+        session.precision = artifact_precision(artifact)
+        return session

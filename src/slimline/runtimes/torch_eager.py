@@ -13,16 +13,19 @@ from torch import nn
 
 from slimline.artifact import Artifact, load_torch
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session
+from slimline.runtimes.base import Runtime, Session, artifact_precision
 
 
 class TorchSession(Session):
-    def __init__(self, model: nn.Module, threads: int | None, channels_last: bool, label: str = "torch") -> None:
+    def __init__(
+        self, model: nn.Module, threads: int | None, channels_last: bool, label: str = "torch", precision: str = "fp32"
+    ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.model = model.eval()
         self.channels_last = channels_last
         self.label = label
+        self.precision = precision
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -39,7 +42,7 @@ class TorchSession(Session):
             "name": self.label,
             "version": torch.__version__,
             "device": "cpu",
-            "precision": "fp32",
+            "precision": self.precision,
             "threads": torch.get_num_threads(),
             "channels_last": self.channels_last,
             "fuse": getattr(self, "fused", False),
@@ -58,6 +61,6 @@ class TorchEager(Runtime):
             from slimline.optimize.fx_fuse import fuse_for_inference
 
             model = fuse_for_inference(model, artifact.meta.get("input_shape"))
-        session = TorchSession(model, threads, channels_last)
+        session = TorchSession(model, threads, channels_last, precision=artifact_precision(artifact))
         session.fused = bool(fuse)  # type: ignore[attr-defined]
         return session

@@ -92,6 +92,13 @@ def measure_layouts(
     }
 
 
+def _openvino_fuses_only_static(dw_pw: dict[str, Any]) -> bool:
+    """True when OpenVINO fused depthwise+pointwise pairs at some static batch (so the openvino runtime
+    should compile per batch size: ``runtime_config.openvino.static_shapes``)."""
+    ov = dw_pw.get("openvino", {})
+    return any(isinstance(v, dict) and v.get("dw_fused_into_1x1", 0) > 0 for v in ov.values())
+
+
 @STEPS.register("fuse")
 class Fuse(Step):
     name = "fuse"
@@ -202,9 +209,15 @@ class Fuse(Step):
             if cfg.ort_level != "none":
                 ort_path = w.add("ort_model", f"model.ort-{cfg.ort_level}.onnx")
                 record["ort_offline"] = og.ort_optimize(model_path, ort_path, cfg.ort_level)
+                meta["ort_model"] = {"level": cfg.ort_level, "onnxruntime": record["ort_offline"]["onnxruntime"]}
             if shape:
                 record["parity"] = self._onnx_parity(artifact.model_file, w.tmp, w.files, shape, cfg, ctx.seed)
                 record["dw_pw"] = self._dw_pw(model_path, shape, cfg, record)
+                if _openvino_fuses_only_static(record["dw_pw"]):
+                    rc = {k: dict(v) for k, v in meta.get("runtime_config", {}).items()}
+                    rc["openvino"] = {**rc.get("openvino", {}), "static_shapes": True}
+                    meta["runtime_config"] = rc
+                    record["runtime_config"] = {"openvino": rc["openvino"]}
         assert w.artifact is not None
         simp = record.get("simplify", {})
         ort = record.get("ort_offline", {})

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
+from torch import nn
 
 from slimline.artifact import Artifact, load_torch
 from slimline.errors import RecipeError, SlimlineError
@@ -69,6 +70,11 @@ class FinetuneSettings(StepConfig):
     )
     recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics after each pruning step")
     mixup: float = Field(0.0, ge=0, description="with kd: match the teacher on mixup-blended inputs (Beta parameter)")
+    feature_layers: list[str] = Field(
+        default_factory=list,
+        description="with kd: also match these layers' outputs to the unpruned model's (e.g. the stages of a ResNet)",
+    )
+    feature_weight: float = Field(1.0, ge=0, description="weight of the feature-matching loss")
     recalibrate_samples: int = Field(2048, ge=1)
 
 
@@ -85,6 +91,11 @@ class PruneOptions(StepConfig):
     blocks: int | None = Field(None, ge=0, description="remove this many blocks (default: as the target needs)")
     max_blocks: int | None = Field(None, ge=0)
     protect: list[str] = Field(default_factory=list, description="layers whose output channels stay")
+    channel_layers: list[str] | None = Field(
+        None,
+        description="channel pruning touches only these layers (names or globs); the others keep their output "
+        "channels, but their blocks may still be removed (unlike protect)",
+    )
     exclude: list[str] = Field(default_factory=list, description="layers left alone and not traced")
     protect_first_last: bool = True
     sensitivity: SensitivitySettings = Field(default_factory=SensitivitySettings)
@@ -234,8 +245,16 @@ class Prune(Step):
         rec: dict[str, Any] = {"method": "+".join(methods), "importance": cfg.importance, "round_to": cfg.round_to}
 
         units, blocks = [], []
+        chan_protect = list(cfg.protect)
+        if cfg.channel_layers:
+            from slimline.prune.common import match_names
+
+            layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)]
+            chosen = set(match_names(layers, cfg.channel_layers, "layer to channel-prune"))
+            chan_protect += [n for n in layers if n not in chosen]
+            rec["channel_layers"] = sorted(chosen)
         if "channel" in methods:
-            scan = scan_units(model, example, cfg.protect, cfg.exclude, cfg.protect_first_last)
+            scan = scan_units(model, example, chan_protect, cfg.exclude, cfg.protect_first_last)
             units = scan.units
             rec["units"] = scan.to_dict()
             if not units:
@@ -271,7 +290,7 @@ class Prune(Step):
                 s.ratios,
                 s.samples,
                 None,
-                cfg.protect,
+                chan_protect if kind == "channel" else cfg.protect,
                 cfg.exclude,  # type: ignore[arg-type]
                 cfg.protect_first_last,
                 s.backend,
@@ -439,6 +458,8 @@ def _finetune_config(cfg: PruneOptions, ctx: RunContext) -> Any:
         recalibrate_bn=f.recalibrate_bn,
         recalibrate_samples=f.recalibrate_samples,
         mixup=f.mixup,
+        feature_layers=tuple(f.feature_layers),
+        feature_weight=f.feature_weight,
     )
 
 

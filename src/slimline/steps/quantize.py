@@ -44,6 +44,7 @@ class QuantizeOptions(StepConfig):
     weight_type: Literal["int8", "uint8"] = "int8"
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on x86 CPUs without VNNI")
     exclude: list[str] = Field(default_factory=list, description="layers kept in float (module or node names)")
+    compact_names: bool = Field(True, description="onnxruntime: short tensor names and no node names in the file")
     accuracy_aware: bool = False
     max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")
     layers_per_step: int = Field(1, ge=1)
@@ -55,7 +56,7 @@ class QuantizeOptions(StepConfig):
         from slimline.quant.backends import QuantConfig
 
         keys = ("calibration", "percentile", "per_channel", "weight_symmetric", "activation_symmetric",
-                "activation_type", "weight_type", "mode", "reduce_range", "batch_size", "exclude")
+                "activation_type", "weight_type", "mode", "reduce_range", "batch_size", "exclude", "compact_names")
         return QuantConfig(**{k: getattr(self, k) for k in keys})
 
 
@@ -68,6 +69,20 @@ def simulated_sensitivity(model: Any, calib: Any, opts: QuantizeOptions) -> Any:
     wts = QScheme(opts.weight_type, opts.weight_symmetric, opts.per_channel)
     method = opts.calibration if opts.calibration in OBSERVERS else "minmax"
     return layer_sensitivity(model, calib, calib.take(opts.sensitivity_samples), method, act, wts)
+
+
+def exported_from(artifact: Artifact, earlier: list[Artifact]) -> Artifact | None:
+    """The PyTorch artifact of the same run that ``artifact`` (ONNX/OpenVINO) was exported from: the latest
+    one whose lineage is the export's lineage without the export steps."""
+    steps = [r.get("step") for r in artifact.lineage]
+    for cand in reversed(earlier):
+        if cand.kind != "torch" or cand.path == artifact.path:
+            continue
+        own = [r.get("step") for r in cand.lineage]
+        tail = steps[len(own) :]
+        if steps[: len(own)] == own and tail and all(t in ("export_onnx", "export_openvino", "fuse") for t in tail):
+            return cand
+    return None
 
 
 @STEPS.register("quantize")
@@ -86,15 +101,23 @@ class Quantize(Step):
             raise RuntimeUnavailable(f"quantization backend {opts.backend!r} is not usable here: {why}")
         qcfg = opts.quant_config()
         backend.check(qcfg)
+        torch_source = None
         if opts.accuracy_aware and artifact.kind != "torch":
-            raise RecipeError(
-                "accuracy-aware quantization ranks layers with a simulated pass in PyTorch, so it needs a PyTorch "
-                f"model; the current artifact is {artifact.kind} (put quantize before the export steps)"
-            )
+            torch_source = exported_from(artifact, ctx.artifacts)
+            if torch_source is None:
+                raise RecipeError(
+                    "accuracy-aware quantization ranks layers with a simulated pass in PyTorch, so it needs the "
+                    f"PyTorch model; the current artifact is {artifact.kind} and no earlier stage of this run is the "
+                    "PyTorch model it was exported from (quantize a PyTorch artifact, or export in the same recipe)"
+                )
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{ctx.out_dir.name}.work-", dir=ctx.run_dir))
         try:
             src = FloatModel.from_artifact(artifact, work)
+            if torch_source is not None:
+                from slimline.artifact import load_torch
+
+                src.torch_model = load_torch(torch_source)  # for the simulated ranking; the backend reads the file
             calib_ds = ctx.data.calibration(opts.calibration_size)
             calib = calib_ds.inputs()
             report: dict[str, Any] = {"backend": opts.backend, "options": opts.model_dump(mode="json"),

@@ -44,6 +44,7 @@ class QuantConfig:
     reduce_range: bool | None = None  # 7-bit weights; None: on x86 without VNNI (ONNX Runtime's advice for U8S8)
     batch_size: int = 16  # calibration batch size
     exclude: list[str] = field(default_factory=list)  # module names or backend node names kept in float
+    compact_names: bool = True  # onnxruntime: short tensor names, no node names in the saved model
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

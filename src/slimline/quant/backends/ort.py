@@ -226,6 +226,10 @@ class OrtBackend(QuantBackend):
             more = f" and {len(result.left_float) - 10} more" if len(result.left_float) > 10 else ""
             result.warn(f"left in float (onnxruntime cannot quantize them here): {names}{more}")
         result.details["quantized_ops"] = _count_quantized(qproto)
+        if cfg.compact_names:
+            from slimline.optimize.onnx_graph import compact_names
+
+            result.details["compact_names"] = compact_names(out, out)
         return result
 
     def _cache_path(self, src: FloatModel, pre: Path, calib: np.ndarray, cfg: QuantConfig) -> Path:
