@@ -211,6 +211,16 @@ def test_tuned_batch_size_is_measured_too(tmp_path: Path, plugin: str) -> None:
     assert [r["batch_size"] for r in doc["results"]] == [1]
 
 
+def test_artifacts_with_the_same_folder_name_are_told_apart(tmp_path: Path) -> None:
+    from slimline.bench.harness import BenchTarget, distinct_names
+
+    a = save_torch(load_model("small_cnn"), tmp_path / "run_a" / "01_quantize", {"input_shape": [1, 28, 28]}, [])
+    b = save_torch(load_model("small_cnn"), tmp_path / "run_b" / "01_quantize", {"input_shape": [1, 28, 28]}, [])
+    c = save_torch(load_model("small_cnn"), tmp_path / "run_b" / "02_fuse", {"input_shape": [1, 28, 28]}, [])
+    names = [t.name for t in distinct_names([BenchTarget.from_artifact(x) for x in (a, b, c)])]
+    assert names == ["run_a/01_quantize", "run_b/01_quantize", "02_fuse"]
+
+
 def test_compare_ratios() -> None:
     def doc(tput: float, med: float) -> dict:
         return {

@@ -175,6 +175,18 @@ class BenchTarget:
         return list(self.artifacts)
 
 
+def distinct_names(targets: Sequence[BenchTarget]) -> list[BenchTarget]:
+    """Targets whose names clash (two runs' ``01_quantize``) are named ``<run folder>/<artifact folder>``."""
+    names = [t.name for t in targets]
+    out = []
+    for t in targets:
+        if names.count(t.name) > 1 and t.artifacts:
+            path = next(iter(t.artifacts.values())).path
+            t = BenchTarget(f"{path.parent.name}/{path.name}", t.artifacts)
+        out.append(t)
+    return out
+
+
 def _pick_kind(runtime_kinds: Sequence[str], target: BenchTarget, native_in_set: bool) -> str | None:
     """The runtime's native kind if the target has it; other kinds it runs only when no target has the native one."""
     if runtime_kinds[0] in target.artifacts:
@@ -243,6 +255,7 @@ def bench_targets(
 
     for p in plugins:
         __import__(p)
+    targets = distinct_names(targets)
     specs = [RuntimeSpec.parse(r) for r in runtimes]
     peak_doc = _peak(peak, threads, plugins, timeout)
     results: list[dict[str, Any]] = []
