@@ -154,8 +154,11 @@ def finetune(
             raise ModelError("feature matching compares the student's layers with the teacher's: it needs kd")
         cfg = replace(cfg, teacher_runtime="torch")  # the teacher's feature maps come from PyTorch hooks
     crit, loss_name = recovery_criterion(teacher, cfg, tuple(train.spec.input_shape))
+    matcher = None
     if cfg.feature_layers and crit is not None and teacher is not None:
-        crit = FeatureMatch(crit, model, teacher, cfg.feature_layers, cfg.feature_weight, tuple(train.spec.input_shape))
+        crit = matcher = FeatureMatch(
+            crit, model, teacher, cfg.feature_layers, cfg.feature_weight, tuple(train.spec.input_shape)
+        )
         loss_name += f" + {cfg.feature_weight:g} x feature MSE on {', '.join(cfg.feature_layers)}"
     if cfg.mixup > 0 and crit is not None:
         crit = MixedInputs(crit, cfg.mixup, cfg.seed)
@@ -164,9 +167,8 @@ def finetune(
     try:
         res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
     finally:
-        for c in (crit, getattr(crit, "criterion", None)):
-            if isinstance(c, FeatureMatch):
-                c.remove()
+        if matcher is not None:
+            matcher.remove()
     return {"epochs": epochs, "loss": loss_name, "train": asdict(tc), "history": res.history}
 
 

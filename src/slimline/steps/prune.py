@@ -244,11 +244,11 @@ class Prune(Step):
         val_before = evaluate(model, ctx.data.val)
         rec: dict[str, Any] = {"method": "+".join(methods), "importance": cfg.importance, "round_to": cfg.round_to}
 
+        from slimline.prune.common import match_names
+
         units, blocks = [], []
         chan_protect = list(cfg.protect)
         if cfg.channel_layers:
-            from slimline.prune.common import match_names
-
             layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)]
             chosen = set(match_names(layers, cfg.channel_layers, "layer to channel-prune"))
             chan_protect += [n for n in layers if n not in chosen]
@@ -262,8 +262,6 @@ class Prune(Step):
                     "no channel group can be pruned (all protected, excluded or unsafe): " + str(scan.skipped)
                 )
         if "block" in methods:
-            from slimline.prune.common import match_names
-
             all_names = [n for n, _ in model.named_modules() if n]
             prot = match_names(all_names, cfg.protect, "layer to protect") if cfg.protect else []
             blocks = find_blocks(model, example, prot)
