@@ -54,6 +54,10 @@ def main() -> int:
         "fp32_openvino": recipe("fp32_openvino", [{"export_openvino": {"via": "onnx"}}], out, args.weights),
         "int8_onnxruntime": recipe("int8_onnxruntime", [{"quantize": {"backend": "onnxruntime"}}], out, args.weights),
         "int8_openvino": recipe("int8_openvino", [{"quantize": {"backend": "openvino"}}], out, args.weights),
+        # the same NNCF quantization written as QDQ ONNX, which OpenVINO runs in int8 (no IR text to store)
+        "int8_openvino_onnx": recipe(
+            "int8_openvino_onnx", [{"quantize": {"backend": "openvino", "format": "onnx"}}], out, args.weights
+        ),
     }
     if not args.no_torch:
         runs["int8_torch"] = recipe("int8_torch", [{"quantize": {"backend": "torch"}}], out, args.weights)
@@ -65,17 +69,21 @@ def main() -> int:
         records[key] = res["stages"][-1]["record"]
     arts["fp32_torch"] = Artifact.load(out / "int8_torch" / "00_baseline") if "int8_torch" in runs else None
     test = load_dataset("cifar10-sample", "test", limit=1000)
-    pairs = [("onnxruntime", "fp32_onnx", "int8_onnxruntime"), ("openvino", "fp32_openvino", "int8_openvino")]
+    pairs = [
+        ("onnxruntime", "onnxruntime", "fp32_onnx", "int8_onnxruntime"),
+        ("openvino", "openvino", "fp32_openvino", "int8_openvino"),
+        ("openvino (QDQ ONNX)", "openvino", "fp32_openvino", "int8_openvino_onnx"),
+    ]
     if "int8_torch" in runs:
-        pairs.append(("torch", "fp32_torch", "int8_torch"))
+        pairs.append(("torch", "torch", "fp32_torch", "int8_torch"))
     rows: list[dict[str, Any]] = []
-    for runtime, f_key, q_key in pairs:
+    for label, runtime, f_key, q_key in pairs:
         f_art, q_art = arts[f_key], arts[q_key]
         fm = evaluate_artifact(f_art, test, runtime=runtime)
         ref = evaluate_artifact(f_art, test, runtime=runtime, return_logits=True)
         qm = evaluate_artifact(q_art, test, runtime=runtime, reference=ref)
         rows.append({
-            "runtime": runtime, "fp32_artifact": str(f_art.path), "int8_artifact": str(q_art.path),
+            "label": label, "runtime": runtime, "fp32_artifact": str(f_art.path), "int8_artifact": str(q_art.path),
             "fp32_top1": fm["top1"], "int8_top1": qm["top1"], "drop": fm["top1"] - qm["top1"],
             "top1_agreement": qm["top1_agreement"], "n": qm["n"],
             "fp32_bytes": f_art.size_bytes(), "int8_bytes": q_art.size_bytes(),
@@ -84,7 +92,7 @@ def main() -> int:
                                 if k in ("backend", "calibration_samples", "left_float", "warnings", "reduce_range",
                                          "reduce_range_reason", "quantized_ops", "settings", "preset", "seconds")},
         })
-        print(f"{runtime}: top-1 {fm['top1']:.2f} -> {qm['top1']:.2f}, size {rows[-1]['size_ratio']:.2f}x smaller",
+        print(f"{label}: top-1 {fm['top1']:.2f} -> {qm['top1']:.2f}, size {rows[-1]['size_ratio']:.2f}x smaller",
               flush=True)
     bench: dict[str, Any] = {}
     if not args.no_bench:
@@ -99,7 +107,7 @@ def main() -> int:
             errs = [r["error"] for r in doc["results"] if r["status"] != "ok"]
             if errs:
                 row["bench_errors"] = errs
-            print(f"{row['runtime']}: batch {args.batch} {row['fp32_img_s']} -> {row['int8_img_s']} img/s", flush=True)
+            print(f"{row['label']}: batch {args.batch} {row['fp32_img_s']} -> {row['int8_img_s']} img/s", flush=True)
     from slimline.environment import environment
 
     summary = {"model": "cifar_resnet56", "weights": str(args.weights), "test_samples": 1000,
@@ -115,7 +123,7 @@ def main() -> int:
     for r in rows:
         def f(v: Any, fmt: str) -> str:
             return format(v, fmt) if isinstance(v, int | float) else "-"
-        print(f"| {r['runtime']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop']:+.2f} | "
+        print(f"| {r['label']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop']:+.2f} | "
               f"{r['fp32_bytes'] / 1e6:.3f} | {r['int8_bytes'] / 1e6:.3f} | {r['size_ratio']:.2f}x | "
               f"{f(r.get('fp32_img_s'), '.0f')} | {f(r.get('int8_img_s'), '.0f')} | {f(r.get('speedup'), '.2f')}x |")
     print(f"\nwrote {out / 'summary.json'} ({time.time() - t0:.0f} s)")

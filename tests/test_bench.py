@@ -364,3 +364,17 @@ def test_results_table_shows_figures_and_reasons() -> None:
         assert "123" in text and "129.7" in text and "25%" in text and "46.8" in text and "n/a" in text
         assert ("p99" in text) is has_p99 and "16.8 GFLOP/s" in text.replace("\n", " ")
     assert error_lines(doc) == ["m | openvino | batch 16: unavailable: no openvino"]
+
+
+def test_an_artifact_naming_its_runtime_is_benched_on_it(tmp_path: Path) -> None:
+    from slimline.bench.harness import BenchTarget, _pick_kind
+
+    ov_kinds = ["openvino", "onnx"]
+    ir = BenchTarget("ir", {"openvino": Artifact("openvino", tmp_path, {"model": "m.xml"}, {})})
+    plain = BenchTarget("plain", {"onnx": Artifact("onnx", tmp_path, {"model": "m.onnx"}, {})})
+    for_ov = BenchTarget("qdq", {"onnx": Artifact("onnx", tmp_path, {"model": "m.onnx"}, {"runtime": "openvino"})})
+    assert _pick_kind("openvino", ov_kinds, ir, True) == "openvino"
+    assert _pick_kind("openvino", ov_kinds, plain, True) is None  # ONNX files go to ONNX Runtime when IRs exist
+    assert _pick_kind("openvino", ov_kinds, plain, False) == "onnx"
+    assert _pick_kind("openvino", ov_kinds, for_ov, True) == "onnx"  # quantized for OpenVINO: benched on it
+    assert _pick_kind("onnxruntime", ["onnx"], for_ov, True) == "onnx"  # and on ONNX Runtime as any ONNX model

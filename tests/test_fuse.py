@@ -161,6 +161,28 @@ def test_fx_fuse_fuses_conv_bn_activations_and_residual() -> None:
     assert float((gm(xg).detach() - ref).abs().max()) < 1e-5
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")
+def test_prepacked_weights_are_a_cache_rebuilt_when_the_weight_changes() -> None:
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)))
+    gm, rep = fx_fuse(model, (3, 8, 8), tolerance=1e-5)
+    assert rep.counts().get("Conv2d(prepacked)") == 2  # no activation to fuse: still prepacked
+    packed = [m for m in gm.modules() if isinstance(m, ConvAct2d)]
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert float((gm(x) - model(x)).abs().max()) < 1e-5
+        assert all(m._packed is not None for m in packed)
+        first = packed[0]._packed
+        assert gm(torch.randn(5, 3, 8, 8)).shape == (5, 4, 8, 8)  # another batch size reuses the packed weight
+        assert packed[0]._packed is first
+        packed[0].conv.weight.mul_(2.0)  # in place: the cache must notice
+        folded_ref = gm(x)
+    assert packed[0]._packed is not first
+    twin = copy.deepcopy(gm)  # opaque oneDNN tensors are left out of copies
+    assert all(m._packed is None for m in twin.modules() if isinstance(m, ConvAct2d))
+    with torch.no_grad():
+        assert torch.allclose(twin(x), folded_ref, atol=1e-5)
+
+
 def test_fx_fuse_without_shape_skips_residual_fusion_and_leaves_model_alone() -> None:
     model = randomize_bn(Block())
     state = {k: v.clone() for k, v in model.state_dict().items()}

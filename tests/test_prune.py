@@ -719,3 +719,42 @@ def test_mixup_recovery_blends_inputs_and_needs_a_teacher(tiny: TinyResNet) -> N
     ds = load_dataset("digits", "train").take(64)
     with pytest.raises(ModelError, match="needs kd and a teacher"):
         finetune(TinyResNet(8, cin=1), ds, FinetuneConfig(mixup=0.4, kd=False), 1)
+    with pytest.raises(ModelError, match="needs kd and a teacher"):
+        finetune(TinyResNet(8, cin=1), ds, FinetuneConfig(cutmix=1.0, kd=False), 1)
+
+
+def test_jitter_is_the_identity_at_zero_strength_and_moves_pixels_otherwise() -> None:
+    from slimline.prune.schedule import Jittered
+
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert float((Jittered(lambda m, a, b: (a.sum(), a), 1e-6).apply(x) - x).abs().max()) < 1e-3
+    out = Jittered(lambda m, a, b: (a.sum(), a), 1.0, seed=0).apply(x)
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+    assert all(float((out[i] - x[i]).abs().mean()) > 0.1 for i in range(6))  # every image changed
+    with pytest.raises(ValueError, match="must lie in"):
+        Jittered(lambda m, a, b: (a.sum(), a), 1.5)
+
+
+def test_cutmix_pastes_one_box_from_the_partner_image() -> None:
+    from slimline.prune.schedule import MixedInputs
+
+    x = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 3, 16, 16).clone()  # image i is filled with the value i
+    mixer = MixedInputs(lambda m, a, b: (a.sum(), a), 0.0, seed=1, cutmix=1.0)
+    assert "CutMix" in mixer.describe() and "mixup" not in mixer.describe()
+    changed = 0
+    for _ in range(5):
+        out = mixer.blend(x)
+        for i in range(8):
+            diff = (out[i] != x[i]).any(0)  # pixels taken from another image
+            if diff.any():
+                rows, cols = diff.nonzero(as_tuple=True)
+                box = diff[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+                assert bool(box.all())  # one solid rectangle
+                assert len(torch.unique(out[i][:, diff])) == 1  # all from the same partner image
+                changed += 1
+            assert set(torch.unique(out[i]).tolist()) <= set(range(8))  # pasted, not blended
+    assert changed > 0
+    both = MixedInputs(lambda m, a, b: (a.sum(), a), 0.4, seed=0, cutmix=1.0)
+    assert "mixup" in both.describe() and "CutMix" in both.describe()
+    with pytest.raises(ValueError, match="mixup > 0 or cutmix > 0"):
+        MixedInputs(lambda m, a, b: (a.sum(), a), 0.0)

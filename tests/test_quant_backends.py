@@ -192,6 +192,40 @@ def test_openvino_nncf_quantizes_and_ignores_named_layers(trained: dict, digits:
     assert got["runtime"] == "openvino" and got["top1"] >= trained["top1"] - 2.0
 
 
+def test_openvino_onnx_format_writes_qdq_that_openvino_runs_in_int8(trained: dict, digits: tuple,
+                                                                     tmp_path: Path) -> None:
+    from slimline.evaluate import evaluate_artifact
+    from slimline.runtimes import default_runtime
+    from slimline.runtimes.openvino import import_openvino
+
+    train, test = digits
+    src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
+    cfg = QuantConfig(format="onnx")
+    res = get_backend("openvino").quantize(src, train.sample(100).inputs(), cfg, ["features.4"], tmp_path / "q")
+    assert res.kind == "onnx" and res.files == {"model": "model.onnx"} and res.runtime == "openvino"
+    assert len(res.excluded) == 1 and res.excluded[0].startswith("/features/features.4/Conv")
+    proto = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    assert res.details["quantized_ops"]["Conv"] == 3  # four convolutions, one kept float on request
+    assert res.left_float == []  # int8 activations reach convolutions through MaxPool, the classifier via Flatten
+    art = Artifact("onnx", tmp_path / "q", res.files, res.meta)
+    assert default_runtime(art) == "openvino"
+    got = evaluate_artifact(art, test)
+    assert got["runtime"] == "openvino" and got["top1"] >= trained["top1"] - 2.0
+    # OpenVINO executes the quantized convolutions in u8/i8, the excluded one in f32
+    ov = import_openvino()
+    runtime_model = ov.Core().compile_model(str(tmp_path / "q" / "model.onnx"), "CPU").get_runtime_model()
+    precisions = collections.Counter(
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in runtime_model.get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    )
+    assert precisions["u8"] + precisions["i8"] == 3 and precisions["f32"] == 1
+    with pytest.raises(RecipeError, match="writes native models, not format 'onnx'"):
+        get_backend("onnxruntime").check(cfg)
+
+
 def test_torch_fx_backend_saves_an_artifact_the_torch_runtime_loads(trained: dict, digits: tuple,
                                                                     tmp_path: Path) -> None:
     from slimline.quant.backends.torch_fx import pt2e_status
@@ -294,6 +328,29 @@ def test_accuracy_aware_quantize_of_an_exported_onnx_ranks_with_its_pytorch_sour
                  "steps": recipe["steps"][1:], "output_dir": str(tmp_path / "run2")}
     with pytest.raises(RecipeError, match="exported from"):
         run(onnx_only)
+
+
+def test_openvino_onnx_format_in_a_recipe_is_scored_and_evaluated_on_openvino(trained: dict,
+                                                                              tmp_path: Path) -> None:
+    from slimline.api import run
+
+    recipe = {
+        "name": "ov-qdq",
+        "model": {"name": "small_cnn_half", "weights": str(trained["sabotaged"]), "kwargs": {"in_channels": 1}},
+        "data": {"name": "digits", "val_size": 300},
+        "steps": [{"export_onnx": {}},
+                  {"quantize": {"backend": "openvino", "format": "onnx", "accuracy_aware": True, "max_drop": 1.0,
+                                "calibration_size": 200}},
+                  {"evaluate": {"split": "test"}}],
+        "output_dir": str(tmp_path / "run"),
+    }
+    stages = run(recipe)["stages"]
+    q, ev = stages[2]["record"], stages[3]["record"]
+    assert q["kind"] == "onnx" and q["compression"] > 2.5
+    assert q["accuracy_aware"]["kept_float"][0] == trained["victim"] and q["accuracy_aware"]["final_drop"] <= 1.0
+    art = Artifact.load(tmp_path / "run" / "02_quantize")
+    assert art.meta["runtime"] == "openvino" and art.kind == "onnx"
+    assert ev["metrics"]["runtime"] == "openvino"  # the evaluate step ran it on its named runtime
 
 
 def test_qat_step_exports_qdq_onnx_that_onnxruntime_runs_in_int8(trained: dict, digits: tuple,

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from slimline.data import load_dataset
+from slimline.errors import SlimlineError
 from slimline.evaluate import accuracy_metrics, evaluate, fidelity, wilson_interval
 from slimline.models import build_model
 from slimline.train import TrainConfig, fit
@@ -43,6 +45,40 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert resumed.resumed_from == 1 and len(resumed.history) == 2
     for (k, va), vb in zip(full.state_dict().items(), resumed_model.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_weight_average_ends_as_the_model_and_resumes(tmp_path: Path) -> None:
+    import dataclasses
+
+    train, _ = _digits()
+    cfg = dataclasses.replace(CFG, ema=0.9)
+    torch.manual_seed(0)
+    init = build_model("small_cnn_half").state_dict()
+    plain, avg, part = (build_model("small_cnn_half") for _ in range(3))
+    for m in (plain, avg, part):
+        m.load_state_dict(init)
+    fit(plain, train, CFG)
+    fit(avg, train, cfg)
+    # same steps, but the result is the running average, not the last weights
+    pairs = zip(plain.state_dict().values(), avg.state_dict().values(), strict=True)
+    assert any(not torch.allclose(a.float(), b.float()) for a, b in pairs)
+    ckpt = tmp_path / "ckpt.pt"
+    fit(part, train, cfg, checkpoint=ckpt, stop_after_epoch=1)
+    resumed = build_model("small_cnn_half")
+    fit(resumed, train, cfg, checkpoint=ckpt)
+    for (k, va), vb in zip(avg.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)  # the average survives the checkpoint
+    with pytest.raises(SlimlineError, match="has no weight average"):
+        fit(build_model("small_cnn_half"), train, cfg, checkpoint=_without_ema(ckpt, tmp_path))
+
+
+def _without_ema(ckpt: Path, tmp_path: Path) -> Path:
+    state = torch.load(ckpt, weights_only=True)
+    state.pop("ema")
+    state["epoch"] = 1
+    out = tmp_path / "plain.pt"
+    torch.save(state, out)
+    return out
 
 
 def test_accuracy_metrics_and_interval() -> None:

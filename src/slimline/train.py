@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     threads: int | None = None
+    ema: float = 0.0  # > 0: keep an exponential moving average of weights and buffers; the model ends as it
 
 
 @dataclass
@@ -117,6 +118,7 @@ def fit(
     opt = make_optimizer(params, cfg)
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     sched = make_schedule(opt, cfg, steps_per_epoch)
+    ema = _Ema(model, cfg.ema) if cfg.ema > 0 else None
     result = TrainResult(epochs=cfg.epochs)
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
@@ -135,6 +137,12 @@ def fit(
             with torch.no_grad():
                 for p, v in zip(extra, saved_extra, strict=True):
                     p.copy_(v)
+        if ema is not None:
+            if "ema" not in state:
+                raise SlimlineError(
+                    f"checkpoint {ckpt} has no weight average but this run keeps one; delete it to start over"
+                )
+            ema.load_state_dict(state["ema"])
         start = int(state["epoch"])
         result.history = list(state.get("history", []))
         result.resumed_from = start
@@ -152,6 +160,8 @@ def fit(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update(model)
                 total_loss += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -162,7 +172,7 @@ def fit(
                 )
             row = {"epoch": epoch + 1, "loss": total_loss / max(1, seen), "train_top1": 100 * correct / max(1, seen)}
             if val is not None:
-                row["val_top1"] = evaluate(model, val)["top1"]
+                row["val_top1"] = evaluate(ema.model if ema is not None else model, val)["top1"]
                 bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val {row['val_top1']:.2f}%")
             result.history.append(row)
             if ckpt is not None:
@@ -174,10 +184,53 @@ def fit(
                         "epoch": epoch + 1,
                         "history": result.history,
                         "extra_params": [p.detach().clone() for p in extra],
+                        **({"ema": ema.state_dict()} if ema is not None else {}),
                     },
                     ckpt,
                 )
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
+    if ema is not None:
+        ema.copy_to(model)
     model.eval()
     return result
+
+
+class _Ema:
+    """An exponential moving average of a model's weights and buffers (BatchNorm statistics included).
+
+    ``decay`` per optimizer step; the first steps use ``min(decay, (1 + t) / (10 + t))`` so the
+    average is not dominated by the starting weights on short runs.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        if not 0 < decay < 1:
+            raise SlimlineError(f"ema decay must lie in (0, 1), got {decay}")
+        self.decay, self.steps = float(decay), 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        mine = self.model.state_dict()
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                mine[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                mine[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.model.load_state_dict(state["model"])
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.model.state_dict())

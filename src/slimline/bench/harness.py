@@ -187,10 +187,15 @@ def distinct_names(targets: Sequence[BenchTarget]) -> list[BenchTarget]:
     return out
 
 
-def _pick_kind(runtime_kinds: Sequence[str], target: BenchTarget, native_in_set: bool) -> str | None:
-    """The runtime's native kind if the target has it; other kinds it runs only when no target has the native one."""
+def _pick_kind(runtime: str, runtime_kinds: Sequence[str], target: BenchTarget, native_in_set: bool) -> str | None:
+    """The runtime's native kind if the target has it; another kind it runs when the artifact names this runtime
+    as its own (``meta.runtime``, e.g. a QDQ ONNX model quantized for OpenVINO) or when no target has the native one."""
     if runtime_kinds[0] in target.artifacts:
         return runtime_kinds[0]
+    for k in runtime_kinds[1:]:
+        art = target.artifacts.get(k)
+        if art is not None and art.meta.get("runtime") == runtime:
+            return k
     if native_in_set:
         return None
     return next((k for k in runtime_kinds[1:] if k in target.artifacts), None)
@@ -266,7 +271,7 @@ def bench_targets(
         ok, why = cls.available()
         native_in_set = any(cls.kinds[0] in t.artifacts for t in targets)
         for target in targets:
-            kind = _pick_kind(cls.kinds, target, native_in_set)
+            kind = _pick_kind(rt.name, cls.kinds, target, native_in_set)
             if kind is None:
                 reason = f"{rt.name} runs {'/'.join(cls.kinds)} artifacts; this is {'/'.join(target.kinds)}"
                 skipped.append({"artifact": target.name, "runtime": rt.label, "reason": reason})

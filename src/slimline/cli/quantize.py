@@ -33,6 +33,9 @@ def quantize(
     reduce_range: bool | None = typer.Option(None, "--reduce-range/--full-range",
                                              help="7-bit weights (default: on x86 CPUs without VNNI)"),
     exclude: list[str] | None = typer.Option(None, "--exclude", "-x", help="layer kept in float (repeatable)"),
+    model_format: str = typer.Option(
+        "native", "--format", help="openvino: 'onnx' writes QDQ ONNX that OpenVINO runs (smaller than the IR)"
+    ),
     accuracy_aware: bool = typer.Option(False, "--accuracy-aware", help="return sensitive layers to float"),
     max_drop: float = typer.Option(1.0, min=0, help="accuracy-aware budget: top-1 points on the validation slice"),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate float and int8 on the test split"),
@@ -57,7 +60,7 @@ def quantize(
         "backend": backend, "mode": mode, "calibration": calibration, "calibration_size": calibration_size,
         "per_channel": not per_tensor, "activation_type": activation_type,
         "activation_symmetric": symmetric_activations, "reduce_range": reduce_range,
-        "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop,
+        "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop, "format": model_format,
     }
     steps: list[dict[str, Any]] = [{"quantize": options}]
     if evaluate:

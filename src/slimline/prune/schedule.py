@@ -43,6 +43,9 @@ class FinetuneConfig:
     teacher_runtime: str = "auto"  # torch | onnxruntime | auto (ONNX Runtime when the teacher exports)
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics after each pruning step
     mixup: float = 0.0  # with kd: blend pairs of inputs (Beta(mixup, mixup)) and match the teacher on them
+    cutmix: float = 0.0  # with kd: paste a box of one input into another (area ~ Beta(cutmix, cutmix))
+    jitter: float = 0.0  # with kd: random zoom/shift/rotation and brightness/contrast of this strength (0..1)
+    ema: float = 0.0  # keep an exponential moving average of the weights (decay per step); the result is the average
     feature_layers: tuple[str, ...] = ()  # with kd: also match these layers' outputs to the teacher's (MSE)
     feature_weight: float = 1.0
     recalibrate_samples: int = 2048
@@ -58,6 +61,7 @@ class FinetuneConfig:
             augment=self.augment,
             seed=self.seed,
             threads=self.threads,
+            ema=self.ema,
         )
 
 
@@ -145,9 +149,11 @@ def finetune(
 ) -> dict[str, Any]:
     if epochs <= 0:
         return {}
-    if cfg.mixup > 0:
+    if cfg.mixup > 0 or cfg.cutmix > 0 or cfg.jitter > 0:
         if not cfg.kd or teacher is None:
-            raise ModelError("mixup recovery matches the teacher on blended inputs: it needs kd and a teacher")
+            raise ModelError(
+                "mixup/cutmix/jitter recovery matches the teacher on altered inputs: it needs kd and a teacher"
+            )
         cfg = replace(cfg, alpha=1.0)  # blended inputs have no single label: soft targets only
     if cfg.feature_layers:
         if not cfg.kd or teacher is None:
@@ -160,9 +166,12 @@ def finetune(
             crit, model, teacher, cfg.feature_layers, cfg.feature_weight, tuple(train.spec.input_shape)
         )
         loss_name += f" + {cfg.feature_weight:g} x feature MSE on {', '.join(cfg.feature_layers)}"
-    if cfg.mixup > 0 and crit is not None:
-        crit = MixedInputs(crit, cfg.mixup, cfg.seed)
-        loss_name += f", inputs blended by mixup (Beta({cfg.mixup}, {cfg.mixup}))"
+    if (cfg.mixup > 0 or cfg.cutmix > 0) and crit is not None:
+        crit = MixedInputs(crit, cfg.mixup, cfg.seed, cutmix=cfg.cutmix)
+        loss_name += f", inputs blended by {crit.describe()}"
+    if cfg.jitter > 0 and crit is not None:
+        crit = Jittered(crit, cfg.jitter, cfg.seed)
+        loss_name += f", jittered (strength {cfg.jitter:g})"
     tc = cfg.train_config(epochs)
     try:
         res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
@@ -242,23 +251,85 @@ class FeatureMatch:
 
 
 class MixedInputs:
-    """Wrap a distillation criterion so that it sees mixup-blended inputs.
+    """Wrap a distillation criterion so that it sees blended inputs.
 
-    Each batch is blended with a shuffled copy of itself, ``lam * x + (1 - lam) * x[perm]`` with
-    ``lam ~ Beta(a, a)``; the teacher labels exactly the blended images the student sees (with soft
-    targets only), which multiplies the inputs a small training set offers for matching the teacher
+    Each batch is blended with a shuffled copy of itself: mixup, ``lam * x + (1 - lam) * x[perm]``
+    with ``lam ~ Beta(a, a)``, or CutMix, a box of ``x[perm]`` covering a ``1 - lam`` share of the
+    image pasted into ``x`` (``lam ~ Beta(cutmix, cutmix)``); with both on, each batch takes one of the
+    two at random. The teacher labels exactly the blended images the student sees (soft targets
+    only), which multiplies the inputs a small training set offers for matching the teacher
     ("function matching", Beyer et al. 2022). The loss itself is the wrapped criterion's.
     """
 
-    def __init__(self, criterion: Criterion, a: float, seed: int = 0) -> None:
-        self.criterion, self.a = criterion, float(a)
+    def __init__(self, criterion: Criterion, a: float, seed: int = 0, cutmix: float = 0.0) -> None:
+        if a <= 0 and cutmix <= 0:
+            raise ValueError("MixedInputs needs mixup > 0 or cutmix > 0")
+        self.criterion, self.a, self.cutmix = criterion, float(a), float(cutmix)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lam = float(self.rng.beta(self.a, self.a))
+    def describe(self) -> str:
+        parts = [f"mixup (Beta({self.a:g}, {self.a:g}))"] if self.a > 0 else []
+        parts += [f"CutMix (Beta({self.cutmix:g}, {self.cutmix:g}))"] if self.cutmix > 0 else []
+        return " or ".join(parts)
+
+    def blend(self, x: torch.Tensor) -> torch.Tensor:
         perm = torch.randperm(len(x), generator=self.gen)
-        return self.criterion(model, lam * x + (1.0 - lam) * x[perm], y)
+        use_cutmix = self.cutmix > 0 and (self.a <= 0 or self.rng.random() < 0.5)
+        if not use_cutmix:
+            lam = float(self.rng.beta(self.a, self.a))
+            return lam * x + (1.0 - lam) * x[perm]
+        lam = float(self.rng.beta(self.cutmix, self.cutmix))
+        h, w = x.shape[-2:]
+        bh, bw = int(round(h * np.sqrt(1.0 - lam))), int(round(w * np.sqrt(1.0 - lam)))
+        cy, cx = int(self.rng.integers(h)), int(self.rng.integers(w))
+        y0, y1 = max(0, cy - bh // 2), min(h, cy + (bh + 1) // 2)
+        x0, x1 = max(0, cx - bw // 2), min(w, cx + (bw + 1) // 2)
+        out = x.clone()
+        out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        return out
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.criterion(model, self.blend(x), y)
+
+
+class Jittered:
+    """Wrap a distillation criterion so that it sees geometrically and photometrically jittered inputs.
+
+    Per image: zoom in by up to ``0.3 * strength``, shift by up to ``0.15 * strength`` of the size,
+    rotate by up to ``15 * strength`` degrees (bilinear, zero padding), and change brightness and
+    contrast by up to ``0.3 * strength`` (in the normalised space). Applied after the blending of
+    :class:`MixedInputs` when both are on (this wrapper goes outside). The teacher sees the same
+    jittered image as the student ("consistent teaching"), so no label needs to survive the change.
+    """
+
+    def __init__(self, criterion: Criterion, strength: float, seed: int = 0) -> None:
+        if not 0 < strength <= 1:
+            raise ValueError(f"jitter strength must lie in (0, 1], got {strength}")
+        self.criterion, self.strength = criterion, float(strength)
+        self.gen = torch.Generator().manual_seed(seed + 7)
+
+    def _u(self, n: int, lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=self.gen)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        n, k = len(x), self.strength
+        scale = 1.0 - self._u(n, 0.0, 0.3 * k)  # < 1: the grid covers less than the image (zoom in)
+        angle = torch.deg2rad(self._u(n, -15.0 * k, 15.0 * k))
+        shift = torch.stack([self._u(n, -0.3 * k, 0.3 * k), self._u(n, -0.3 * k, 0.3 * k)], 1)  # in [-1, 1] units
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        contrast = self._u(n, 1.0 - 0.3 * k, 1.0 + 0.3 * k).view(n, 1, 1, 1)
+        bright = self._u(n, -0.3 * k, 0.3 * k).view(n, 1, 1, 1)
+        return (out - mean) * contrast + mean + bright
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.criterion(model, self.apply(x), y)
 
 
 def recalibrate_bn(model: nn.Module, data: ArrayDataset, batch_size: int = 128) -> int:

@@ -54,6 +54,11 @@ def open_session(artifact: Artifact, runtime: str, **options: Any) -> Session:
 
 
 def default_runtime(artifact: Artifact) -> str:
+    """The runtime an artifact names in its meta (``runtime``, e.g. an ONNX model quantized for OpenVINO)
+    when that runtime runs its kind, else the kind's usual runtime."""
+    named = artifact.meta.get("runtime")
+    if isinstance(named, str) and named in RUNTIMES and artifact.kind in get_runtime(named).kinds:
+        return named
     return {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[artifact.kind]
 
 

@@ -70,6 +70,13 @@ class FinetuneSettings(StepConfig):
     )
     recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics after each pruning step")
     mixup: float = Field(0.0, ge=0, description="with kd: match the teacher on mixup-blended inputs (Beta parameter)")
+    cutmix: float = Field(0.0, ge=0, description="with kd: match the teacher on CutMix inputs too (Beta parameter)")
+    jitter: float = Field(
+        0.0, ge=0, le=1, description="with kd: random zoom/shift/rotation/brightness/contrast of this strength"
+    )
+    ema: float = Field(
+        0.0, ge=0, lt=1, description="average the weights over the steps (decay, e.g. 0.998); the result is the average"
+    )
     feature_layers: list[str] = Field(
         default_factory=list,
         description="with kd: also match these layers' outputs to the unpruned model's (e.g. the stages of a ResNet)",
@@ -456,6 +463,9 @@ def _finetune_config(cfg: PruneOptions, ctx: RunContext) -> Any:
         recalibrate_bn=f.recalibrate_bn,
         recalibrate_samples=f.recalibrate_samples,
         mixup=f.mixup,
+        cutmix=f.cutmix,
+        jitter=f.jitter,
+        ema=f.ema,
         feature_layers=tuple(f.feature_layers),
         feature_weight=f.feature_weight,
     )

@@ -44,7 +44,11 @@ class QuantizeOptions(StepConfig):
     weight_type: Literal["int8", "uint8"] = "int8"
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on x86 CPUs without VNNI")
     exclude: list[str] = Field(default_factory=list, description="layers kept in float (module or node names)")
-    compact_names: bool = Field(True, description="onnxruntime: short tensor names and no node names in the file")
+    compact_names: bool = Field(True, description="ONNX results: short tensor names and no node names in the file")
+    format: Literal["native", "onnx"] = Field(
+        "native",
+        description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR)",
+    )
     accuracy_aware: bool = False
     max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")
     layers_per_step: int = Field(1, ge=1)
@@ -56,7 +60,8 @@ class QuantizeOptions(StepConfig):
         from slimline.quant.backends import QuantConfig
 
         keys = ("calibration", "percentile", "per_channel", "weight_symmetric", "activation_symmetric",
-                "activation_type", "weight_type", "mode", "reduce_range", "batch_size", "exclude", "compact_names")
+                "activation_type", "weight_type", "mode", "reduce_range", "batch_size", "exclude", "compact_names",
+                "format")
         return QuantConfig(**{k: getattr(self, k) for k in keys})
 
 
@@ -155,7 +160,8 @@ class Quantize(Step):
 
                 def score(c: tuple[Path, Any]) -> float:
                     cand = Artifact(c[1].kind, c[0], c[1].files, meta)
-                    return float(evaluate_artifact(cand, val, runtime=_RUNTIME[c[1].kind])["top1"])
+                    runtime = c[1].runtime or _RUNTIME[c[1].kind]
+                    return float(evaluate_artifact(cand, val, runtime=runtime)["top1"])
 
                 aa = accuracy_aware_quantize(make, score, float_metric, sens.ranking(), opts.max_drop,
                                              opts.layers_per_step, opts.max_iterations)

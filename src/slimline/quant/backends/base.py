@@ -44,7 +44,8 @@ class QuantConfig:
     reduce_range: bool | None = None  # 7-bit weights; None: on x86 without VNNI (ONNX Runtime's advice for U8S8)
     batch_size: int = 16  # calibration batch size
     exclude: list[str] = field(default_factory=list)  # module names or backend node names kept in float
-    compact_names: bool = True  # onnxruntime: short tensor names, no node names in the saved model
+    compact_names: bool = True  # ONNX results: short tensor names, no node names in the saved model
+    format: Literal["native", "onnx"] = "native"  # openvino: "onnx" writes a QDQ ONNX model (NNCF ONNX backend)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -61,6 +62,7 @@ class QuantResult:
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # extra artifact meta (e.g. runtime config)
+    runtime: str | None = None  # the runtime the result is meant for (None: the kind's usual one)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -211,9 +213,14 @@ class QuantBackend(ABC):
     # True when a tensor between two layers stays quantized unless both producer and consumer are float
     # (ONNX Runtime QDQ, PyTorch FX); NNCF quantizes at each operator's input instead.
     shares_tensor_quantization: ClassVar[bool] = True
+    formats: ClassVar[tuple[str, ...]] = ("native",)  # what ``QuantConfig.format`` may say
 
     def check(self, cfg: QuantConfig) -> None:
         """Reject options this backend cannot honour, saying what it can do."""
+        if cfg.format not in self.formats:
+            raise RecipeError(
+                f"the {self.name} backend writes {' or '.join(self.formats)} models, not format {cfg.format!r}"
+            )
         if cfg.calibration not in self.calibration_methods:
             raise RecipeError(
                 f"the {self.name} backend has no {cfg.calibration!r} calibration; use one of "

@@ -86,14 +86,29 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
+# operators an int8 tensor passes through unchanged: a DequantizeLinear before them still feeds int8
+_PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Pad", "Slice")
+
+
 def float_heavy_nodes(proto: Any) -> list[dict[str, str]]:
-    """Compute-heavy nodes whose weight does not come through a DequantizeLinear (i.e. still float)."""
+    """Compute-heavy nodes whose activation or weight does not come through a DequantizeLinear (still float).
+
+    The activation may reach the node through operators that keep int8 values as they are (max
+    pooling, reshapes: NNCF quantizes before them); the weight must come straight from one.
+    """
     producers = {o: n for n in proto.graph.node for o in n.output}
+
+    def source(name: str) -> Any:
+        p = producers.get(name)
+        while p is not None and p.op_type in _PASS_THROUGH and p.input:
+            p = producers.get(p.input[0])
+        return p
+
     out = []
     for n in proto.graph.node:
         if n.op_type not in HEAVY_ONNX_OPS:
             continue
-        inputs = [producers.get(i) for i in n.input[:2]]
+        inputs = [source(n.input[0]), producers.get(n.input[1]) if len(n.input) > 1 else None]
         if not all(p is not None and p.op_type == "DequantizeLinear" for p in inputs):
             out.append({"name": n.name, "op": n.op_type})
     return out
@@ -225,7 +240,7 @@ class OrtBackend(QuantBackend):
             names = ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10])
             more = f" and {len(result.left_float) - 10} more" if len(result.left_float) > 10 else ""
             result.warn(f"left in float (onnxruntime cannot quantize them here): {names}{more}")
-        result.details["quantized_ops"] = _count_quantized(qproto)
+        result.details["quantized_ops"] = count_quantized(qproto)
         if cfg.compact_names:
             from slimline.optimize.onnx_graph import compact_names
 
@@ -242,7 +257,7 @@ class OrtBackend(QuantBackend):
         return self._cache[key]
 
 
-def _count_quantized(proto: Any) -> dict[str, int]:
+def count_quantized(proto: Any) -> dict[str, int]:
     producers = {o: n for n in proto.graph.node for o in n.output}
     counts: dict[str, int] = {}
     for n in proto.graph.node:
