@@ -49,6 +49,30 @@ def blended_fidelity(student, teacher, val, blends: int = 4, seed: int = 0) -> d
     return out
 
 
+def fading_block(block, total_steps: int):  # type: ignore[no-untyped-def]
+    """``a * block(x) + (1 - a) * x`` with ``a`` going from 1 to 0 over ``total_steps`` training calls."""
+    import torch
+    from torch import nn
+
+    class _Fading(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = block
+            self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+            self.total = max(1, int(total_steps))
+
+        def alpha(self) -> float:
+            return max(0.0, 1.0 - float(self.calls) / self.total)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.alpha()
+            if self.training and torch.is_grad_enabled():
+                self.calls += 1
+            return x if a == 0.0 else a * self.block(x) + (1.0 - a) * x
+
+    return _Fading()
+
+
 def load_plan(path: Path):  # type: ignore[no-untyped-def]
     from slimline.prune.allocate import Plan
 
@@ -69,6 +93,8 @@ def main() -> None:
     ap.add_argument("--cutmix", type=float, default=0.0)
     ap.add_argument("--ema", type=float, default=0.0)
     ap.add_argument("--jitter", type=float, default=0.0)
+    ap.add_argument("--fade-epochs", type=int, default=0,
+                    help="remove the plan's blocks gradually: fade them to identity over these first epochs")
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--feature-layers", default="layer1,layer2,layer3", help="comma-separated; '' for none")
     ap.add_argument("--feature-weight", type=float, default=2.0)
@@ -92,8 +118,29 @@ def main() -> None:
     teacher = load_model("cifar_resnet56", args.weights).eval()
     student = copy.deepcopy(teacher)
     train, val = load_dataset("cifar10-sample", "train").split_off(200, seed=0)
-    applied = apply_plan(student, torch.zeros(1, 3, 32, 32), plan)
-    recalibrate_bn(student, train.sample(2048, seed=args.seed + 1))
+    fade_record = None
+    if args.fade_epochs > 0:
+        from slimline.prune.allocate import Plan
+        from slimline.prune.block import remove_blocks
+        from slimline.prune.common import replace_module
+
+        applied = apply_plan(student, torch.zeros(1, 3, 32, 32), Plan(plan.keep, [], plan.channels, round_to=8))
+        recalibrate_bn(student, train.sample(2048, seed=args.seed + 1))
+        steps = args.fade_epochs * (len(train) // 64)
+        for name in plan.blocks:
+            replace_module(student, name, fading_block(student.get_submodule(name), int(0.8 * steps)))
+        layers0 = tuple(s for s in args.feature_layers.split(",") if s)
+        cfg0 = FinetuneConfig(epochs=args.fade_epochs, lr=args.lr, warmup_epochs=args.warmup, batch_size=64, kd=True,
+                              temperature=args.temperature, mixup=args.mixup, cutmix=args.cutmix, jitter=args.jitter,
+                              feature_layers=layers0, feature_weight=args.feature_weight,
+                              weight_decay=args.weight_decay, threads=args.threads, seed=args.seed)
+        fade_record = finetune(student, train, cfg0, args.fade_epochs, teacher=copy.deepcopy(teacher), val=val,
+                               description="fading")
+        applied["blocks_removed"] = remove_blocks(student, list(plan.blocks))
+        recalibrate_bn(student, train.sample(2048, seed=args.seed + 2))
+    else:
+        applied = apply_plan(student, torch.zeros(1, 3, 32, 32), plan)
+        recalibrate_bn(student, train.sample(2048, seed=args.seed + 1))
     layers = tuple(s for s in args.feature_layers.split(",") if s)
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=args.warmup, batch_size=64, kd=True,
                          temperature=args.temperature, mixup=args.mixup, cutmix=args.cutmix, ema=args.ema,
@@ -116,6 +163,8 @@ def main() -> None:
         "val_fidelity_before": fid_before,
         "val_fidelity": blended_fidelity(student, teacher, val),
         "val_history": [h.get("val_top1") for h in rec.get("history", [])],
+        "fade": None if fade_record is None else {"epochs": args.fade_epochs,
+                                                  "val_history": [h.get("val_top1") for h in fade_record["history"]]},
     }
     if not args.no_test:
         test = load_dataset("cifar10-sample", "test")

@@ -11,7 +11,9 @@
   target needs); ``[block, channel]`` weighs both kinds of step against each other.
 
 ``schedule.steps`` prunes in stages with ``finetune.epochs_per_step`` between them, and
-``finetune.epochs`` recovers at the end (distilling from the unpruned model with ``kd: true``).
+``finetune.epochs`` recovers at the end (distilling from the unpruned model with ``kd: true``;
+with a small training set the teacher can also label altered images: ``mixup``, ``cutmix``,
+``jitter``, and match stage outputs: ``feature_layers``; ``ema`` keeps the average of the weights).
 """
 
 from __future__ import annotations
