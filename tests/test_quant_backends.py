@@ -202,7 +202,7 @@ def test_openvino_onnx_format_writes_qdq_that_openvino_runs_in_int8(trained: dic
     src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
     cfg = QuantConfig(format="onnx")
     res = get_backend("openvino").quantize(src, train.sample(100).inputs(), cfg, ["features.4"], tmp_path / "q")
-    assert res.kind == "onnx" and res.files == {"model": "model.onnx"} and res.runtime == "openvino"
+    assert res.kind == "onnx" and res.files == {"model": "model.onnx"} and res.meta["runtime"] == "openvino"
     assert len(res.excluded) == 1 and res.excluded[0].startswith("/features/features.4/Conv")
     proto = onnx.load(str(tmp_path / "q" / "model.onnx"))
     ops = collections.Counter(n.op_type for n in proto.graph.node)

@@ -27,8 +27,6 @@ from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
-_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "torch": "torch"}
-
 
 class QuantizeOptions(StepConfig):
     backend: Literal["onnxruntime", "openvino", "torch"] = "onnxruntime"
@@ -159,9 +157,8 @@ class Quantize(Step):
                 float_metric = self._float_metric(src, val, backend.kind)
 
                 def score(c: tuple[Path, Any]) -> float:
-                    cand = Artifact(c[1].kind, c[0], c[1].files, meta)
-                    runtime = c[1].runtime or _RUNTIME[c[1].kind]
-                    return float(evaluate_artifact(cand, val, runtime=runtime)["top1"])
+                    cand = Artifact(c[1].kind, c[0], c[1].files, {**meta, **c[1].meta})
+                    return float(evaluate_artifact(cand, val)["top1"])  # on the runtime the result names
 
                 aa = accuracy_aware_quantize(make, score, float_metric, sens.ranking(), opts.max_drop,
                                              opts.layers_per_step, opts.max_iterations)

@@ -61,12 +61,19 @@ class QuantResult:
     left_float: list[dict[str, str]] = field(default_factory=list)  # heavy ops the backend did not quantize
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)  # extra artifact meta (e.g. runtime config)
-    runtime: str | None = None  # the runtime the result is meant for (None: the kind's usual one)
+    meta: dict[str, Any] = field(default_factory=dict)  # extra artifact meta (runtime config, named runtime)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         warnings.warn(message, QuantWarning, stacklevel=3)
+
+    def warn_left_float(self, why: str) -> None:
+        """One warning naming the heavy operators in ``left_float`` (the first ten), if there are any."""
+        if not self.left_float:
+            return
+        names = ", ".join(f"{n['name']} ({n['op']})" for n in self.left_float[:10])
+        more = f" and {len(self.left_float) - 10} more" if len(self.left_float) > 10 else ""
+        self.warn(f"left in float ({why}): {names}{more}")
 
     def record(self) -> dict[str, Any]:
         return {"excluded_nodes": self.excluded, "left_float": self.left_float, "warnings": self.warnings,

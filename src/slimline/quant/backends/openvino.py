@@ -173,9 +173,7 @@ class OpenVinoBackend(QuantBackend):
             elif name not in excluded_set:
                 result.left_float.append({"name": name, "op": op.get_type_name(),
                                           "reason": "NNCF did not quantize this operator"})
-        if result.left_float:
-            names = ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10])
-            result.warn(f"left in float (NNCF did not quantize them): {names}")
+        result.warn_left_float("NNCF did not quantize them")
         result.details = {
             "preset": "performance" if cfg.activation_symmetric else "mixed",
             "calibration": cfg.calibration,
@@ -208,15 +206,12 @@ class OpenVinoBackend(QuantBackend):
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / "model.onnx"
         onnx.save(qproto, str(out))
-        result = QuantResult("onnx", {"model": "model.onnx"}, excluded=excluded, runtime="openvino")
-        result.meta = {"runtime": "openvino"}
+        result = QuantResult("onnx", {"model": "model.onnx"}, excluded=excluded, meta={"runtime": "openvino"})
         excluded_set = set(excluded)
         for node in float_heavy_nodes(qproto):
             if node["name"] not in excluded_set:
                 result.left_float.append(node | {"reason": "NNCF did not quantize this operator"})
-        if result.left_float:
-            names = ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10])
-            result.warn(f"left in float (NNCF did not quantize them): {names}")
+        result.warn_left_float("NNCF did not quantize them")
         result.details = {
             "format": "QDQ ONNX (NNCF ONNX backend), run by OpenVINO",
             "preset": "performance" if cfg.activation_symmetric else "mixed",

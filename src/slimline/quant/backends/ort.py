@@ -236,10 +236,7 @@ class OrtBackend(QuantBackend):
                 continue
             node["reason"] = "onnxruntime did not quantize this operator"
             result.left_float.append(node)
-        if result.left_float:
-            names = ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10])
-            more = f" and {len(result.left_float) - 10} more" if len(result.left_float) > 10 else ""
-            result.warn(f"left in float (onnxruntime cannot quantize them here): {names}{more}")
+        result.warn_left_float("onnxruntime cannot quantize them here")
         result.details["quantized_ops"] = count_quantized(qproto)
         if cfg.compact_names:
             from slimline.optimize.onnx_graph import compact_names
