@@ -96,9 +96,13 @@ def main() -> None:
     ap.add_argument("--fade-epochs", type=int, default=0,
                     help="remove the plan's blocks gradually: fade them to identity over these first epochs")
     ap.add_argument("--temperature", type=float, default=4.0)
-    ap.add_argument("--feature-layers", default="layer1,layer2,layer3", help="comma-separated; '' for none")
+    ap.add_argument("--feature-layers", default="layer1,layer2,layer3",
+                    help="comma-separated; '' for none; 'blocks' for the output of every kept residual block")
     ap.add_argument("--feature-weight", type=float, default=2.0)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--adversarial", type=float, default=0.0,
+                    help="half the batches moved towards student/teacher disagreement by this L-inf step")
+    ap.add_argument("--anchor", type=float, default=0.0, help="L2 pull towards the pruned starting weights")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-test", action="store_true", help="do not evaluate on the test images")
@@ -142,9 +146,14 @@ def main() -> None:
         applied = apply_plan(student, torch.zeros(1, 3, 32, 32), plan)
         recalibrate_bn(student, train.sample(2048, seed=args.seed + 1))
     layers = tuple(s for s in args.feature_layers.split(",") if s)
+    if args.feature_layers == "blocks":
+        from torch import nn
+
+        layers = tuple(n for n, m in student.named_modules()
+                       if n.count(".") == 1 and n.startswith("layer") and not isinstance(m, nn.Identity))
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=args.warmup, batch_size=64, kd=True,
                          temperature=args.temperature, mixup=args.mixup, cutmix=args.cutmix, ema=args.ema,
-                         jitter=args.jitter,
+                         jitter=args.jitter, anchor=args.anchor, adversarial=args.adversarial,
                          feature_layers=layers, feature_weight=args.feature_weight, weight_decay=args.weight_decay,
                          threads=args.threads, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

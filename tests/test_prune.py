@@ -758,3 +758,58 @@ def test_cutmix_pastes_one_box_from_the_partner_image() -> None:
     assert "mixup" in both.describe() and "CutMix" in both.describe()
     with pytest.raises(ValueError, match="mixup > 0 or cutmix > 0"):
         MixedInputs(lambda m, a, b: (a.sum(), a), 0.0)
+
+
+def test_anchor_penalises_drift_from_the_starting_weights_only(tiny: TinyResNet) -> None:
+    from slimline.prune.schedule import Anchored
+
+    def zero(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(()), x.flatten(1)
+
+    crit = Anchored(zero, tiny, 0.5)
+    x, y = torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)
+    assert float(crit(tiny, x, y)[0]) == 0.0  # at the start: no penalty, however large the weights are
+    w = tiny.stem.weight
+    with torch.no_grad():
+        w.add_(0.1)
+    loss, _ = crit(tiny, x, y)
+    assert float(loss) == pytest.approx(0.5 * 0.5 * 0.01 * w.numel(), rel=1e-4)
+    loss.backward()
+    torch.testing.assert_close(w.grad, torch.full_like(w, 0.5 * 0.1), rtol=1e-4, atol=1e-6)  # pulls back to start
+
+
+def test_disagreement_moves_every_other_batch_towards_larger_kl(tiny: TinyResNet) -> None:
+    import copy
+
+    import torch.nn.functional as F
+
+    from slimline.prune.schedule import Disagreement
+
+    torch.manual_seed(0)
+    teacher = _randomise_bn(copy.deepcopy(tiny)).eval()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.fc.weight.mul_(-1.0)  # a student that disagrees
+    seen: list[torch.Tensor] = []
+
+    def crit(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(x)
+        return x.sum(), x.flatten(1)
+
+    def kl(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(student(x), 1), F.softmax(teacher(x), 1), reduction="batchmean"))
+
+    adv = Disagreement(crit, teacher, 0.05, temperature=1.0)
+    x, y = torch.randn(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)
+    student.train()
+    adv(student, x, y)
+    adv(student, x, y)
+    moved, kept = seen
+    assert student.training  # the step runs in eval mode and gives the mode back
+    assert float((moved - x).abs().max()) == pytest.approx(0.05, rel=1e-5)  # one L-inf step of the given size
+    assert torch.equal(kept, x)  # every other batch is left alone
+    student.eval()
+    assert kl(moved) > kl(x)
+    with pytest.raises(ValueError, match="> 0"):
+        Disagreement(crit, teacher, 0.0, 1.0)

@@ -48,6 +48,8 @@ class FinetuneConfig:
     ema: float = 0.0  # keep an exponential moving average of the weights (decay per step); the result is the average
     feature_layers: tuple[str, ...] = ()  # with kd: also match these layers' outputs to the teacher's (MSE)
     feature_weight: float = 1.0
+    adversarial: float = 0.0  # with kd: step half the batches towards student/teacher disagreement (L-inf size)
+    anchor: float = 0.0  # pull the weights towards their values at the start of fine-tuning (L2-SP), not to zero
     recalibrate_samples: int = 2048
 
     def train_config(self, epochs: int) -> TrainConfig:
@@ -149,16 +151,17 @@ def finetune(
 ) -> dict[str, Any]:
     if epochs <= 0:
         return {}
-    if cfg.mixup > 0 or cfg.cutmix > 0 or cfg.jitter > 0:
+    if cfg.mixup > 0 or cfg.cutmix > 0 or cfg.jitter > 0 or cfg.adversarial > 0:
         if not cfg.kd or teacher is None:
             raise ModelError(
-                "mixup/cutmix/jitter recovery matches the teacher on altered inputs: it needs kd and a teacher"
+                "mixup/cutmix/jitter/adversarial recovery matches the teacher on altered inputs: "
+                "it needs kd and a teacher"
             )
         cfg = replace(cfg, alpha=1.0)  # blended inputs have no single label: soft targets only
-    if cfg.feature_layers:
+    if cfg.feature_layers or cfg.adversarial > 0:
         if not cfg.kd or teacher is None:
             raise ModelError("feature matching compares the student's layers with the teacher's: it needs kd")
-        cfg = replace(cfg, teacher_runtime="torch")  # the teacher's feature maps come from PyTorch hooks
+        cfg = replace(cfg, teacher_runtime="torch")  # hooks / input gradients need the teacher in PyTorch
     crit, loss_name = recovery_criterion(teacher, cfg, tuple(train.spec.input_shape))
     matcher = None
     if cfg.feature_layers and crit is not None and teacher is not None:
@@ -166,12 +169,18 @@ def finetune(
             crit, model, teacher, cfg.feature_layers, cfg.feature_weight, tuple(train.spec.input_shape)
         )
         loss_name += f" + {cfg.feature_weight:g} x feature MSE on {', '.join(cfg.feature_layers)}"
+    if cfg.adversarial > 0 and crit is not None and teacher is not None:
+        crit = Disagreement(crit, teacher, cfg.adversarial, cfg.temperature, cfg.seed)
+        loss_name += f", half the batches stepped towards disagreement (L-inf {cfg.adversarial:g})"
     if (cfg.mixup > 0 or cfg.cutmix > 0) and crit is not None:
         crit = MixedInputs(crit, cfg.mixup, cfg.seed, cutmix=cfg.cutmix)
         loss_name += f", inputs blended by {crit.describe()}"
     if cfg.jitter > 0 and crit is not None:
         crit = Jittered(crit, cfg.jitter, cfg.seed)
         loss_name += f", jittered (strength {cfg.jitter:g})"
+    if cfg.anchor > 0 and crit is not None:
+        crit = Anchored(crit, model, cfg.anchor)
+        loss_name += f" + {cfg.anchor:g}/2 x |w - w_start|^2"
     tc = cfg.train_config(epochs)
     try:
         res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
@@ -248,6 +257,64 @@ class FeatureMatch:
         for h in self.handles:
             h.remove()
         self.handles = []
+
+
+class Disagreement:
+    """Wrap a distillation criterion so that half the batches are moved to where student and teacher disagree.
+
+    One signed-gradient step of size ``eps`` (normalised input units) on the inputs increases the KL
+    divergence between the teacher's and the student's softened outputs; the criterion then matches
+    the teacher on the moved inputs. With a small training set the student soon agrees with the
+    teacher on every image it sees; these inputs show it the teacher's function where it still
+    differs, next to the real images (as in "adversarial samples supporting the decision boundary",
+    Heo et al. 2019). Every other batch is left as it is.
+    """
+
+    def __init__(self, criterion: Criterion, teacher: nn.Module, eps: float, temperature: float, seed: int = 0) -> None:
+        if eps <= 0:
+            raise ValueError(f"adversarial step size must be > 0, got {eps}")
+        self.criterion, self.teacher, self.eps, self.t = criterion, teacher, float(eps), float(temperature)
+        self.calls = seed
+
+    def move(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        was = model.training
+        model.eval()
+        x = x.detach().clone().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                kl = F.kl_div(
+                    F.log_softmax(model(x) / self.t, 1), F.log_softmax(self.teacher(x) / self.t, 1),
+                    reduction="batchmean", log_target=True,
+                )
+                (grad,) = torch.autograd.grad(kl, x)
+        finally:
+            model.train(was)
+        return (x + self.eps * grad.sign()).detach()
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        return self.criterion(model, self.move(model, x) if self.calls % 2 else x, y)
+
+
+class Anchored:
+    """Add ``strength / 2 * sum |w - w_start|^2`` over the weight matrices and kernels to a criterion.
+
+    Fine-tuning on a small set drifts the weights away from the pretrained solution the pruned model
+    started from; anchoring them to it ("L2-SP", Li et al. 2018) keeps the recovery close to that
+    solution. Meant to replace weight decay towards zero: use it with ``weight_decay: 0``. The start
+    is taken when the criterion is built, before a checkpoint is resumed, so a resumed run keeps it.
+    """
+
+    def __init__(self, criterion: Criterion, model: nn.Module, strength: float) -> None:
+        self.criterion, self.strength = criterion, float(strength)
+        self.pairs = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad and p.dim() > 1]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = self.criterion(model, x, y)
+        drift = sum(((p - p0) ** 2).sum() for p, p0 in self.pairs)
+        return loss + 0.5 * self.strength * drift, logits
 
 
 class MixedInputs:

@@ -13,7 +13,8 @@
 ``schedule.steps`` prunes in stages with ``finetune.epochs_per_step`` between them, and
 ``finetune.epochs`` recovers at the end (distilling from the unpruned model with ``kd: true``;
 with a small training set the teacher can also label altered images: ``mixup``, ``cutmix``,
-``jitter``, and match stage outputs: ``feature_layers``; ``ema`` keeps the average of the weights).
+``jitter``, ``adversarial`` (moved towards student/teacher disagreement), and match stage outputs:
+``feature_layers``; ``ema`` keeps the average of the weights; ``anchor`` pulls them towards the pruned start).
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ class FinetuneSettings(StepConfig):
         description="with kd: also match these layers' outputs to the unpruned model's (e.g. the stages of a ResNet)",
     )
     feature_weight: float = Field(1.0, ge=0, description="weight of the feature-matching loss")
+    adversarial: float = Field(
+        0.0, ge=0, description="with kd: move half the batches towards student/teacher disagreement (L-inf step)"
+    )
+    anchor: float = Field(
+        0.0, ge=0, description="pull the weights towards the pruned starting point (L2-SP strength; 0: off)"
+    )
     recalibrate_samples: int = Field(2048, ge=1)
 
 
@@ -470,6 +477,8 @@ def _finetune_config(cfg: PruneOptions, ctx: RunContext) -> Any:
         ema=f.ema,
         feature_layers=tuple(f.feature_layers),
         feature_weight=f.feature_weight,
+        anchor=f.anchor,
+        adversarial=f.adversarial,
     )
 
 

@@ -1,0 +1,88 @@
+"""Average the weights of several recoveries of one ResNet-56 pruning plan ("model soup").
+
+Students fine-tuned from the same pruned starting point with different seeds (data order,
+blending, augmentation) stay in one basin, so their weights can be averaged into one model of the
+same size and speed. BatchNorm statistics are re-estimated for the averaged weights on training
+images. The figure to choose by is, as in ``prune_resnet56_recovery.py``, the fidelity to the
+unpruned model on blended validation images (training data only); the 1,000 test images are
+evaluated once for the record.
+
+    .venv/bin/python scripts/prune_resnet56_soup.py --plan runs/cifar_resnet56/03_prune/record.json \\
+        --students runs/prune_resnet56/s4/X2_anchor/student.pt runs/prune_resnet56/s4/X2_anchor_s1/student.pt \\
+        --out runs/prune_resnet56/s4/soup
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+from prune_resnet56_recovery import WEIGHTS, blended_fidelity, load_plan
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plan", type=Path, required=True, help="the plan the students were pruned to")
+    ap.add_argument("--students", type=Path, nargs="+", required=True, help="student.pt files of the recovery script")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-test", action="store_true")
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
+    args = ap.parse_args()
+    import torch
+
+    from slimline.data import load_dataset
+    from slimline.evaluate import evaluate
+    from slimline.fileio import write_json
+    from slimline.models import load_model
+    from slimline.prune.schedule import apply_plan, recalibrate_bn
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    teacher = load_model("cifar_resnet56", args.weights).eval()
+    train, val = load_dataset("cifar10-sample", "train").split_off(200, seed=0)
+    test = None if args.no_test else load_dataset("cifar10-sample", "test")
+    states = [torch.load(p, map_location="cpu", weights_only=True) for p in args.students]
+    rows = []
+
+    def student(state: dict) -> torch.nn.Module:
+        s = copy.deepcopy(teacher)
+        apply_plan(s, torch.zeros(1, 3, 32, 32), load_plan(args.plan))
+        s.load_state_dict(state)
+        return s.eval()
+
+    for path, state in zip(args.students, states, strict=True):
+        s = student(state)
+        row = {"student": str(path), "val_fidelity": blended_fidelity(s, teacher, val)["mean"]}
+        if test is not None:
+            row["test_top1"] = evaluate(s, test)["top1"]
+        rows.append(row)
+    avg = {k: (sum(st[k].double() for st in states) / len(states)).to(states[0][k].dtype)
+           if states[0][k].is_floating_point() else states[0][k] for k in states[0]}
+    soup = student(avg)
+    recalibrate_bn(soup, train.sample(2048, seed=1))
+    soup.eval()
+    out = {"students": rows, "soup": {"val_fidelity": blended_fidelity(soup, teacher, val)}}
+    if test is not None:
+        ref, got = evaluate(teacher, test), evaluate(soup, test)
+        out["soup"]["test_top1"] = {"unpruned": ref["top1"], "pruned": got["top1"], "n": got["n"]}
+        out["soup"]["drop_points"] = ref["top1"] - got["top1"]
+    out["seconds"] = round(time.time() - t0, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(soup.state_dict(), args.out / "student.pt")
+    write_json(args.out / "summary.json", out)
+    for r in rows:
+        print(f"{r['student']}: fidelity {r['val_fidelity']:.1f}%" + (f", test {r['test_top1']:.1f}%" if test else ""))
+    f = out["soup"]["val_fidelity"]
+    line = f"soup of {len(states)}: fidelity on blended val images {f['mean']:.1f}% (n={f['n']})"
+    if test is not None:
+        t = out["soup"]["test_top1"]
+        line += f"; test top-1 (n={t['n']}) {t['unpruned']:.2f}% -> {t['pruned']:.2f}%"
+        line += f" (drop {out['soup']['drop_points']:.2f})"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
