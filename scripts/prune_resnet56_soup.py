@@ -5,7 +5,8 @@ blending, augmentation) stay in one basin, so their weights can be averaged into
 same size and speed. BatchNorm statistics are re-estimated for the averaged weights on training
 images. The figure to choose by is, as in ``prune_resnet56_recovery.py``, the fidelity to the
 unpruned model on blended validation images (training data only); the 1,000 test images are
-evaluated once for the record.
+evaluated once for the record. Each student's top-1 agreement with the unpruned model on its own
+training images and on the test images is given too (with one student: just that report).
 
     .venv/bin/python scripts/prune_resnet56_soup.py --plan runs/cifar_resnet56/03_prune/record.json \\
         --students runs/prune_resnet56/s4/X2_anchor/student.pt runs/prune_resnet56/s4/X2_anchor_s1/student.pt \\
@@ -53,11 +54,18 @@ def main() -> None:
         s.load_state_dict(state)
         return s.eval()
 
+    def agreement(s: torch.nn.Module, data) -> float:  # type: ignore[no-untyped-def]
+        x = torch.from_numpy(data.inputs())
+        with torch.no_grad():
+            return 100 * float((s(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+
     for path, state in zip(args.students, states, strict=True):
         s = student(state)
-        row = {"student": str(path), "val_fidelity": blended_fidelity(s, teacher, val)["mean"]}
+        row = {"student": str(path), "val_fidelity": blended_fidelity(s, teacher, val)["mean"],
+               "train_agreement": agreement(s, train)}
         if test is not None:
             row["test_top1"] = evaluate(s, test)["top1"]
+            row["test_agreement"] = agreement(s, test)
         rows.append(row)
     avg = {k: (sum(st[k].double() for st in states) / len(states)).to(states[0][k].dtype)
            if states[0][k].is_floating_point() else states[0][k] for k in states[0]}
@@ -74,7 +82,10 @@ def main() -> None:
     torch.save(soup.state_dict(), args.out / "student.pt")
     write_json(args.out / "summary.json", out)
     for r in rows:
-        print(f"{r['student']}: fidelity {r['val_fidelity']:.1f}%" + (f", test {r['test_top1']:.1f}%" if test else ""))
+        line = f"{r['student']}: fidelity {r['val_fidelity']:.1f}%, agreement on train {r['train_agreement']:.1f}%"
+        if test is not None:
+            line += f", on test {r['test_agreement']:.1f}%, test top-1 {r['test_top1']:.1f}%"
+        print(line)
     f = out["soup"]["val_fidelity"]
     line = f"soup of {len(states)}: fidelity on blended val images {f['mean']:.1f}% (n={f['n']})"
     if test is not None:
