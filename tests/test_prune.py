@@ -813,3 +813,20 @@ def test_disagreement_moves_every_other_batch_towards_larger_kl(tiny: TinyResNet
     assert kl(moved) > kl(x)
     with pytest.raises(ValueError, match="> 0"):
         Disagreement(crit, teacher, 0.0, 1.0)
+
+
+def test_every_finetune_option_of_the_recipe_reaches_the_recovery() -> None:
+    from types import SimpleNamespace
+
+    from slimline.steps.prune import PruneOptions, _finetune_config
+
+    opts = PruneOptions.model_validate(
+        {"method": "channel", "ratio": 0.5, "finetune": {"epochs": 2, "mixup": 0.4, "cutmix": 1.0, "jitter": 0.3,
+                                                        "ema": 0.99, "adversarial": 0.1, "anchor": 0.01,
+                                                        "feature_layers": ["layer1"], "feature_weight": 2.0}}
+    )
+    cfg = _finetune_config(opts, SimpleNamespace(seed=3))  # type: ignore[arg-type]
+    assert (cfg.mixup, cfg.cutmix, cfg.jitter, cfg.ema) == (0.4, 1.0, 0.3, 0.99)
+    assert (cfg.adversarial, cfg.anchor, cfg.feature_layers, cfg.feature_weight, cfg.seed) == (
+        0.1, 0.01, ("layer1",), 2.0, 3
+    )
