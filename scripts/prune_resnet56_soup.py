@@ -1,15 +1,15 @@
 """Average the weights of several recoveries of one ResNet-56 pruning plan ("model soup").
 
-Students fine-tuned from the same pruned starting point with different seeds (data order,
-blending, augmentation) stay in one basin, so their weights can be averaged into one model of the
-same size and speed. BatchNorm statistics are re-estimated for the averaged weights on training
-images. The figure to choose by is, as in ``prune_resnet56_recovery.py``, the fidelity to the
-unpruned model on blended validation images (training data only); the 1,000 test images are
-evaluated once for the record. Each student's top-1 agreement with the unpruned model on its own
-training images and on the test images is given too (with one student: just that report).
+Students fine-tuned from the same pruned starting point may stay in one basin, so that their
+weights average into one model of the same size and speed (whether they do is what this
+measures). BatchNorm statistics are re-estimated for the averaged weights on training images.
+The figure to choose by is, as in ``prune_resnet56_recovery.py``, the fidelity to the unpruned
+model on blended validation images (training data only); the 1,000 test images are evaluated
+once for the record. Each student's top-1 agreement with the unpruned model on its own training
+images and on the test images is given too (with one student: just that report).
 
     .venv/bin/python scripts/prune_resnet56_soup.py --plan runs/cifar_resnet56/03_prune/record.json \\
-        --students runs/prune_resnet56/s4/X2_anchor/student.pt runs/prune_resnet56/s4/X2_anchor_s1/student.pt \\
+        --students runs/prune_resnet56/s4/X3_adv0.1/student.pt runs/prune_resnet56/s4/X2_anchor/student.pt \\
         --out runs/prune_resnet56/s4/soup
 """
 
@@ -47,25 +47,32 @@ def main() -> None:
     test = None if args.no_test else load_dataset("cifar10-sample", "test")
     states = [torch.load(p, map_location="cpu", weights_only=True) for p in args.students]
     rows = []
+    plan = load_plan(args.plan)
 
     def student(state: dict) -> torch.nn.Module:
         s = copy.deepcopy(teacher)
-        apply_plan(s, torch.zeros(1, 3, 32, 32), load_plan(args.plan))
+        apply_plan(s, torch.zeros(1, 3, 32, 32), plan)
         s.load_state_dict(state)
         return s.eval()
 
-    def agreement(s: torch.nn.Module, data) -> float:  # type: ignore[no-untyped-def]
-        x = torch.from_numpy(data.inputs())
+    def predictions(net: torch.nn.Module, data) -> torch.Tensor:  # type: ignore[no-untyped-def]
         with torch.no_grad():
-            return 100 * float((s(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+            return net(torch.from_numpy(data.inputs())).argmax(1)
+
+    teacher_says = {"train": predictions(teacher, train)}
+    if test is not None:
+        teacher_says["test"] = predictions(teacher, test)
+
+    def agreement(s: torch.nn.Module, split: str, data) -> float:  # type: ignore[no-untyped-def]
+        return 100 * float((predictions(s, data) == teacher_says[split]).float().mean())
 
     for path, state in zip(args.students, states, strict=True):
         s = student(state)
         row = {"student": str(path), "val_fidelity": blended_fidelity(s, teacher, val)["mean"],
-               "train_agreement": agreement(s, train)}
+               "train_agreement": agreement(s, "train", train)}
         if test is not None:
             row["test_top1"] = evaluate(s, test)["top1"]
-            row["test_agreement"] = agreement(s, test)
+            row["test_agreement"] = agreement(s, "test", test)
         rows.append(row)
     avg = {k: (sum(st[k].double() for st in states) / len(states)).to(states[0][k].dtype)
            if states[0][k].is_floating_point() else states[0][k] for k in states[0]}
