@@ -60,7 +60,8 @@ def test_search_axes_follow_runtime_options_and_include_defaults(torch_art: Arti
     assert defaults == {"threads": None, "channels_last": False, "fuse": False}
     axes, defaults = search_axes("onnxruntime", onnx_art, "throughput", threads=[1, 2], batch_sizes=[4, 16])
     assert axes["threads"] == [None, 1, 2] and axes["inter_op_threads"][0] is None
-    assert axes["batch_size"] == [1, 4, 16] and defaults["batch_size"] == 1
+    assert axes["batch_size"] == [4, 16] and defaults["batch_size"] == 4  # only the sizes asked for
+    assert next(iter(axes)) == "batch_size"  # searched first: the best threads depend on the batch
     assert "channels_last" not in axes and "fuse" not in axes  # onnxruntime has no such options
     for k, v in defaults.items():
         assert v in axes[k]
@@ -95,14 +96,24 @@ def test_tune_throughput_with_impossible_bound_keeps_defaults(onnx_art: Artifact
     res = tune_runtime(onnx_art, "onnxruntime", "throughput", p99_ms=1e-6, threads=[1], batch_sizes=[4], **FAST)
     assert res.kept_defaults and res.best == res.defaults
     assert "no setting kept p99" in res.note
-    assert res.runtime_config() == {"batch_size": 1}
+    assert res.runtime_config() == {"batch_size": 4}
 
 
 def test_tune_throughput_picks_a_batch_size(onnx_art: Artifact) -> None:
-    res = tune_runtime(onnx_art, "onnxruntime", "throughput", threads=[1], batch_sizes=[32], **FAST)
+    res = tune_runtime(onnx_art, "onnxruntime", "throughput", threads=[1], batch_sizes=[1, 32], **FAST)
     assert any(t["options"].get("batch_size") == 32 for t in res.trials)
+    assert res.defaults["batch_size"] == 1
     if not res.kept_defaults:
         assert res.best_stats["throughput"] > res.default_stats["throughput"] * 1.02
+
+
+def test_tune_throughput_at_one_batch_size_compares_at_that_size(onnx_art: Artifact) -> None:
+    res = tune_runtime(onnx_art, "onnxruntime", "throughput", threads=[1], batch_sizes=[8], **FAST)
+    assert res.defaults["batch_size"] == 8 and res.default_stats["batch_size"] == 8
+    assert {t["options"]["batch_size"] for t in res.trials} == {8}
+    assert res.runtime_config()["batch_size"] == 8
+    with pytest.raises(SlimlineError, match="batch sizes"):
+        search_axes("onnxruntime", onnx_art, "throughput", batch_sizes=[])
 
 
 def test_failing_candidate_is_recorded_not_fatal(torch_art: Artifact, monkeypatch: pytest.MonkeyPatch) -> None:

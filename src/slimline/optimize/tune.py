@@ -5,7 +5,9 @@ Targets:
 
 - ``latency``: the lowest median latency at batch 1.
 - ``throughput``: the highest items/s among settings whose p99 latency per call stays within
-  ``p99_ms`` (no bound: the highest items/s).
+  ``p99_ms`` (no bound: the highest items/s), over the batch sizes asked for; the defaults it must
+  beat are the runtime's own settings at the smallest of those batch sizes (so ``batch_sizes=[64]``
+  tunes threads and streams for batch 64 and compares with the defaults at batch 64).
 
 The search is a coordinate search (one option at a time, the others held at the best so far;
 ``exhaustive=True`` tries the whole grid). The runtime's defaults are always measured, every
@@ -74,6 +76,13 @@ def search_axes(
     params = runtime_parameters(runtime)
     ladder = list(threads) if threads else thread_ladder()
     axes: dict[str, list[Any]] = {}
+    if target == "throughput":
+        # the batch sizes asked for, and only those; searched first, since the best threads and
+        # streams depend on the batch; the defaults are measured at the smallest of them
+        batches = sorted({int(b) for b in batch_sizes})
+        if not batches or batches[0] < 1:
+            raise SlimlineError(f"tune needs batch sizes >= 1 to search for throughput, got {list(batch_sizes)}")
+        axes["batch_size"] = batches
     if "threads" in params:
         axes["threads"] = [None, *ladder]
     if "inter_op_threads" in params:
@@ -86,11 +95,9 @@ def search_axes(
         axes["hint"] = ["latency", "throughput"]
     if "streams" in params and target == "throughput":
         axes["streams"] = [None, *sorted({1, 2, max(1, max(ladder) // 2)})]
-    if target == "throughput":
-        axes["batch_size"] = sorted({int(b) for b in batch_sizes} | {1})
     defaults = {k: params.get(k) for k in axes}
     if "batch_size" in axes:
-        defaults["batch_size"] = 1
+        defaults["batch_size"] = axes["batch_size"][0]
     for k, v in defaults.items():
         if v not in axes[k]:
             axes[k].insert(0, v)

@@ -8,7 +8,7 @@ The artifact's files are copied unchanged; only its meta changes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -24,7 +24,11 @@ class TuneOptions(StepConfig):
     target: Literal["latency", "throughput"] = "latency"
     p99_ms: float | None = Field(None, gt=0, description="throughput target: p99 latency bound per call")
     runtimes: list[str] | None = None  # default: every available runtime for the artifact's kind
-    batch_sizes: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCHES))
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: list(DEFAULT_BATCHES),
+        min_length=1,
+        description="throughput target: the batch sizes to try; the defaults are compared at the smallest",
+    )
     threads: list[int] | None = None  # default: 1, 2, 4, ... up to the CPU count (plus the runtime default)
     rounds: int = Field(3, ge=1)
     round_seconds: float = Field(0.2, gt=0)
