@@ -488,6 +488,13 @@ def test_prune_step_block_only_with_a_factory_model(tmp_path: Path) -> None:
     assert rec["sensitivity"]["block"].startswith("measured here")
     assert rec["reload_check"]["passed"]  # rebuilt from the factory with the blocks as nn.Identity
     assert rec["reduction"]["params"] == pytest.approx(rec["plan"]["predicted"]["params"])
+    # the file the record names survives the artifact being written into the same folder, and a later run reuses it
+    saved = tmp_path / "run" / "01_prune" / "sensitivity_block.json"
+    assert json.loads(saved.read_text())["kind"] == "block"
+    recipe["steps"] = [{"prune": {"method": "block", "blocks": 2, "sensitivity": {"files": [str(saved)]}}}]
+    recipe["output_dir"] = str(tmp_path / "again")
+    again = run(recipe)["stages"][1]["record"]
+    assert again["sensitivity"]["block"] == f"read from {saved}" and again["plan"]["blocks"] == rec["plan"]["blocks"]
 
 
 def test_channel_layers_limit_width_pruning_but_not_block_removal(tmp_path: Path) -> None:

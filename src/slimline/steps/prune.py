@@ -171,12 +171,18 @@ class Prune(Step):
             raise SlimlineError(f"prune needs a PyTorch model, but the current artifact is {artifact.kind}")
         model = load_torch(artifact)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        self._measured: dict[str, dict[str, Any]] = {}  # sensitivity results measured here, by kind
         if cfg.methods() == ["magnitude"]:
             record = self._magnitude(model, artifact, ctx, cfg)
         else:
             record = self._structured(model, artifact, ctx, cfg)
         out = ctx.save_model(model, artifact)
         record["reload_check"] = _reload_check(model, out)
+        from slimline.fileio import write_json
+
+        # written after the artifact: saving it replaces the step's folder
+        for kind, res in self._measured.items():
+            write_json(out.path / f"sensitivity_{kind}.json", res)
         return StepOutput(out, record)
 
     # ------------------------------------------------------------------ unstructured
@@ -311,9 +317,7 @@ class Prune(Step):
                 seed=ctx.seed,
                 description=f"sensitivity ({kind})",
             )
-            from slimline.fileio import write_json
-
-            write_json(ctx.out_dir / f"sensitivity_{kind}.json", res)
+            self._measured[kind] = res
             rec.setdefault("sensitivity", {})[kind] = f"measured here in {res['seconds']} s (sensitivity_{kind}.json)"
             return res
 
