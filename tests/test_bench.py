@@ -211,6 +211,28 @@ def test_tuned_batch_size_is_measured_too(tmp_path: Path, plugin: str) -> None:
     assert [r["batch_size"] for r in doc["results"]] == [1]
 
 
+def test_repeats_keep_the_median_process(tmp_path: Path, plugin: str) -> None:
+    """``repeats``: each combination in several fresh processes; the one with the median throughput is kept."""
+    from slimline.bench import median_process
+
+    ok = [{"status": "ok", "throughput": t, "pid": i} for i, t in enumerate([200.0, 176.0, 204.0])]
+    mid = median_process(ok)
+    assert mid["pid"] == 0 and mid["throughput"] == 200.0 and mid["repeats"] == [200.0, 176.0, 204.0]
+    assert median_process(ok[:2])["throughput"] == 176.0  # even count: the lower middle
+    assert median_process(ok[:1]) == ok[0] and "repeats" not in median_process(ok[:1])
+    failed = {"status": "error", "error": "boom", "throughput": None}
+    assert median_process([ok[0], failed, ok[2]])["error"] == "boom"  # one failure fails the combination
+
+    art = save_torch(load_model("small_cnn"), tmp_path / "m", {"input_shape": [1, 28, 28], "num_classes": 10}, [])
+    kw = {"threads": 1, "warmup": 0, "min_runs": 2, "min_seconds": 0.0, "peak": False, "plugins": [plugin]}
+    doc = bench_artifacts([art.path], ["test-sleep"], [1], repeats=3, **kw)
+    (r,) = doc["results"]
+    assert r["status"] == "ok" and len(r["repeats"]) == 3 and doc["settings"]["repeats"] == 3
+    assert r["throughput"] == sorted(r["repeats"])[1]
+    (single,) = bench_artifacts([art.path], ["test-sleep"], [1], **kw)["results"]
+    assert "repeats" not in single
+
+
 def test_artifacts_with_the_same_folder_name_are_told_apart(tmp_path: Path) -> None:
     from slimline.bench.harness import BenchTarget, distinct_names
 
@@ -316,10 +338,15 @@ def test_bench_run_from_a_recipe(
     monkeypatch.setattr(harness, "_peak", lambda *a: {"fp32_gflops": 10.0})
     monkeypatch.setattr(bench_pkg, "bench_targets", functools.partial(harness.bench_targets, plugins=[plugin]))
     ctx = RunContext(run_dir=tmp_path, data=DataBundle(DataConfig(name="digits")), artifacts=[torch_art])
-    cfg = BenchmarkConfig(runtimes=["test-sleep", "onnxruntime"], batch_sizes=[1], min_runs=3, min_seconds=0, warmup=1)
+    cfg = BenchmarkConfig(
+        runtimes=["test-sleep", "onnxruntime"], batch_sizes=[1], min_runs=3, min_seconds=0, warmup=1, repeats=2
+    )
     doc = bench_run(ctx, cfg)
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["results"] == doc["results"] and len(doc["results"]) == 1  # onnxruntime has no ONNX artifact here
+    assert len(doc["results"][0]["repeats"]) == 2  # the recipe's repeats reach the harness
+    with pytest.raises(ValueError, match="repeats"):
+        BenchmarkConfig(repeats=0)
     assert doc["results"][0]["efficiency"] == pytest.approx(doc["results"][0]["gflops"] / 10.0)
     assert doc["skipped"][0]["runtime"] == "onnxruntime"
     with pytest.raises(RecipeError, match="benchmark.artifacts names"):

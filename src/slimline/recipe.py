@@ -36,6 +36,7 @@ class BenchmarkConfig(BaseModel):
     min_runs: int = 20
     min_seconds: float = 1.0
     warmup: int = 5
+    repeats: int = Field(1, ge=1, description="fresh processes per combination; the median one is kept")
     artifacts: list[str] | None = Field(None, description="step folders to bench (default: every artifact)")
 
 

@@ -13,7 +13,7 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
     environment   slimline.environment.environment() (cpu {model, cores, flags {avx2, avx512f,
                   avx512_vnni, avx_vnni, amx_tile, amx_int8, ...}}, python, platform, versions
                   {torch, onnxruntime, openvino, ...}) plus threads (the --threads asked for)
-    settings      {runtimes, batch_sizes, threads, warmup, min_runs, min_seconds, max_seconds}
+    settings      {runtimes, batch_sizes, threads, warmup, min_runs, min_seconds, max_seconds, repeats}
     peak_gflops   measured fp32 GEMM peak in GFLOP/s (null when not measured): the higher of a
                   measurement before and one after the combinations
     peak          slimline.bench.peak.measure_peak() output: fp32_gflops, int8_gops, fp32 {...},
@@ -36,6 +36,8 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
       error         null, or what went wrong / why the runtime is unusable
       latency_ms    {median, p90, p99, min, std, mean} per call, milliseconds
       throughput    items/s = batch_size x runs / wall time of the timed loop
+      repeats       (only with repeats > 1) every process's throughput; the other figures are those
+                    of the process with the median throughput
       runs, seconds timed calls and their wall time
       first_run_ms  the first warm-up call (includes torch.compile's compile)
       load_seconds  time to load the artifact into the runtime
@@ -61,6 +63,7 @@ from slimline.bench.harness import (
     bench_targets,
     latency_stats,
     measure,
+    median_process,
     run_in_subprocess,
 )
 
@@ -97,6 +100,7 @@ def bench_run(ctx: RunContext, cfg: BenchmarkConfig) -> dict[str, Any]:
         warmup=cfg.warmup,
         min_runs=cfg.min_runs,
         min_seconds=cfg.min_seconds,
+        repeats=cfg.repeats,
     )
     write_json(ctx.run_dir / BENCHMARK_JSON, doc)
     console.print(results_table(doc, title=f"benchmark: {ctx.run_dir.name}"))
@@ -115,5 +119,6 @@ __all__ = [
     "bench_targets",
     "latency_stats",
     "measure",
+    "median_process",
     "run_in_subprocess",
 ]

@@ -32,6 +32,9 @@ def bench(
     min_seconds: float = typer.Option(1.0, min=0, help="timed seconds at least"),
     max_seconds: float | None = typer.Option(None, help="stop timing a combination after this long regardless"),
     warmup: int = typer.Option(5, min=0, help="untimed calls first"),
+    repeats: int = typer.Option(
+        1, min=1, help="fresh processes per combination, one after the other; the median by throughput is kept"
+    ),
     weights: Path | None = typer.Option(None, help="weights for a model given by name"),
     input_shape: str | None = typer.Option(None, help="C,H,W for models by name (default: the zoo entry's)"),
     workdir: Path | None = typer.Option(
@@ -67,9 +70,10 @@ def bench(
         def show(r: dict) -> None:
             if r["status"] == "ok":
                 lat, tput = r["latency_ms"]["median"], r["throughput"]
+                spread = f" (processes: {min(r['repeats']):.1f}-{max(r['repeats']):.1f})" if r.get("repeats") else ""
                 console.print(
                     f"  {r['artifact']} | {r['runtime']} | batch {r['batch_size']}: "
-                    f"median {lat:.2f} ms, {tput:.1f} items/s",
+                    f"median {lat:.2f} ms, {tput:.1f} items/s{spread}",
                     highlight=False,
                 )
             else:
@@ -91,6 +95,7 @@ def bench(
             timeout=timeout,
             on_result=show,
             tuned_batch=tuned_batch,
+            repeats=repeats,
         )
     console.print(results_table(doc))
     for line in error_lines(doc):
