@@ -211,7 +211,7 @@ def test_tuned_batch_size_is_measured_too(tmp_path: Path, plugin: str) -> None:
     assert [r["batch_size"] for r in doc["results"]] == [1]
 
 
-def test_repeats_keep_the_median_process(tmp_path: Path, plugin: str) -> None:
+def test_repeats_keep_the_median_process(tmp_path: Path, plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``repeats``: each combination in several fresh processes; the one with the median throughput is kept."""
     from slimline.bench import median_process
 
@@ -231,6 +231,13 @@ def test_repeats_keep_the_median_process(tmp_path: Path, plugin: str) -> None:
     assert r["throughput"] == sorted(r["repeats"])[1]
     (single,) = bench_artifacts([art.path], ["test-sleep"], [1], **kw)["results"]
     assert "repeats" not in single
+    from slimline.bench import harness
+
+    calls: list[dict] = []
+    real = harness.run_in_subprocess
+    monkeypatch.setattr(harness, "run_in_subprocess", lambda spec, timeout: calls.append(spec) or real(spec, timeout))
+    (broken,) = bench_artifacts([art.path], ["test-sleep:ms=oops"], [1], repeats=3, **kw)["results"]
+    assert broken["status"] == "error" and len(calls) == 1  # a failing combination is not run again
 
 
 def test_artifacts_with_the_same_folder_name_are_told_apart(tmp_path: Path) -> None:
