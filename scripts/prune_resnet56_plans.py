@@ -36,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cifar_resnet56.yaml"
 
 
+def sensitivity_files(prune_dir: Path) -> list[str]:
+    """The block and channel sensitivity results a prune step wrote into its folder."""
+    return [str(prune_dir / f"sensitivity_{k}.json") for k in ("block", "channel")]
+
+
 def candidate(example: dict[str, Any], name: str, speedup: float | None, out: Path,
               sens_files: list[str]) -> dict[str, Any]:
     r = copy.deepcopy(example)
@@ -73,15 +78,13 @@ def main() -> int:
     t0 = time.time()
     example = yaml.safe_load(EXAMPLE.read_text())
     rows: list[dict[str, Any]] = []
-    sens: list[str] = []
-    if args.sensitivity_dir is not None:
-        sens = [str(args.sensitivity_dir / f"sensitivity_{k}.json") for k in ("block", "channel")]
+    sens = sensitivity_files(args.sensitivity_dir) if args.sensitivity_dir is not None else []
     for speedup in [None, *args.speedups]:
         name = "blocks12" if speedup is None else f"speedup{speedup:g}"
         res = run(candidate(example, name, speedup, args.out, sens))
         rec = next(s["record"] for s in res["stages"] if s["step"] == "prune")
         if not sens:  # measured by the first candidate: the others read it
-            sens = [str(args.out / name / "01_prune" / f"sensitivity_{k}.json") for k in ("block", "channel")]
+            sens = sensitivity_files(args.out / name / "01_prune")
         plan = rec["plan"]
         rows.append({"name": name, "speedup_target": speedup, "blocks": sorted(plan["blocks"]), "keep": plan["keep"],
                      "predicted": plan["predicted"], "predicted_drop": plan["predicted_drop"],
