@@ -329,6 +329,33 @@ def test_unstructured_pruning_is_no_faster_on_dense_runtimes(tmp_path: Path) -> 
     assert not any(f["topic"] == "size" and f["figures"]["artifact"] == "03_prune" for f in rep.summary["findings"])
 
 
+def test_repeated_benchmark_processes_are_shown(tmp_path: Path) -> None:
+    """A benchmark with ``repeats``: the spread over processes in the table and the overall finding, and
+    the reproduce command carries ``--repeats``."""
+    run = make_run(tmp_path, sensitivity=False, quant=False)
+    res = json.loads((run / "results.json").read_text())
+    res["benchmark"]["settings"]["repeats"] = 3
+    rows = res["benchmark"]["results"]
+    rows[1]["repeats"] = [790.0, 800.0, 812.5]  # 00_baseline on torch, batch 8 (the kept one: 800)
+    rows[5]["repeats"] = [6400.0, 6390.0, 6420.0]  # 05_quantize on onnxruntime, batch 8
+    (run / "results.json").write_text(json.dumps(res))
+    rep = build_report(run, count_missing=False)
+    overall = {f["figures"]["batch_size"]: f["text"] for f in rep.summary["findings"] if f["topic"] == "overall"}
+    assert overall[8].endswith(
+        "Each measured in 3 fresh processes, the median one kept (samples/s: 05_quantize 6,390–6,420, 00_baseline 790–812)."
+    ), overall[8]
+    assert "processes" not in overall[1]  # batch 1 was measured once
+    assert "3 processes: 790–812.5" in rep.html
+    bench_cmd = next(c["command"] for c in rep.summary["commands"] if c["command"].startswith("slimline bench"))
+    assert bench_cmd.endswith("--repeats 3")
+    res["benchmark"]["settings"]["repeats"] = 1
+    (run / "results.json").write_text(json.dumps(res))
+    bench_cmd = next(
+        c["command"] for c in build_report(run, count_missing=False).summary["commands"] if "bench" in c["command"]
+    )
+    assert "--repeats" not in bench_cmd
+
+
 def test_missing_data_is_skipped_with_a_note(tmp_path: Path) -> None:
     run = make_run(tmp_path, bench=False, sensitivity=False, quant=False)
     rep = build_report(run, count_missing=False)

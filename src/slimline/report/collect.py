@@ -220,6 +220,9 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
                 "runs": r.get("runs"),
                 "options": r.get("options") if isinstance(r.get("options"), dict) else {},
                 "samples": [float(x) for x in samples if num(x) is not None] if samples else None,
+                "repeats": [float(x) for x in r["repeats"] if num(x) is not None]
+                if isinstance(r.get("repeats"), list)
+                else None,
             }
         )
         if rows[-1]["throughput"] is None and median > 0:
@@ -449,6 +452,8 @@ def reproduce_commands(data: RunData) -> list[dict[str, str]]:
         ):
             if isinstance(cfg, dict) and cfg.get(key) is not None:
                 parts.append(f"{flag} {_q(cfg[key])}")
+        if isinstance(cfg, dict) and isinstance(cfg.get("repeats"), int) and cfg["repeats"] > 1:
+            parts.append(f"--repeats {cfg['repeats']}")
         cmds.append(
             {"what": "latency, throughput and memory of every benchmarked artifact", "command": " ".join(parts)}
         )

@@ -182,7 +182,7 @@ def overall_findings(data: RunData) -> list[Finding]:
                 "overall",
                 f"Fastest at batch {bs}: {best['artifact']} on {best['runtime']}, "
                 f"{fmt.num(best['throughput'])} samples/s — {fmt.speed(ratio)} than {ref.name} on {b['runtime']} "
-                f"({fmt.ms(b['median'])} → {fmt.ms(best['median'])} ms median){acc}.",
+                f"({fmt.ms(b['median'])} → {fmt.ms(best['median'])} ms median){acc}.{_processes(best, b)}",
                 batch_size=bs,
                 artifact=best["artifact"],
                 runtime=best["runtime"],
@@ -191,6 +191,16 @@ def overall_findings(data: RunData) -> list[Finding]:
             )
         )
     return out
+
+
+def _processes(*rows: dict[str, Any]) -> str:
+    """`` Each measured in 3 fresh processes, the median one kept (…)`` when the benchmark repeated them."""
+    reps = [r.get("repeats") or [] for r in rows]
+    if not all(len(x) > 1 for x in reps):
+        return ""
+    ranges = ", ".join(f"{r['artifact']} {fmt.num(min(x))}–{fmt.num(max(x))}" for r, x in zip(rows, reps, strict=True))
+    n = "/".join(sorted({str(len(x)) for x in reps}))
+    return f" Each measured in {n} fresh processes, the median one kept (samples/s: {ranges})."
 
 
 def _fewer(new: float, old: float, what: str) -> str:

@@ -142,7 +142,7 @@ def stage_table(data: RunData) -> str:
                 _td(r["batch_size"], "num"),
                 _td(fmt.ms(r["median"]), "num"),
                 _td(fmt.ms(r.get("p90")), "num"),
-                _td(fmt.num(r.get("throughput"), 4), "num"),
+                _td(_throughput_cell(r), "num", raw=True),
                 _td(fmt.num(r.get("peak_rss_mb"), 4), "num"),
             ]
             if has_eff:
@@ -153,6 +153,15 @@ def stage_table(data: RunData) -> str:
     thead = "<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
     body = "".join(rows)
     return f'<div class="table-wrap"><table class="stages"><thead>{thead}</thead><tbody>{body}</tbody></table></div>'
+
+
+def _throughput_cell(r: dict[str, Any]) -> str:
+    """The throughput; measured in several processes, also their range (the kept one is the median)."""
+    text = e(fmt.num(r.get("throughput"), 4))
+    reps = r.get("repeats")
+    if reps and len(reps) > 1:
+        text += f'<div class="small">{len(reps)} processes: {e(fmt.num(min(reps), 4))}–{e(fmt.num(max(reps), 4))}</div>'
+    return text
 
 
 def _findings(findings: list[Finding]) -> str:
