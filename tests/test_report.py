@@ -342,9 +342,14 @@ def test_repeated_benchmark_processes_are_shown(tmp_path: Path) -> None:
     rep = build_report(run, count_missing=False)
     overall = {f["figures"]["batch_size"]: f["text"] for f in rep.summary["findings"] if f["topic"] == "overall"}
     assert overall[8].endswith(
-        "Each measured in 3 fresh processes, the median one kept (samples/s: 05_quantize 6,390–6,420, 00_baseline 790–812)."
+        "Each measured in 3 fresh processes, the median one kept "
+        "(samples/s: 05_quantize 6,390–6,420, 00_baseline 790–812)."
     ), overall[8]
     assert "processes" not in overall[1]  # batch 1 was measured once
+    from slimline.report.findings import _processes
+
+    row = {"artifact": "a", "repeats": [1.0, 2.0, 3.0]}
+    assert _processes(row, row).endswith("(samples/s: a 1–3).")  # the reference itself the fastest: once
     assert "3 processes: 790–812.5" in rep.html
     bench_cmd = next(c["command"] for c in rep.summary["commands"] if c["command"].startswith("slimline bench"))
     assert bench_cmd.endswith("--repeats 3")
