@@ -642,6 +642,60 @@ def test_latency_table_predicts_additively_and_is_cached(
     assert again.full == pytest.approx(lat.full * again.reference / lat.reference, rel=1e-9)
 
 
+def test_latency_calibration_replans_until_the_measured_speedup_meets_the_target(tiny: TinyResNet) -> None:
+    """``latency: {calibrate: N}``: a plan whose pruned graph times slower than the target asks the planner
+    for a higher predicted speed-up (by the shortfall), until it meets the target or no plan does."""
+    from slimline.errors import ModelError
+    from slimline.steps.prune import _calibrate_plan
+
+    asked: list[dict[str, float]] = []
+
+    def make_plan(tg: dict[str, float]) -> Plan:  # the table promises more than the graph gives
+        asked.append(tg)
+        if tg["speedup"] > 3:
+            raise ModelError("cannot reach the target")
+        blocks = ["stage1.1"] if tg["speedup"] < 1.6 else ["stage1.1", "stage1.0"]
+        return Plan({}, blocks, predicted={"latency": 1 - 1 / tg["speedup"]})
+
+    def timed(m: nn.Module) -> float:  # a deterministic "latency": 1 + one per residual block left
+        return 1.0 + sum(isinstance(x, Block) for x in m.modules())
+
+    tg = {"params": 0.1, "speedup": 1.5}
+    plan, rounds, t_before = _calibrate_plan(make_plan, make_plan(tg), tg, tiny, X_TINY, 3, 0.02, timed)
+    assert t_before == 4.0 and sum(isinstance(x, Block) for x in tiny.modules()) == 3  # the model is untouched
+    assert [r["measured_speedup"] for r in rounds] == [pytest.approx(4 / 3), pytest.approx(2.0)]
+    assert asked[-1] == {"params": 0.1, "speedup": pytest.approx(1.5 * 1.5 / (4 / 3))}  # raised by the shortfall
+    assert plan.blocks == ["stage1.1", "stage1.0"] and rounds[-1]["plan"]["blocks"] == plan.blocks
+    # already met: one round, the plan kept
+    plan, rounds, _ = _calibrate_plan(
+        make_plan, make_plan({"speedup": 1.3}), {"speedup": 1.3}, tiny, X_TINY, 3, 0.02, timed
+    )
+    assert len(rounds) == 1 and plan.blocks == ["stage1.1"]
+    # no plan reaches the corrected target: the last plan measured is kept and the record says why
+    plan, rounds, _ = _calibrate_plan(
+        make_plan, make_plan({"speedup": 2.5}), {"speedup": 2.5}, tiny, X_TINY, 3, 0.02, timed
+    )
+    assert len(rounds) == 1 and "no plan for a predicted 3.12x" in rounds[0]["stopped"] and len(plan.blocks) == 2
+    # the number of rounds is bounded
+    _, rounds, _ = _calibrate_plan(make_plan, make_plan(tg), tg, tiny, X_TINY, 0, 0.02, timed)
+    assert len(rounds) == 1 and "stopped" not in rounds[0]
+
+
+def test_prune_step_records_the_latency_calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe plumbing of ``latency.calibrate``: rounds in the record, the plan is the last one timed."""
+    from slimline.api import run
+
+    monkeypatch.setenv("SLIMLINE_CACHE", str(tmp_path / "cache"))
+    latency = {"runtime": "torch", "batch_size": 4, "threads": 1, "min_seconds": 0.02, "calibrate": 2}
+    prune = {"method": "block", "target": {"speedup": 1.2}, "sensitivity": {"samples": 50}, "latency": latency}
+    recipe = _recipe(tmp_path, [{"prune": prune}]) | {"model": "test_prune:digits_resnet"}
+    rec = run(recipe)["stages"][1]["record"]
+    cal = rec["latency_calibration"]
+    assert 1 <= len(cal) <= 3 and cal[0]["asked_speedup"] == pytest.approx(1.2)
+    assert all(r["measured_speedup"] > 0 for r in cal) and rec["plan"] == cal[-1]["plan"]
+    assert rec["latency_ms"]["before"] > 0 and rec["latency_ms"]["after"] > 0
+
+
 def test_recovery_loss_is_kd_with_an_onnxruntime_teacher_or_cross_entropy(
     tiny: TinyResNet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
