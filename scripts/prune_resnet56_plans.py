@@ -11,7 +11,8 @@ used.
 
 Candidates: ``blocks12`` (12 blocks, least sensitive first, then channels to -50% params / -45% MACs:
 the example before session 6) and ``speedupX`` (the same targets plus a measured speed-up of X on
-ONNX Runtime at batch 64; blocks and channels weighed by their latency saving).
+ONNX Runtime at batch 64; blocks and channels weighed by their latency saving; with ``--calibrate N``
+re-planned until the pruned graph, timed before recovery, reaches X: ``latency.calibrate``).
 
     .venv/bin/python scripts/prune_resnet56_plans.py --speedups 2.2 2.3 2.4 2.5 --out runs/prune_resnet56_plans
 
@@ -42,7 +43,7 @@ def sensitivity_files(prune_dir: Path) -> list[str]:
 
 
 def candidate(example: dict[str, Any], name: str, speedup: float | None, out: Path,
-              sens_files: list[str]) -> dict[str, Any]:
+              sens_files: list[str], calibrate: int = 0) -> dict[str, Any]:
     r = copy.deepcopy(example)
     r["name"], r["output_dir"] = name, str(out / name)
     r["model"]["weights"] = str((ROOT / r["model"]["weights"]).resolve())
@@ -55,6 +56,8 @@ def candidate(example: dict[str, Any], name: str, speedup: float | None, out: Pa
     else:
         prune.pop("blocks", None)
         target["speedup"] = speedup
+        if calibrate:
+            prune["latency"] = {**prune.get("latency", {}), "calibrate": calibrate}
     prune["target"] = target
     r["steps"] = [{"prune": prune}, {"fuse": {"layout": "auto"}}, {"export_onnx": {}},
                   {"quantize": {"backend": "openvino", "format": "onnx"}}]
@@ -70,6 +73,8 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=3.0)
     ap.add_argument("--sensitivity-dir", type=Path, default=None,
                     help="a prune folder holding sensitivity_block.json and sensitivity_channel.json to reuse")
+    ap.add_argument("--calibrate", type=int, default=0,
+                    help="latency.calibrate for the speedup candidates (re-plan until the pruned graph times at X)")
     args = ap.parse_args()
 
     from slimline.api import run
@@ -80,16 +85,19 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     sens = sensitivity_files(args.sensitivity_dir) if args.sensitivity_dir is not None else []
     for speedup in [None, *args.speedups]:
-        name = "blocks12" if speedup is None else f"speedup{speedup:g}"
-        res = run(candidate(example, name, speedup, args.out, sens))
+        name = "blocks12" if speedup is None else f"speedup{speedup:g}" + ("_cal" if args.calibrate else "")
+        res = run(candidate(example, name, speedup, args.out, sens, args.calibrate))
         rec = next(s["record"] for s in res["stages"] if s["step"] == "prune")
         if not sens:  # measured by the first candidate: the others read it
             sens = sensitivity_files(args.out / name / "01_prune")
         plan = rec["plan"]
         rows.append({"name": name, "speedup_target": speedup, "blocks": sorted(plan["blocks"]), "keep": plan["keep"],
                      "predicted": plan["predicted"], "predicted_drop": plan["predicted_drop"],
-                     "int8": str(args.out / name / "04_quantize"), "baseline": str(args.out / name / "00_baseline")})
-        print(f"{name}: {len(plan['blocks'])} blocks, predicted drop {plan['predicted_drop']:.3f}", flush=True)
+                     "int8": str(args.out / name / "04_quantize"), "baseline": str(args.out / name / "00_baseline"),
+                     "latency_ms": rec.get("latency_ms"), "calibration": rec.get("latency_calibration")})
+        cal = "".join(f", round {r['round']}: asked {r['asked_speedup']:.2f}x, measured {r['measured_speedup']:.2f}x"
+                      for r in rec.get("latency_calibration") or [])
+        print(f"{name}: {len(plan['blocks'])} blocks, predicted drop {plan['predicted_drop']:.3f}{cal}", flush=True)
 
     kw = {"threads": args.threads, "min_seconds": args.min_seconds, "min_runs": 10, "peak": False}
     eager = bench_artifacts([rows[0]["baseline"]], ["torch"], [64], **kw)
