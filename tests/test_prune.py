@@ -532,6 +532,8 @@ def test_prune_options_are_validated(tmp_path: Path) -> None:
         parse_recipe(_recipe(tmp_path, [{"prune": {"method": ["magnitude", "block"], "ratio": 0.5}}]))
     r = parse_recipe(_recipe(tmp_path, [{"prune": {"method": "block+channel", "target": {"speedup": 1.5}}}]))
     assert r.steps[0].config.methods() == ["block", "channel"]  # type: ignore[attr-defined]
+    with pytest.raises(RecipeError, match="calibrate needs a speedup or latency target"):
+        parse_recipe(_recipe(tmp_path, [{"prune": {"target": {"macs": 0.5}, "latency": {"calibrate": 2}}}]))
 
 
 def test_cli_prune_and_sensitivity(tmp_path: Path) -> None:

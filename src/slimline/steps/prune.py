@@ -32,13 +32,13 @@ from torch import nn
 
 from slimline.artifact import Artifact, load_torch
 from slimline.errors import RecipeError, SlimlineError
-
-if TYPE_CHECKING:
-    from slimline.prune.allocate import Plan
 from slimline.evaluate import evaluate
 from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
+
+if TYPE_CHECKING:
+    from slimline.prune.allocate import Plan
 
 Method = Literal["magnitude", "channel", "block"]
 
@@ -152,6 +152,8 @@ class PruneOptions(StepConfig):
             raise ValueError("method channel needs a target (e.g. {macs: 0.5}) or a ratio")
         if ms == ["block"] and self.blocks is None and not self.target:
             raise ValueError("method block needs a number of blocks or a target")
+        if self.latency.calibrate and not {"speedup", "latency"} & set(self.target or {}):
+            raise ValueError("latency.calibrate needs a speedup or latency target (e.g. target: {speedup: 2})")
         return self
 
     def methods(self) -> list[str]:
