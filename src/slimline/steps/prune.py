@@ -345,11 +345,18 @@ class Prune(Step):
         cost_fn = cost
         tg = dict(cfg.target or {})
         lat_model = None
+        L = cfg.latency
+
+        def timed(m: nn.Module) -> float:
+            """Median latency (ms) of ``m`` on the runtime, batch size and threads of ``latency:``."""
+            from slimline.prune.latency import measure_module
+
+            return measure_module(m, shape, L.runtime, L.batch_size, L.threads, min_seconds=L.min_seconds)
+
         if "latency" in tg or "speedup" in tg:
             from slimline.prune.latency import LatencyModel
 
             widths = {u.name: allowed_widths(u.channels, cfg.round_to, cfg.max_ratio) for u in units}
-            L = cfg.latency
             lat_model = LatencyModel(
                 model, example, units, blocks, widths, L.runtime, L.batch_size, L.threads, L.cache, L.min_seconds
             )
@@ -391,14 +398,7 @@ class Prune(Step):
 
         plan = make_plan(tg)
         t_before = None
-        if lat_model is not None and cfg.latency.calibrate:
-            from slimline.prune.latency import measure_module
-
-            L = cfg.latency
-
-            def timed(m: nn.Module) -> float:
-                return measure_module(m, shape, L.runtime, L.batch_size, L.threads, min_seconds=L.min_seconds)
-
+        if lat_model is not None and L.calibrate:
             plan, rec["latency_calibration"], t_before = _calibrate_plan(
                 make_plan, plan, tg, teacher, example, L.calibrate, L.tolerance, timed
             )
@@ -443,12 +443,9 @@ class Prune(Step):
             }
         )
         if lat_model is not None:
-            from slimline.prune.latency import measure_module
-
-            L = cfg.latency
             if t_before is None:
-                t_before = measure_module(teacher, shape, L.runtime, L.batch_size, L.threads, min_seconds=L.min_seconds)
-            t_after = measure_module(model, shape, L.runtime, L.batch_size, L.threads, min_seconds=L.min_seconds)
+                t_before = timed(teacher)
+            t_after = timed(model)
             rec["latency_ms"] = {
                 "runtime": L.runtime,
                 "batch": L.batch_size,
@@ -456,10 +453,14 @@ class Prune(Step):
                 "before": t_before,
                 "after": t_after,
                 "measured_speedup": t_before / t_after,
-                "predicted_speedup": 1.0 / max(1e-9, 1.0 - plan.predicted.get("latency", 0.0)),
+                "predicted_speedup": _predicted_speedup(plan),
                 "note": "medians measured one after the other on a shared machine",
             }
         return rec
+
+
+def _predicted_speedup(plan: Plan) -> float:
+    return 1.0 / max(1e-9, 1.0 - plan.predicted.get("latency", 0.0))
 
 
 def _calibrate_plan(
@@ -491,9 +492,8 @@ def _calibrate_plan(
             {
                 "round": i,
                 "asked_speedup": asked,
-                "predicted_speedup": 1.0 / max(1e-9, 1.0 - plan.predicted.get("latency", 0.0)),
+                "predicted_speedup": _predicted_speedup(plan),
                 "measured_speedup": measured,
-                "blocks_removed": len(plan.blocks),
                 "plan": plan.to_dict(),
             }
         )
