@@ -350,7 +350,12 @@ def test_repeated_benchmark_processes_are_shown(tmp_path: Path) -> None:
 
     row = {"artifact": "a", "repeats": [1.0, 2.0, 3.0]}
     assert _processes(row, row).endswith("(samples/s: a 1–3).")  # the reference itself the fastest: once
-    assert "3 processes: 790–812.5" in rep.html
+    assert "3 processes: 790.0–812.5" in rep.html  # both ends to the same decimals
+    from slimline.report import fmt
+
+    assert fmt.span(516.1, 563.0, 4) == "516.1–563.0"
+    assert fmt.span(38.321, 63.91, 4) == "38.32–63.91"
+    assert fmt.span(6390.2, 6420.7, 3) == "6,390–6,421"
     bench_cmd = next(c["command"] for c in rep.summary["commands"] if c["command"].startswith("slimline bench"))
     assert bench_cmd.endswith("--repeats 3")
     res["benchmark"]["settings"]["repeats"] = 1

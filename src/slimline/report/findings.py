@@ -199,7 +199,7 @@ def _processes(*rows: dict[str, Any]) -> str:
     reps = [r.get("repeats") or [] for r in rows]
     if not all(len(x) > 1 for x in reps):
         return ""
-    ranges = ", ".join(f"{r['artifact']} {fmt.num(min(x))}–{fmt.num(max(x))}" for r, x in zip(rows, reps, strict=True))
+    ranges = ", ".join(f"{r['artifact']} {fmt.span(min(x), max(x))}" for r, x in zip(rows, reps, strict=True))
     n = "/".join(sorted({str(len(x)) for x in reps}))
     return f" Each measured in {n} fresh processes, the median one kept (samples/s: {ranges})."
 

@@ -63,6 +63,18 @@ def num(x: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) < 10**digits else f"{v:,.0f}"
 
 
+def span(lo: float, hi: float, digits: int = 3) -> str:
+    """``709.6–723.3``: both ends to the same decimals, those ``num(hi, digits)`` would give
+    (``516.1–563.0``, not ``516.1–563``)."""
+    if missing(lo) or missing(hi):
+        return "–"
+    lo, hi = float(lo), float(hi)
+    top = max(abs(lo), abs(hi))
+    whole = top == 0 or (lo.is_integer() and hi.is_integer())
+    places = 0 if whole else max(0, digits - 1 - math.floor(math.log10(top)))
+    return f"{lo:,.{places}f}–{hi:,.{places}f}"
+
+
 def speed(ratio: float) -> str:
     """A latency ratio (old / new) in words: ``3.1× faster``, ``4% slower``, ``0% faster``."""
     if not math.isfinite(ratio) or ratio <= 0:

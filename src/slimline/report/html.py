@@ -160,7 +160,7 @@ def _throughput_cell(r: dict[str, Any]) -> str:
     text = e(fmt.num(r.get("throughput"), 4))
     reps = r.get("repeats")
     if reps and len(reps) > 1:
-        text += f'<div class="small">{len(reps)} processes: {e(fmt.num(min(reps), 4))}–{e(fmt.num(max(reps), 4))}</div>'
+        text += f'<div class="small">{len(reps)} processes: {e(fmt.span(min(reps), max(reps), 4))}</div>'
     return text
 
 
