@@ -64,8 +64,8 @@ def num(x: float | None, digits: int = 3) -> str:
 
 
 def span(lo: float, hi: float, digits: int = 3) -> str:
-    """``709.6–723.3``: both ends to the same decimals, those ``num(hi, digits)`` would give
-    (``516.1–563.0``, not ``516.1–563``)."""
+    """``709.6–723.3``: both ends to the same decimals, enough for ``digits`` significant figures of the
+    larger end (``516.1–563.0``, not ``516.1–563``); whole numbers stay whole (``1–3``)."""
     if missing(lo) or missing(hi):
         return "–"
     lo, hi = float(lo), float(hi)
