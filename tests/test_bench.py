@@ -240,6 +240,33 @@ def test_repeats_keep_the_median_process(tmp_path: Path, plugin: str, monkeypatc
     assert broken["status"] == "error" and len(calls) == 1  # a failing combination is not run again
 
 
+def test_repeats_run_in_rounds(tmp_path: Path, plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated processes run in rounds (every combination, then every combination again), so a slow spell
+    touches all alike; a combination that fails drops out of later rounds; each result is reported once,
+    when its last process ends."""
+    from slimline.bench import harness
+
+    art = save_torch(load_model("small_cnn"), tmp_path / "m", {"input_shape": [1, 28, 28], "num_classes": 10}, [])
+    order: list[tuple[str, int]] = []
+
+    def fake(spec: dict, timeout: float | None) -> dict:
+        order.append((spec["runtime"], spec["batch_size"]))
+        if spec["batch_size"] == 2:
+            return {"status": "error", "error": "boom", "throughput": None}
+        return {"status": "ok", "throughput": 100.0 + len(order), "latency_ms": {"median": 1.0}}
+
+    monkeypatch.setattr(harness, "run_in_subprocess", fake)
+    reported: list[int] = []
+    kw = {"threads": 1, "peak": False, "plugins": [plugin], "on_result": lambda r: reported.append(r["batch_size"])}
+    doc = bench_artifacts([art.path], ["test-sleep"], [1, 2, 4], repeats=3, **kw)
+    assert [bs for _, bs in order] == [1, 2, 4, 1, 4, 1, 4]  # rounds, not one combination's processes in a row
+    b1, b2, b4 = doc["results"]
+    assert b1["repeats"] == [101.0, 104.0, 106.0] and b1["throughput"] == 104.0
+    assert b4["repeats"] == [103.0, 105.0, 107.0] and b4["throughput"] == 105.0
+    assert b2["status"] == "error" and b2["error"] == "boom"
+    assert reported == [2, 1, 4]  # the failure at once, the others as their third process ends
+
+
 def test_artifacts_with_the_same_folder_name_are_told_apart(tmp_path: Path) -> None:
     from slimline.bench.harness import BenchTarget, distinct_names
 

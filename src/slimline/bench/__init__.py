@@ -91,6 +91,7 @@ def bench_run(ctx: RunContext, cfg: BenchmarkConfig) -> dict[str, Any]:
     console.print(
         f"[bold]benchmark[/] {len(arts)} artifact(s) x {len(cfg.runtimes)} runtime(s) x "
         f"batch {', '.join(map(str, cfg.batch_sizes))}"
+        + (f", {cfg.repeats} rounds of fresh processes" if cfg.repeats > 1 else "")
     )
     doc = bench_targets(
         [BenchTarget.from_artifact(a) for a in arts],

@@ -247,9 +247,12 @@ def bench_targets(
 ) -> dict[str, Any]:
     """Benchmark every target x runtime x batch size, each in its own subprocess.
 
-    ``repeats``: measure each combination in this many fresh processes, one after the other, and keep
-    the one with the median throughput (the lower middle for an even count); ``repeats`` in the result
-    lists every process's throughput. Timings vary more between processes than within one.
+    ``repeats``: measure each combination in this many fresh processes and keep the one with the median
+    throughput (the lower middle for an even count); ``repeats`` in the result lists every process's
+    throughput. Timings vary more between processes than within one, and drift over minutes, so the
+    processes run in rounds (every combination once, then every combination again) rather than one
+    combination's back to back: a slow spell of the machine then touches every combination alike.
+    ``on_result`` is called as each combination's last process ends.
 
     ``tuned_batch``: an artifact whose runtime config has a ``batch_size`` for a runtime (written by
     ``tune``) is also measured at that batch size (``"tuned_batch": true`` in its result).
@@ -268,9 +271,8 @@ def bench_targets(
     targets = distinct_names(targets)
     specs = [RuntimeSpec.parse(r) for r in runtimes]
     peak_doc = _peak(peak, threads, plugins, timeout)
-    results: list[dict[str, Any]] = []
+    jobs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []  # (result, worker spec; None: not run)
     skipped: list[dict[str, str]] = []
-    macs_cache: dict[str, tuple[int | None, str]] = {}
     for rt in specs:
         cls = get_runtime(rt.name)
         ok, why = cls.available()
@@ -291,6 +293,7 @@ def bench_targets(
                 res["tuned_batch"] = bs == tuned
                 if not ok:
                     res |= {"status": "unavailable", "error": f"runtime {rt.name!r} is not usable here: {why}"}
+                    jobs.append((res, None))
                 else:
                     spec = {
                         "artifact": str(art.path),
@@ -304,21 +307,8 @@ def bench_targets(
                         "max_seconds": max_seconds,
                         "plugins": list(plugins),
                     }
-                    outs = [run_in_subprocess(spec, timeout)]
-                    while len(outs) < repeats and outs[-1].get("status") == "ok":  # a failure is not retried
-                        outs.append(run_in_subprocess(spec, timeout))
-                    out = median_process(outs)
-                    res |= {k: v for k, v in out.items() if k in res or k in ("traceback", "repeats")}
-                    if res["status"] == "ok":
-                        if target.name not in macs_cache:
-                            macs_cache[target.name] = _target_macs(target)
-                        macs, how = macs_cache[target.name]
-                        res["macs"], res["macs_method"] = macs, how
-                        if macs and res["throughput"]:
-                            res["gflops"] = 2.0 * macs * res["throughput"] / 1e9
-                results.append(res)
-                if on_result is not None:
-                    on_result(res)
+                    jobs.append((res | {"_target": target}, spec))
+    results = _run_rounds(jobs, max(1, repeats), timeout, on_result)
     if peak is True and peak_doc is not None and any(r["status"] == "ok" for r in results):
         after = _peak(True, threads, plugins, timeout)
         if after and (after.get("fp32_gflops") or 0) > (peak_doc.get("fp32_gflops") or 0):
@@ -350,6 +340,42 @@ def bench_targets(
         "results": results,
         "skipped": skipped,
     }
+
+
+def _run_rounds(
+    jobs: list[tuple[dict[str, Any], dict[str, Any] | None]],
+    repeats: int,
+    timeout: float | None,
+    on_result: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """Run every job's worker ``repeats`` times in rounds; a job whose process failed is not run again.
+
+    Returns the results in job order, each from its median process, with MACs and GFLOP/s filled in.
+    """
+    outs: list[list[dict[str, Any]]] = [[] for _ in jobs]
+    macs_cache: dict[str, tuple[int | None, str]] = {}
+    done: set[int] = set()
+    for round_ in range(repeats):
+        for i, (res, spec) in enumerate(jobs):
+            if spec is not None and not (outs[i] and outs[i][-1].get("status") != "ok"):
+                outs[i].append(run_in_subprocess(spec, timeout))
+            last = round_ == repeats - 1 or (outs[i] and outs[i][-1].get("status") != "ok") or spec is None
+            if last and i not in done:
+                done.add(i)
+                target = res.pop("_target", None)
+                if outs[i]:
+                    out = median_process(outs[i])
+                    res |= {k: v for k, v in out.items() if k in res or k in ("traceback", "repeats")}
+                if res["status"] == "ok" and target is not None:
+                    if target.name not in macs_cache:
+                        macs_cache[target.name] = _target_macs(target)
+                    macs, how = macs_cache[target.name]
+                    res["macs"], res["macs_method"] = macs, how
+                    if macs and res["throughput"]:
+                        res["gflops"] = 2.0 * macs * res["throughput"] / 1e9
+                if on_result is not None:
+                    on_result(res)
+    return [res for res, _ in jobs]
 
 
 def median_process(outs: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def bench(
     max_seconds: float | None = typer.Option(None, help="stop timing a combination after this long regardless"),
     warmup: int = typer.Option(5, min=0, help="untimed calls first"),
     repeats: int = typer.Option(
-        1, min=1, help="fresh processes per combination, one after the other; the median by throughput is kept"
+        1, min=1, help="fresh processes per combination, in rounds over all of them; the median by throughput is kept"
     ),
     weights: Path | None = typer.Option(None, help="weights for a model given by name"),
     input_shape: str | None = typer.Option(None, help="C,H,W for models by name (default: the zoo entry's)"),
@@ -82,6 +82,8 @@ def bench(
                     highlight=False,
                 )
 
+        if repeats > 1:
+            console.print(f"{repeats} rounds of fresh processes; a line appears when a combination's last one ends")
         doc = bench_targets(
             resolved,
             runtime,
