@@ -271,7 +271,7 @@ def bench_targets(
     targets = distinct_names(targets)
     specs = [RuntimeSpec.parse(r) for r in runtimes]
     peak_doc = _peak(peak, threads, plugins, timeout)
-    jobs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []  # (result, worker spec; None: not run)
+    jobs: list[_Job] = []
     skipped: list[dict[str, str]] = []
     for rt in specs:
         cls = get_runtime(rt.name)
@@ -293,7 +293,7 @@ def bench_targets(
                 res["tuned_batch"] = bs == tuned
                 if not ok:
                     res |= {"status": "unavailable", "error": f"runtime {rt.name!r} is not usable here: {why}"}
-                    jobs.append((res, None))
+                    jobs.append((res, None, target))
                 else:
                     spec = {
                         "artifact": str(art.path),
@@ -307,7 +307,7 @@ def bench_targets(
                         "max_seconds": max_seconds,
                         "plugins": list(plugins),
                     }
-                    jobs.append((res | {"_target": target}, spec))
+                    jobs.append((res, spec, target))
     results = _run_rounds(jobs, max(1, repeats), timeout, on_result)
     if peak is True and peak_doc is not None and any(r["status"] == "ok" for r in results):
         after = _peak(True, threads, plugins, timeout)
@@ -342,11 +342,11 @@ def bench_targets(
     }
 
 
+_Job = tuple[dict[str, Any], dict[str, Any] | None, BenchTarget]  # (result, worker spec or None: not run, target)
+
+
 def _run_rounds(
-    jobs: list[tuple[dict[str, Any], dict[str, Any] | None]],
-    repeats: int,
-    timeout: float | None,
-    on_result: Callable[[dict[str, Any]], None] | None,
+    jobs: list[_Job], repeats: int, timeout: float | None, on_result: Callable[[dict[str, Any]], None] | None
 ) -> list[dict[str, Any]]:
     """Run every job's worker ``repeats`` times in rounds; a job whose process failed is not run again.
 
@@ -356,26 +356,27 @@ def _run_rounds(
     macs_cache: dict[str, tuple[int | None, str]] = {}
     done: set[int] = set()
     for round_ in range(repeats):
-        for i, (res, spec) in enumerate(jobs):
-            if spec is not None and not (outs[i] and outs[i][-1].get("status") != "ok"):
+        for i, (res, spec, target) in enumerate(jobs):
+            if i in done:
+                continue
+            if spec is not None:
                 outs[i].append(run_in_subprocess(spec, timeout))
-            last = round_ == repeats - 1 or (outs[i] and outs[i][-1].get("status") != "ok") or spec is None
-            if last and i not in done:
-                done.add(i)
-                target = res.pop("_target", None)
-                if outs[i]:
-                    out = median_process(outs[i])
-                    res |= {k: v for k, v in out.items() if k in res or k in ("traceback", "repeats")}
-                if res["status"] == "ok" and target is not None:
-                    if target.name not in macs_cache:
-                        macs_cache[target.name] = _target_macs(target)
-                    macs, how = macs_cache[target.name]
-                    res["macs"], res["macs_method"] = macs, how
-                    if macs and res["throughput"]:
-                        res["gflops"] = 2.0 * macs * res["throughput"] / 1e9
-                if on_result is not None:
-                    on_result(res)
-    return [res for res, _ in jobs]
+            if spec is not None and round_ < repeats - 1 and outs[i][-1].get("status") == "ok":
+                continue  # more rounds to come
+            done.add(i)
+            if outs[i]:
+                out = median_process(outs[i])
+                res |= {k: v for k, v in out.items() if k in res or k in ("traceback", "repeats")}
+            if res["status"] == "ok":
+                if target.name not in macs_cache:
+                    macs_cache[target.name] = _target_macs(target)
+                macs, how = macs_cache[target.name]
+                res["macs"], res["macs_method"] = macs, how
+                if macs and res["throughput"]:
+                    res["gflops"] = 2.0 * macs * res["throughput"] / 1e9
+            if on_result is not None:
+                on_result(res)
+    return [res for res, _, _ in jobs]
 
 
 def median_process(outs: Sequence[dict[str, Any]]) -> dict[str, Any]:
