@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimline.errors import ModelError, SlimlineError
+from slimline.errors import ModelError, SlimlineError, disk_full_check
 from slimline.fileio import write_json
 
 ARTIFACT_JSON = "artifact.json"
@@ -135,7 +135,10 @@ class ArtifactWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            try:
+                disk_full_check(self.dest, exc)  # before the partial files go and free the space again
+            finally:
+                shutil.rmtree(self.tmp, ignore_errors=True)
             return
         art = Artifact(self.kind, self.dest, self.files, self.meta, self.lineage)
         write_json(self.tmp / ARTIFACT_JSON, art.to_json())

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from slimline.errors import disk_full_check
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -25,8 +27,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            disk_full_check(target, e)  # before the partial file goes and frees the space again
+        finally:
+            tmp_path.unlink(missing_ok=True)
         raise
 
 

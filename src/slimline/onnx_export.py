@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from slimline.artifact import Artifact, ArtifactWriter
-from slimline.errors import ExportError
+from slimline.errors import ExportError, disk_full_check
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # bytes of weights; protobuf cannot hold 2 GiB
@@ -146,6 +146,7 @@ def export_onnx(
                     dynamo=False,
                 )
         except Exception as e:  # noqa: BLE001 - exporter raises many kinds
+            disk_full_check(staged, e)
             raise ExportError(_explain_export_failure(e, model, dummy, opset)) from e
         extra = [p for p in staging.iterdir() if p.name != path.name]
         if weight_bytes(model) > external_data_threshold or extra:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from slimline.cli.app import app
+from slimline.cli.app import app, install_signal_handlers
 
 # One line per command module.
 _COMMAND_MODULES = ("core", "export", "bench", "distill", "prune", "quantize", "optimize", "report")
@@ -18,6 +18,7 @@ for _mod in _COMMAND_MODULES:
 
 
 def main() -> None:
+    install_signal_handlers()
     app()
 
 

@@ -1,0 +1,5 @@
+"""``python -m slimline``: the same as the ``slimline`` command."""
+
+from slimline.cli import main
+
+main()
