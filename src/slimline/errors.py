@@ -120,5 +120,13 @@ def disk_full_check(path: str | os.PathLike[str], exc: BaseException, min_free: 
         except OSError:
             return
     raise DiskFull(
-        f"the disk is full: writing {path} failed ({free_space_text(path)}); free some space or write elsewhere (-o)"
+        f"the disk is full: writing {_visible(path)} failed ({free_space_text(path)}); "
+        "free some space or write elsewhere (-o)"
     ) from exc
+
+
+def _visible(path: str | os.PathLike[str]) -> Path:
+    """``path`` up to its first hidden part: the folder a user asked for, not slimline's temporary inside it."""
+    parts = Path(path).parts
+    hidden = next((i for i, part in enumerate(parts) if part.startswith(".") and part not in (".", "..")), None)
+    return Path(*parts[:hidden]) if hidden else Path(path)
