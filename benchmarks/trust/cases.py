@@ -475,6 +475,55 @@ def busy_latency_table(work: Path) -> dict[str, Any]:
             "observed": observed, "pass": ok}
 
 
+def _example_prune_recipe(work: Path, name: str, sens_dir: Path | None) -> Path:
+    """The CIFAR ResNet-56 example's prune step as it is (sensitivity, latency table, plan, the planner's check
+    against the timed pruned graph), with its recovery switched off: the prediction is made before recovery."""
+    import yaml
+
+    r = yaml.safe_load((ROOT / "examples" / "cifar_resnet56.yaml").read_text())
+    prune = next(s["prune"] for s in r["steps"] if "prune" in s)
+    prune.pop("input", None)
+    prune["finetune"] = {"epochs": 0}
+    if sens_dir is not None:
+        prune["sensitivity"] = {**prune.get("sensitivity", {}),
+                                "files": [str(sens_dir / f"sensitivity_{k}.json") for k in ("block", "channel")]}
+    r["model"]["weights"] = str((ROOT / r["model"]["weights"]).resolve())
+    r |= {"name": name, "output_dir": str(work / name), "steps": [{"prune": prune}]}
+    r.pop("benchmark", None)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
+    return path
+
+
+@case
+def cifar_prune_prediction(work: Path) -> dict[str, Any]:
+    """The example's prune step on a quiet machine, then again with a CPU-bound process beside it (the latency
+    table from the quiet run's cache, the sensitivity reused): the speed-up the planner predicted vs the one
+    measured on the whole pruned graph, both in the step's record."""
+    env = dict(ENV, SLIMLINE_CACHE=str(work / "cache"))
+    observed: dict[str, Any] = {}
+    for name in ("quiet", "busy"):
+        sens = work / "quiet" / "01_prune" if name == "busy" else None
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if name == "busy" else None
+        try:
+            res = cli("run", str(_example_prune_recipe(work, name, sens)), env=env, timeout=1800)
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+        rec_file = work / name / "01_prune" / "record.json"
+        rec = json.loads(rec_file.read_text()) if rec_file.exists() else {}
+        lat = rec.get("latency_ms") or {}
+        pred, meas = lat.get("predicted_speedup"), lat.get("measured_speedup")
+        observed[name] = {"rc": res["rc"], "seconds": res["seconds"], "message": last_error(res) or None,
+                          "predicted_speedup": pred, "measured_speedup": meas,
+                          "error": abs(pred / meas - 1) if pred and meas else None,
+                          "blocks_removed": len((rec.get("plan") or {}).get("blocks", [])),
+                          "calibration_rounds": len(rec.get("latency_calibration") or [])}
+    ok = all(o["error"] is not None and o["error"] <= 0.15 for o in observed.values())
+    return {"expected": "predicted vs measured speed-up within 15%, quiet and busy", "observed": observed, "pass": ok}
+
+
 # --------------------------------------------------------------------------- main
 
 
