@@ -60,3 +60,23 @@ def test_train_command_writes_artifact(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t" / "01_train" / "weights.pt").exists()
     assert json.loads(out.read_text())["stages"][1]["record"]["val"]["n"] > 0
+
+
+def test_help_texts_render_literally() -> None:
+    """Every command's --help shows each option's help text as written (no markup, no ':name:' emoji codes)."""
+    import typer
+
+    group = typer.main.get_command(app)
+    commands = getattr(group, "commands", {})
+    assert "bench" in commands
+    for name, cmd in commands.items():
+        res = runner.invoke(app, [name, "--help"], terminal_width=100)
+        assert res.exit_code == 0, (name, res.output)
+        flat = " ".join(res.output.split())
+        assert all(ord(ch) < 0x2600 for ch in res.output), f"{name} --help has a symbol substituted"
+        for param in cmd.params:
+            text = getattr(param, "help", None)
+            if text:
+                assert " ".join(text.split()) in flat, (name, param.name, text)
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("slimline ")

@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text renders literally: no markup, no ':name:' emoji codes
 )
 _state = {"debug": False}
 
@@ -31,8 +32,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 JSON_OPTION = typer.Option(None, "--json", help="also write the printed figures to this JSON file")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from slimline import __version__
+
+        print(f"slimline {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show full tracebacks on errors")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="show full tracebacks on errors"),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
     _state["debug"] = debug
 
 
