@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,6 +85,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency tables here are measured on a shared test machine: its load is not what these tests check."""
+    import slimline.prune.latency as latency
+
+    monkeypatch.setattr(latency, "load_sample", lambda: None)
 
 
 @pytest.fixture
@@ -642,6 +652,58 @@ def test_latency_table_predicts_additively_and_is_cached(
     assert again.measured == 0 and again.cached > 0
     # cached entries are rescaled by how long the reference workload takes now vs. then
     assert again.full == pytest.approx(lat.full * again.reference / lat.reference, rel=1e-9)
+
+
+def _fake_load(busy_pairs: int) -> Callable[[], Any]:
+    """Load samples whose first ``busy_pairs`` before/after pairs show other processes on every CPU."""
+    from slimline.environment import CpuSample
+
+    calls = [0]
+
+    def sample() -> CpuSample:
+        calls[0] += 1
+        pair = (calls[0] - 1) // 2
+        jiffies = 10**9 * min(pair + (calls[0] - 1) % 2, busy_pairs)  # grows only within a busy pair
+        return CpuSample(jiffies, 0.0, float(calls[0]), 1)
+
+    return sample
+
+
+def test_latency_table_remeasures_then_refuses_on_a_busy_machine(
+    tiny: TinyResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import slimline.prune.latency as latency
+
+    monkeypatch.setenv("SLIMLINE_CACHE", str(tmp_path))
+    monkeypatch.setattr(latency, "BUSY_WAIT_S", 0.0)
+    timings: list[tuple[int, ...]] = []
+    monkeypatch.setattr(latency, "measure_module", lambda m, shape, *a, **k: timings.append(shape) or 1.0)
+    monkeypatch.setattr(latency, "reference_ms", lambda *a: timings.append(()) or 1.0)
+    kw: dict[str, Any] = dict(runtime="torch", batch=4, threads=1, use_cache=False)
+    monkeypatch.setattr(latency, "load_sample", _fake_load(busy_pairs=100))
+    with pytest.raises(SlimlineError, match=r"^the machine is busy \(other processes used \d+% of the CPUs while"):
+        latency.LatencyModel(tiny, X_TINY, [], [], {}, **kw)
+    assert len(timings) == latency.BUSY_TRIES  # the reference, timed again and again
+    timings.clear()
+    lat = latency.LatencyModel(tiny, X_TINY, [], [], {}, allow_busy=True, **kw)
+    assert len(timings) == 2 * latency.BUSY_TRIES and lat.describe()["busy"]["entries"] == 2  # reference and full
+    timings.clear()
+    monkeypatch.setattr(latency, "load_sample", _fake_load(busy_pairs=1))  # busy once, then quiet
+    lat = latency.LatencyModel(tiny, X_TINY, [], [], {}, **kw)
+    assert len(timings) == 3 and lat.describe()["busy"] is None
+
+
+def test_latency_cache_key_names_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimline.environment as environment
+    from slimline.prune.latency import _machine_key
+
+    flags = {"avx2": True, "avx512f": False, "amx_tile": False}
+    monkeypatch.setattr(environment, "cpu_info", lambda: {"model": "AMD EPYC", "cores": 4, "flags": dict(flags)})
+    plain = _machine_key("torch", 4, 1)
+    flags["avx512f"] = True
+    wider = _machine_key("torch", 4, 1)
+    assert plain != wider and plain.startswith("AMD EPYC|isa-") and wider.startswith("AMD EPYC|isa-")
+    assert _machine_key("torch", 4, 1) == wider
 
 
 def test_latency_calibration_replans_until_the_measured_speedup_meets_the_target(tiny: TinyResNet) -> None:

@@ -64,6 +64,9 @@ class LatencySettings(StepConfig):
         description="re-plan up to N times until the pruned graph, timed before recovery, meets the speed target",
     )
     tolerance: float = Field(0.02, ge=0, lt=1, description="how far under the speed target a calibrated plan may stay")
+    allow_busy: bool = Field(
+        False, description="keep a latency table measured while other processes used the CPUs (marked busy)"
+    )
 
 
 class ScheduleSettings(StepConfig):
@@ -358,7 +361,17 @@ class Prune(Step):
 
             widths = {u.name: allowed_widths(u.channels, cfg.round_to, cfg.max_ratio) for u in units}
             lat_model = LatencyModel(
-                model, example, units, blocks, widths, L.runtime, L.batch_size, L.threads, L.cache, L.min_seconds
+                model,
+                example,
+                units,
+                blocks,
+                widths,
+                L.runtime,
+                L.batch_size,
+                L.threads,
+                L.cache,
+                L.min_seconds,
+                allow_busy=L.allow_busy,
             )
 
             def cost_fn(keep: dict[str, int], removed: set[str]) -> dict[str, float]:  # type: ignore[misc]
