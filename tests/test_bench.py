@@ -439,3 +439,43 @@ def test_an_artifact_naming_its_runtime_is_benched_on_it(tmp_path: Path) -> None
     assert _pick_kind("openvino", ov_kinds, plain, False) == "onnx"
     assert _pick_kind("openvino", ov_kinds, for_ov, True) == "onnx"  # quantized for OpenVINO: benched on it
     assert _pick_kind("onnxruntime", ["onnx"], for_ov, True) == "onnx"  # and on ONNX Runtime as any ONNX model
+
+
+def test_machine_load_from_proc_stat(tmp_path: Path) -> None:
+    """Other processes' CPU time = the machine's busy jiffies minus this process's own CPU time."""
+    from slimline.environment import BUSY_SHARE, CpuSample, cpu_load_sample, other_load, parse_proc_stat
+
+    text = "cpu  100 10 50 1000 7 3 2 5 0 0\ncpu0 50 5 25 500 3 1 1 2 0 0\ncpu1 50 5 25 500 4 2 1 3 0 0\nintr 1\n"
+    assert parse_proc_stat(text) == (100 + 10 + 50 + 3 + 2 + 5, 2)  # idle and iowait are not busy
+    assert parse_proc_stat("intr 1\n") is None
+    stat = tmp_path / "stat"
+    stat.write_text(text)
+    assert cpu_load_sample(str(stat)).busy_jiffies == 170  # type: ignore[union-attr]
+    assert cpu_load_sample(str(tmp_path / "absent")) is None
+    # 2 s on 4 CPUs; the machine was busy 300 jiffies = 3 s at 100 Hz, 1 s of it this process's own
+    before, after = CpuSample(1000, 10.0, 50.0, 4), CpuSample(1300, 11.0, 52.0, 4)
+    assert other_load(before, after, clk_tck=100) == {"other_cpu_s": 2.0, "other_share": 0.25, "busy": True}
+    quiet = CpuSample(1110, 11.0, 52.0, 4)  # 1.1 s busy, 1 s of it ours
+    load = other_load(before, quiet, clk_tck=100)
+    assert load is not None and load["other_share"] == pytest.approx(0.0125) and not load["busy"]
+    assert other_load(before, CpuSample(1050, 11.0, 52.0, 4), clk_tck=100)["other_cpu_s"] == 0.0  # type: ignore[index]
+    assert other_load(None, after) is None and 0 < BUSY_SHARE < 1
+
+
+def test_a_measurement_records_the_machine_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimline import environment
+    from slimline.bench.table import is_busy, results_table
+
+    samples = iter([environment.CpuSample(0, 0.0, 0.0, 2), environment.CpuSample(10_000, 0.0, 1.0, 2)])
+    monkeypatch.setattr(environment, "cpu_load_sample", lambda *a: next(samples))
+    monkeypatch.setattr(environment, "_clk_tck", lambda: 10_000)
+    m = measure(lambda b: None, [0], warmup=1, min_runs=3, min_seconds=0.0)
+    assert m["machine_load"] == {"other_cpu_s": 1.0, "other_share": 0.5, "busy": True}
+    doc = {"results": [{"artifact": "a", "runtime": "torch", "batch_size": 1, "status": "ok", "file_bytes": 1, **m}]}
+    assert is_busy(doc["results"][0])
+    from rich.console import Console
+
+    con = Console(width=200, record=True)
+    con.print(results_table(doc, width=200))
+    text = con.export_text()
+    assert "busy" in text and "other processes used up to 50% of the CPUs" in text

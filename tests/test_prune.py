@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,6 +85,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency tables here are measured on a shared test machine: its load is not what these tests check."""
+    import slimline.prune.latency as latency
+
+    monkeypatch.setattr(latency, "load_sample", lambda: None)
 
 
 @pytest.fixture
@@ -501,8 +511,14 @@ def test_channel_layers_limit_width_pruning_but_not_block_removal(tmp_path: Path
     """``channel_layers``: only the named layers lose channels; blocks elsewhere can still go."""
     from slimline.api import run
 
-    prune = {"method": "block+channel", "blocks": 1, "channel_layers": ["stage1.*.conv1"], "ratio": 0.5,
-             "round_to": 1, "sensitivity": {"samples": 50}}
+    prune = {
+        "method": "block+channel",
+        "blocks": 1,
+        "channel_layers": ["stage1.*.conv1"],
+        "ratio": 0.5,
+        "round_to": 1,
+        "sensitivity": {"samples": 50},
+    }
     recipe = _recipe(tmp_path, [{"prune": prune}])
     recipe["model"] = "test_prune:digits_resnet"
     rec = run(recipe)["stages"][1]["record"]
@@ -644,36 +660,110 @@ def test_latency_table_predicts_additively_and_is_cached(
     assert again.full == pytest.approx(lat.full * again.reference / lat.reference, rel=1e-9)
 
 
+def _fake_load(busy_pairs: int) -> Callable[[], Any]:
+    """Load samples whose first ``busy_pairs`` before/after pairs show other processes on every CPU."""
+    from slimline.environment import CpuSample
+
+    calls = [0]
+
+    def sample() -> CpuSample:
+        calls[0] += 1
+        pair = (calls[0] - 1) // 2
+        jiffies = 10**9 * min(pair + (calls[0] - 1) % 2, busy_pairs)  # grows only within a busy pair
+        return CpuSample(jiffies, 0.0, float(calls[0]), 1)
+
+    return sample
+
+
+def test_latency_table_remeasures_then_refuses_on_a_busy_machine(
+    tiny: TinyResNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import slimline.prune.latency as latency
+
+    monkeypatch.setenv("SLIMLINE_CACHE", str(tmp_path))
+    monkeypatch.setattr(latency, "BUSY_WAIT_S", 0.0)
+    timings: list[tuple[int, ...]] = []
+    monkeypatch.setattr(latency, "measure_module", lambda m, shape, *a, **k: timings.append(shape) or 1.0)
+    monkeypatch.setattr(latency, "reference_ms", lambda *a: timings.append(()) or 1.0)
+    kw: dict[str, Any] = dict(runtime="torch", batch=4, threads=1, use_cache=False)
+    monkeypatch.setattr(latency, "load_sample", _fake_load(busy_pairs=100))
+    with pytest.raises(SlimlineError, match=r"^the machine is busy \(other processes used \d+% of the CPUs while"):
+        latency.LatencyModel(tiny, X_TINY, [], [], {}, **kw)
+    assert len(timings) == latency.BUSY_TRIES  # the reference, timed again and again
+    timings.clear()
+    lat = latency.LatencyModel(tiny, X_TINY, [], [], {}, allow_busy=True, **kw)
+    assert len(timings) == 2 * latency.BUSY_TRIES and lat.describe()["busy"]["entries"] == 2  # reference and full
+    timings.clear()
+    monkeypatch.setattr(latency, "load_sample", _fake_load(busy_pairs=1))  # busy once, then quiet
+    lat = latency.LatencyModel(tiny, X_TINY, [], [], {}, **kw)
+    assert len(timings) == 3 and lat.describe()["busy"] is None
+
+
+def test_latency_cache_key_names_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimline.environment as environment
+    from slimline.prune.latency import _machine_key
+
+    flags = {"avx2": True, "avx512f": False, "amx_tile": False}
+    monkeypatch.setattr(environment, "cpu_info", lambda: {"model": "AMD EPYC", "cores": 4, "flags": dict(flags)})
+    plain = _machine_key("torch", 4, 1)
+    flags["avx512f"] = True
+    wider = _machine_key("torch", 4, 1)
+    assert plain != wider and plain.startswith("AMD EPYC|isa-") and wider.startswith("AMD EPYC|isa-")
+    assert _machine_key("torch", 4, 1) == wider
+
+
 def test_latency_calibration_replans_until_the_measured_speedup_meets_the_target(tiny: TinyResNet) -> None:
-    """``latency: {calibrate: N}``: a plan whose pruned graph times slower than the target asks the planner
-    for a higher predicted speed-up (by the shortfall), until it meets the target or no plan does."""
+    """``latency: {calibrate: N}``: the pruned graph is timed whole and re-planned while its measured speed-up
+    misses the target either way: short, the planner is asked for more (by the shortfall); over, for less (by
+    the excess). The plan kept is the one measured closest to the target among those reaching it."""
     from slimline.errors import ModelError
     from slimline.steps.prune import _calibrate_plan
 
     asked: list[dict[str, float]] = []
 
-    def make_plan(tg: dict[str, float]) -> Plan:  # the table promises more than the graph gives
-        asked.append(tg)
-        if tg["speedup"] > 3:
-            raise ModelError("cannot reach the target")
-        blocks = ["stage1.1"] if tg["speedup"] < 1.6 else ["stage1.1", "stage1.0"]
-        return Plan({}, blocks, predicted={"latency": 1 - 1 / tg["speedup"]})
+    def planner(two_from: float) -> Callable[[dict[str, float]], Plan]:
+        def make_plan(tg: dict[str, float]) -> Plan:
+            asked.append(tg)
+            if tg["speedup"] > 3:
+                raise ModelError("cannot reach the target")
+            blocks = ["stage1.1"] if tg["speedup"] < two_from else ["stage1.1", "stage1.0"]
+            return Plan({}, blocks, predicted={"latency": 1 - 1 / tg["speedup"]})
+
+        return make_plan
 
     def timed(m: nn.Module) -> float:  # a deterministic "latency": 1 + one per residual block left
         return 1.0 + sum(isinstance(x, Block) for x in m.modules())
 
+    # the table promises more than the graph gives: the target is raised by the shortfall
+    make_plan = planner(1.6)
     tg = {"params": 0.1, "speedup": 1.5}
-    plan, rounds, t_before = _calibrate_plan(make_plan, make_plan(tg), tg, tiny, X_TINY, 3, 0.02, timed)
+    plan, rounds, t_before = _calibrate_plan(make_plan, make_plan(tg), tg, tiny, X_TINY, 1, 0.02, timed)
     assert t_before == 4.0 and sum(isinstance(x, Block) for x in tiny.modules()) == 3  # the model is untouched
     assert [r["measured_speedup"] for r in rounds] == [pytest.approx(4 / 3), pytest.approx(2.0)]
     assert asked[-1] == {"params": 0.1, "speedup": pytest.approx(1.5 * 1.5 / (4 / 3))}  # raised by the shortfall
     assert plan.blocks == ["stage1.1", "stage1.0"] and rounds[-1]["plan"]["blocks"] == plan.blocks
-    # already met: one round, the plan kept
+    assert rounds[-1]["kept"] and "kept" not in rounds[0]
+    assert rounds[0]["prediction_error"] == pytest.approx(rounds[0]["predicted_speedup"] / (4 / 3))
+    # the plan removed too much: the target is lowered by the excess, and the closer plan is kept
+    make_plan = planner(1.3)
+    tg = {"speedup": 1.35}
+    plan, rounds, _ = _calibrate_plan(make_plan, make_plan(tg), tg, tiny, X_TINY, 3, 0.02, timed)
+    assert [r["measured_speedup"] for r in rounds] == [pytest.approx(2.0), pytest.approx(4 / 3)]
+    assert asked[-1] == {"speedup": pytest.approx(1.35 * 1.35 / 2.0)}  # lowered by the excess
+    assert plan.blocks == ["stage1.1"] and rounds[1]["kept"] and "kept" not in rounds[0]
+    # lowered too far (short of the target after it): the plan that reached the target is kept, not the last
     plan, rounds, _ = _calibrate_plan(
-        make_plan, make_plan({"speedup": 1.3}), {"speedup": 1.3}, tiny, X_TINY, 3, 0.02, timed
+        make_plan, make_plan({"speedup": 1.5}), {"speedup": 1.5}, tiny, X_TINY, 2, 0.02, timed
     )
-    assert len(rounds) == 1 and plan.blocks == ["stage1.1"]
-    # no plan reaches the corrected target: the last plan measured is kept and the record says why
+    assert [r["measured_speedup"] for r in rounds] == [pytest.approx(2.0), pytest.approx(4 / 3), pytest.approx(4 / 3)]
+    assert len(plan.blocks) == 2 and rounds[0]["kept"] and not any(r.get("kept") for r in rounds[1:])
+    # already met: one round, the plan kept
+    make_plan = planner(1.6)
+    plan, rounds, _ = _calibrate_plan(
+        make_plan, make_plan({"speedup": 4 / 3}), {"speedup": 4 / 3}, tiny, X_TINY, 3, 0.02, timed
+    )
+    assert len(rounds) == 1 and plan.blocks == ["stage1.1"] and rounds[0]["kept"]
+    # no plan reaches the corrected target: the fastest plan measured is kept and the record says why
     plan, rounds, _ = _calibrate_plan(
         make_plan, make_plan({"speedup": 2.5}), {"speedup": 2.5}, tiny, X_TINY, 3, 0.02, timed
     )
@@ -683,8 +773,17 @@ def test_latency_calibration_replans_until_the_measured_speedup_meets_the_target
     assert len(rounds) == 1 and "stopped" not in rounds[0]
 
 
+def test_latency_calibration_is_on_by_default_with_a_speed_target() -> None:
+    from slimline.steps.prune import PruneOptions
+
+    assert PruneOptions(method="channel", target={"speedup": 2}).calibrate_rounds() == 2
+    assert PruneOptions(method="channel", target={"latency": 0.3}).calibrate_rounds() == 2
+    assert PruneOptions(method="channel", target={"macs": 0.5}).calibrate_rounds() == 0
+    assert PruneOptions(method="channel", target={"speedup": 2}, latency={"calibrate": 0}).calibrate_rounds() == 0
+
+
 def test_prune_step_records_the_latency_calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The recipe plumbing of ``latency.calibrate``: rounds in the record, the plan is the last one timed."""
+    """The recipe plumbing of ``latency.calibrate``: rounds in the record, the plan is the one kept."""
     from slimline.api import run
 
     monkeypatch.setenv("SLIMLINE_CACHE", str(tmp_path / "cache"))
@@ -694,8 +793,11 @@ def test_prune_step_records_the_latency_calibration(tmp_path: Path, monkeypatch:
     rec = run(recipe)["stages"][1]["record"]
     cal = rec["latency_calibration"]
     assert 1 <= len(cal) <= 3 and cal[0]["asked_speedup"] == pytest.approx(1.2)
-    assert all(r["measured_speedup"] > 0 for r in cal) and rec["plan"] == cal[-1]["plan"]
+    assert all(r["measured_speedup"] > 0 for r in cal) and rec["plan"] == next(r["plan"] for r in cal if r.get("kept"))
     assert rec["latency_ms"]["before"] > 0 and rec["latency_ms"]["after"] > 0
+    lm = rec["latency_ms"]
+    assert lm["prediction_error"] == pytest.approx(lm["predicted_speedup"] / lm["measured_speedup"])
+    assert sum(bool(r.get("kept")) for r in cal) == 1
 
 
 def test_recovery_loss_is_kd_with_an_onnxruntime_teacher_or_cross_entropy(
@@ -884,12 +986,28 @@ def test_every_finetune_option_of_the_recipe_reaches_the_recovery() -> None:
     from slimline.steps.prune import PruneOptions, _finetune_config
 
     opts = PruneOptions.model_validate(
-        {"method": "channel", "ratio": 0.5, "finetune": {"epochs": 2, "mixup": 0.4, "cutmix": 1.0, "jitter": 0.3,
-                                                        "ema": 0.99, "adversarial": 0.1, "anchor": 0.01,
-                                                        "feature_layers": ["layer1"], "feature_weight": 2.0}}
+        {
+            "method": "channel",
+            "ratio": 0.5,
+            "finetune": {
+                "epochs": 2,
+                "mixup": 0.4,
+                "cutmix": 1.0,
+                "jitter": 0.3,
+                "ema": 0.99,
+                "adversarial": 0.1,
+                "anchor": 0.01,
+                "feature_layers": ["layer1"],
+                "feature_weight": 2.0,
+            },
+        }
     )
     cfg = _finetune_config(opts, SimpleNamespace(seed=3))  # type: ignore[arg-type]
     assert (cfg.mixup, cfg.cutmix, cfg.jitter, cfg.ema) == (0.4, 1.0, 0.3, 0.99)
     assert (cfg.adversarial, cfg.anchor, cfg.feature_layers, cfg.feature_weight, cfg.seed) == (
-        0.1, 0.01, ("layer1",), 2.0, 3
+        0.1,
+        0.01,
+        ("layer1",),
+        2.0,
+        3,
     )

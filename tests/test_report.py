@@ -558,3 +558,19 @@ def test_report_renders_in_headless_chromium(full_report: tuple[Path, str, dict[
     assert result["problems"] == [] and result["console_messages"] == []
     assert result["plots_in_file"] == 5 and len(result["plots"]) == 5
     assert all(ink >= mod.MIN_PLOT_INK for ink in result["screenshot"]["plot_ink"].values())
+
+
+def test_rows_measured_on_a_busy_machine_are_marked(tmp_path: Path) -> None:
+    """A benchmark row whose ``machine_load`` says busy gets a badge and a sentence under the stage table."""
+    run = make_run(tmp_path, sensitivity=False, quant=False)
+    res = json.loads((run / "results.json").read_text())
+    rows = res["benchmark"]["results"]
+    rows[1]["machine_load"] = {"other_cpu_s": 1.5, "other_share": 0.63, "busy": True}
+    rows[2]["machine_load"] = {"other_cpu_s": 0.01, "other_share": 0.01, "busy": False}
+    (run / "results.json").write_text(json.dumps(res))
+    rep = build_report(run, count_missing=False)
+    assert rep.html.count('<span class="busy" title="other processes used 63% of the CPUs">busy</span>') == 1
+    assert "were measured while other processes used up to 63% of the CPUs" in rep.html
+    rows[1]["machine_load"]["busy"] = False
+    (run / "results.json").write_text(json.dumps(res))
+    assert "were measured while other processes" not in build_report(run, count_missing=False).html

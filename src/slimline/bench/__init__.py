@@ -49,6 +49,9 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
       gflops        achieved 2 x macs x throughput / 1e9
       efficiency    gflops / peak_gflops (fp32 GEMM peak), null if either is unknown
       describe      the session's describe(): name, version, device, precision, threads, options
+      machine_load  CPU time other processes took during the timed loop (slimline.environment.other_load):
+                    {other_cpu_s, other_share (of wall time x CPUs), busy (share > BUSY_SHARE, 10%)};
+                    null off Linux. The tables and the report mark busy rows
 """
 
 from __future__ import annotations

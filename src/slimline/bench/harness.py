@@ -6,11 +6,15 @@ import datetime as _dt
 import gc
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +63,11 @@ def measure(
     ``max_seconds`` (optional) stops the timed loop early even if ``min_runs`` is not reached (the
     result says ``capped``). The first warm-up call is timed on its own (``first_run_ms``: a
     compiling runtime pays its compile there). The garbage collector is paused while timing.
-    Throughput is batch size x runs / the wall time of the timed loop.
+    Throughput is batch size x runs / the wall time of the timed loop. ``machine_load``: the CPU time
+    other processes took during the timed loop (:func:`slimline.environment.other_load`; null off Linux).
     """
+    from slimline.environment import cpu_load_sample, other_load
+
     bs = int(batch_size if batch_size is not None else len(batch))
     first_ms = None
     for i in range(warmup):
@@ -74,6 +81,7 @@ def measure(
     gc.disable()
     try:
         clock = time.perf_counter
+        load_before = cpu_load_sample()
         start = now = clock()
         while len(times) < min_runs or now - start < min_seconds:
             t0 = clock()
@@ -84,10 +92,16 @@ def measure(
                 capped = len(times) < min_runs or now - start < min_seconds
                 break
         total = now - start
+        load = other_load(load_before, cpu_load_sample())
     finally:
         if gc_was_enabled:
             gc.enable()
-    return latency_stats(times, bs, total) | {"first_run_ms": first_ms, "warmup": warmup, "capped": capped}
+    return latency_stats(times, bs, total) | {
+        "first_run_ms": first_ms,
+        "warmup": warmup,
+        "capped": capped,
+        "machine_load": load,
+    }
 
 
 # --------------------------------------------------------------------------- runtimes as given on the command line
@@ -129,31 +143,114 @@ def worker_env(threads: int | None) -> dict[str, str]:
             env[var] = str(threads)
     src = str(Path(__file__).resolve().parents[2])  # the folder holding the slimline package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env["SLIMLINE_PARENT_PID"] = str(os.getpid())  # the worker dies with this process (see die_with_parent)
     return env
+
+
+TMP_PREFIX = "slimline-bench-"
+
+
+def tmp_prefix() -> str:
+    """``slimline-bench-<this pid>-``: temporary folders named so that :func:`clean_stale_tmp` can tell their owner."""
+    return f"{TMP_PREFIX}{os.getpid()}-"
 
 
 def run_in_subprocess(spec: dict[str, Any], timeout: float | None = 1800) -> dict[str, Any]:
     """Run ``python -m slimline.bench.worker`` on ``spec`` in a fresh process; its result as a dict.
 
-    A crash, timeout or missing result becomes ``{"status": "error", "error": ...}``.
+    A crash, timeout or missing result becomes ``{"status": "error", "error": ...}``. The worker runs
+    in its own process group and (on Linux) is killed when this process dies; if this process stops
+    for any reason while waiting (an exception, Ctrl-C, SystemExit from a SIGTERM handler), the
+    worker's whole group is killed and waited for. The temporary folder, named
+    ``slimline-bench-<this pid>-...`` so that :func:`clean_stale_tmp` can tell, is removed on every
+    way out.
     """
-    with tempfile.TemporaryDirectory(prefix="slimline-bench-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix()))
+    try:
+        spec_path, out_path = tmp / "spec.json", tmp / "result.json"
         spec_path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "slimline.bench.worker", str(spec_path), str(out_path)]
+        proc = subprocess.Popen(
+            cmd,
+            env=worker_env(spec.get("threads")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group: it and whatever it starts can be killed as one
+        )
         try:
-            proc = subprocess.run(
-                cmd, env=worker_env(spec.get("threads")), capture_output=True, text=True, timeout=timeout, check=False
-            )
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            kill_group(proc)
             return {"status": "error", "error": f"timed out after {timeout:g} s"}
+        except BaseException:
+            kill_group(proc)
+            raise
         if out_path.exists():
             try:
                 return json.loads(out_path.read_text())
             except json.JSONDecodeError as e:
                 return {"status": "error", "error": f"unreadable worker result: {e}"}
-        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
+        tail = "\n".join((stderr or stdout or "").strip().splitlines()[-8:])
         return {"status": "error", "error": f"worker exited with code {proc.returncode}: {tail}"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc``'s process group (it was started with ``start_new_session``) and wait for it."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, OSError, ValueError):
+        pass
+
+
+def clean_stale_tmp(tmp_dir: str | Path | None = None) -> list[Path]:
+    """Remove ``slimline-bench-<pid>-*`` folders whose process is gone (a bench killed with SIGKILL)."""
+    root = Path(tmp_dir or tempfile.gettempdir())
+    removed = []
+    for d in root.glob(f"{TMP_PREFIX}*"):
+        pid = d.name[len(TMP_PREFIX) :].split("-", 1)[0]
+        if not d.is_dir() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process
+    return True
+
+
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """While inside, SIGTERM raises ``SystemExit(143)`` (so ``finally`` blocks run) if it would otherwise kill
+    this process outright; only in the main thread and only over the default handler, restored after."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -226,6 +323,7 @@ def _empty_result(target: BenchTarget, rt: RuntimeSpec, bs: int, art: Artifact |
         "gflops": None,
         "efficiency": None,
         "describe": None,
+        "machine_load": None,
     }
 
 
@@ -263,6 +361,42 @@ def bench_targets(
     ``plugins``: modules the worker imports first (they may register more runtimes).
     Returns the results document described in :mod:`slimline.bench`.
     """
+    with sigterm_exits():
+        clean_stale_tmp()
+        return _bench_targets(
+            targets,
+            runtimes,
+            batch_sizes,
+            threads,
+            warmup,
+            min_runs,
+            min_seconds,
+            max_seconds,
+            peak,
+            plugins,
+            timeout,
+            on_result,
+            tuned_batch,
+            repeats,
+        )
+
+
+def _bench_targets(
+    targets: Sequence[BenchTarget],
+    runtimes: Sequence[str | RuntimeSpec],
+    batch_sizes: Sequence[int],
+    threads: int | None,
+    warmup: int,
+    min_runs: int,
+    min_seconds: float,
+    max_seconds: float | None,
+    peak: bool | float | dict[str, Any],
+    plugins: Sequence[str],
+    timeout: float | None,
+    on_result: Callable[[dict[str, Any]], None] | None,
+    tuned_batch: bool,
+    repeats: int,
+) -> dict[str, Any]:
     from slimline.environment import environment
     from slimline.runtimes import get_runtime
 

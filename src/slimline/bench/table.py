@@ -57,14 +57,26 @@ def results_table(doc: dict[str, Any], title: str = "benchmark", width: int | No
             "median": _ms(lat["median"]),
             "p90": _ms(lat["p90"]),
             "p99": _ms(lat["p99"]),
-            "items/s": _f(r["throughput"], ".1f"),
+            "items/s": _f(r["throughput"], ".1f") + (" [yellow]busy[/]" if is_busy(r) else ""),
             "GFLOP/s": _f(r.get("gflops"), ".1f"),
             "eff": "-" if r.get("efficiency") is None else f"{100 * r['efficiency']:.0f}%",
             "RSS": _f(r.get("peak_rss_mb"), ".0f"),
             "size": _f(r["file_bytes"] / 1e6 if r.get("file_bytes") else None, ".1f"),
         }
         t.add_row(*[cells[c] for c in cols])
+    shares = [r["machine_load"]["other_share"] for r in doc.get("results", []) if is_busy(r)]
+    if shares:
+        t.caption = (
+            f"{cap}\nrows marked busy were measured while other processes used up to {100 * max(shares):.0f}% "
+            "of the CPUs"
+        )
     return t
+
+
+def is_busy(r: dict[str, Any]) -> bool:
+    """Measured while other processes used more than :data:`slimline.environment.BUSY_SHARE` of the CPUs."""
+    load = r.get("machine_load")
+    return isinstance(load, dict) and bool(load.get("busy"))
 
 
 def error_lines(doc: dict[str, Any]) -> list[str]:

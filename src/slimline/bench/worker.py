@@ -88,6 +88,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:  # started by run_in_subprocess: die with it even if it is killed outright
+        from slimline.environment import die_with_parent
+
+        die_with_parent(int(os.environ.get("SLIMLINE_PARENT_PID", "0") or 0))
     if len(args) != 2:
         print("usage: python -m slimline.bench.worker SPEC.json OUT.json", file=sys.stderr)
         return 2

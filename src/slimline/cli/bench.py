@@ -58,12 +58,13 @@ def bench(
     throughput, runs, peak_rss_mb, file_bytes, macs, efficiency, describe, ...}]).
     """
     from slimline.bench import bench_targets
+    from slimline.bench.harness import tmp_prefix
     from slimline.bench.table import compare_results, compare_table, error_lines, load_results, results_table
     from slimline.bench.targets import resolve_targets
     from slimline.cli.export import parse_shape
 
     old = load_results(compare) if compare else None
-    with tempfile.TemporaryDirectory(prefix="slimline-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix()) as tmp:
         work = workdir or Path(tmp)
         resolved = resolve_targets(targets, runtime, work, weights, parse_shape(input_shape))
 

@@ -97,13 +97,16 @@ def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
     """Worker process: open a session, then compute shards from ``tasks`` until told to stop."""
     import multiprocessing as mp
 
+    from slimline.environment import die_with_parent
+
+    parent = mp.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)  # even a parent killed outright takes it along
     os.environ["SLIMLINE_PROGRESS"] = "0"
     try:
         session = _open(job)
     except BaseException as e:  # noqa: BLE001 - report every failure to the parent
         results.put(("error", -1, f"{type(e).__name__}: {e}"))
         return
-    parent = mp.parent_process()
     while True:
         try:
             i = tasks.get(timeout=1.0)

@@ -10,10 +10,16 @@ Segments with the same layers, input shape and width share one measurement (all 
 blocks of a ResNet stage), so a ResNet-56 table needs a few dozen small timings. Each entry is the
 10th percentile of repeated runs (steadier than the median on a busy machine), and a unit's
 latencies are made non-increasing as it gets thinner. Entries are cached in ``$SLIMLINE_CACHE``
-(default ``~/.cache/slimline``) under ``latency_lut.json``, keyed by the CPU, runtime version,
-batch size, threads and the segment's layer shapes. Every entry also stores the time a fixed
+(default ``~/.cache/slimline``) under ``latency_lut.json``, keyed by the CPU model and its vector
+instruction flags (two CPUs sold under one model name may differ), runtime version, batch size,
+threads and the segment's layer shapes. Every entry also stores the time a fixed
 reference workload took when it was measured; on reuse it is rescaled by that reference timed
 again now, so that tables measured while the machine was busier (or idler) stay consistent.
+
+Other processes' CPU use is sampled around every timing (:func:`slimline.environment.other_load`):
+a timing during which they used more than :data:`slimline.environment.BUSY_SHARE` of the CPUs is
+taken again after a short wait, up to :data:`BUSY_TRIES` times; then the table is refused (a busy
+machine makes it wrong), or kept with ``allow_busy`` and marked ``busy`` in :meth:`LatencyModel.describe`.
 """
 
 from __future__ import annotations
@@ -32,12 +38,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimline.errors import ModelError
+from slimline.environment import CpuSample, cpu_load_sample, other_load
+from slimline.errors import ModelError, SlimlineError
 from slimline.prune.block import Block
 from slimline.prune.channel import ChannelUnit, prune_channels
 from slimline.prune.common import example_input
 
 RUNTIMES = ("onnxruntime", "torch")
+BUSY_TRIES = 3  # timings of one entry on a busy machine before the table is refused
+BUSY_WAIT_S = 2.0  # pause before timing an entry again
+
+
+def load_sample() -> CpuSample | None:
+    """The machine-load sample taken around each timing (a seam for tests)."""
+    return cpu_load_sample()
 
 
 def cache_file() -> Path:
@@ -54,7 +68,10 @@ def _machine_key(runtime: str, batch: int, threads: int) -> str:
         ver = ort.__version__
     else:
         ver = torch.__version__
-    return f"{cpu_info()['model']}|{runtime}-{ver}|b{batch}|t{threads}"
+    cpu = cpu_info()
+    flags = ",".join(sorted(f for f, on in cpu["flags"].items() if on))
+    isa = hashlib.sha1(flags.encode()).hexdigest()[:8]  # the vector units the kernels pick from
+    return f"{cpu['model']}|isa-{isa}|{runtime}-{ver}|b{batch}|t{threads}"
 
 
 def _signature(module: nn.Module, input_shape: tuple[int, ...], extra: str) -> str:
@@ -152,18 +169,21 @@ class LatencyModel:
         threads: int = 2,
         use_cache: bool = True,
         min_seconds: float = 0.3,
+        allow_busy: bool = False,
     ) -> None:
         from slimline.progress import make_progress
 
         self.runtime, self.batch, self.threads = runtime, batch, threads
         self.min_seconds = min_seconds
+        self.allow_busy = allow_busy
+        self.busy: list[dict[str, Any]] = []  # timings kept although the machine was busy (allow_busy)
         self.machine = _machine_key(runtime, batch, threads)
         self.use_cache = use_cache
         self._cache = self._load_cache() if use_cache else {}
         self.measured = 0
         self.cached = 0
         # a fixed reference workload timed now: cached entries are rescaled by how busy the machine is
-        self.reference = reference_ms(runtime, batch, threads)
+        self.reference = self._quiet("the reference workload", lambda: reference_ms(runtime, batch, threads))
         inputs = _module_inputs(model, example)
         self.units = {u.name: u for u in units}
         self.segment: dict[str, str] = {}
@@ -229,11 +249,35 @@ class LatencyModel:
             hit = self._cache[key]
             return hit["ms"] * self.reference / hit["ref"]
         target = build() if build is not None else module
-        t = measure_module(
-            target, shape, self.runtime, self.batch, self.threads, min_seconds=self.min_seconds, percentile=10.0
+        t = self._quiet(
+            extra,
+            lambda: measure_module(
+                target, shape, self.runtime, self.batch, self.threads, min_seconds=self.min_seconds, percentile=10.0
+            ),
         )
         self._cache[key] = {"ms": t, "ref": self.reference}
         self.measured += 1
+        return t
+
+    def _quiet(self, what: str, measure: Callable[[], float]) -> float:
+        """``measure()`` taken again (after :data:`BUSY_WAIT_S`) while other processes use the CPUs, up to
+        :data:`BUSY_TRIES` times; then refused, or kept and recorded in ``busy`` with ``allow_busy``."""
+        share = 0.0
+        for attempt in range(BUSY_TRIES):
+            before = load_sample()
+            t = measure()
+            load = other_load(before, load_sample())
+            if load is None or not load["busy"]:
+                return t
+            share = float(load["other_share"])
+            if attempt < BUSY_TRIES - 1:
+                time.sleep(BUSY_WAIT_S)
+        if not self.allow_busy:
+            raise SlimlineError(
+                f"the machine is busy (other processes used {100 * share:.0f}% of the CPUs while the latency table "
+                "was measured); the table would be wrong. Stop other jobs, or set latency: {allow_busy: true}"
+            )
+        self.busy.append({"entry": what, "other_share": share})
         return t
 
     # ------------------------------------------------------------------ prediction
@@ -266,6 +310,9 @@ class LatencyModel:
             "from_cache": self.cached,
             "reference_ms": self.reference,
             "cache": str(cache_file()) if self.use_cache else None,
+            "busy": {"entries": len(self.busy), "max_other_share": max(b["other_share"] for b in self.busy)}
+            if self.busy
+            else None,
         }
 
 

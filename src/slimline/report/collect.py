@@ -177,7 +177,8 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
     Follows the document of :mod:`slimline.bench` (``results`` with ``status``/``error``,
     ``latency_ms`` {median, p90, p99, min, std, mean}, ``throughput``, ``peak_rss_mb``,
     ``efficiency`` as a fraction of the fp32 peak, ``skipped`` pairs); raw per-call samples are
-    used when a row has them (``samples_ms``).
+    used when a row has them (``samples_ms``). ``machine_load`` ({other_cpu_s, other_share, busy}:
+    CPU time other processes took while the row was measured) is kept when present, else None.
     """
     bench = results.get("benchmark")
     if not isinstance(bench, dict):
@@ -223,6 +224,7 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
                 "repeats": [float(x) for x in r["repeats"] if num(x) is not None]
                 if isinstance(r.get("repeats"), list)
                 else None,
+                "machine_load": _machine_load(r.get("machine_load")),
             }
         )
         if rows[-1]["throughput"] is None and median > 0:
@@ -235,6 +237,16 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
             )
     info = {k: v for k, v in bench.items() if k not in ("results", "skipped")}
     return rows, info, notes
+
+
+def _machine_load(load: Any) -> dict[str, Any] | None:
+    if not isinstance(load, dict) or num(load.get("other_share")) is None:
+        return None
+    return {
+        "other_cpu_s": num(load.get("other_cpu_s")),
+        "other_share": num(load["other_share"]),
+        "busy": bool(load.get("busy")),
+    }
 
 
 def _artifact_json(folder: Path) -> dict[str, Any] | None:

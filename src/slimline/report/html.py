@@ -10,6 +10,7 @@ import datetime as _dt
 import html as _html
 from typing import Any
 
+from slimline.bench.table import is_busy
 from slimline.report import fmt
 from slimline.report.collect import RunData, Stage
 from slimline.report.findings import Finding
@@ -33,6 +34,8 @@ ul.findings li { margin: 4px 0; }
 .tag { display: inline-block; min-width: 86px; font-size: 11px; text-transform: uppercase; letter-spacing: .04em;
        color: var(--muted); }
 .table-wrap { overflow-x: auto; }
+.busy { display: inline-block; font-size: 10px; text-transform: uppercase; padding: 0 4px; margin-left: 4px;
+        border-radius: 3px; background: #fde68a; color: #7c2d12; }
 table { border-collapse: collapse; font-size: 12.5px; }
 th, td { border: 1px solid var(--line); padding: 3px 6px; vertical-align: top; }
 th { background: var(--soft); text-align: left; font-weight: 600; }
@@ -152,12 +155,27 @@ def stage_table(data: RunData) -> str:
             rows.append(prefix + "".join(cells) + "</tr>")
     thead = "<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
     body = "".join(rows)
-    return f'<div class="table-wrap"><table class="stages"><thead>{thead}</thead><tbody>{body}</tbody></table></div>'
+    table = f'<div class="table-wrap"><table class="stages"><thead>{thead}</thead><tbody>{body}</tbody></table></div>'
+    return table + _busy_note(data.bench)
+
+
+def _busy_note(rows: list[dict[str, Any]]) -> str:
+    """A sentence under the table when some rows were measured while other processes used the CPUs."""
+    shares = [r["machine_load"]["other_share"] for r in rows if is_busy(r)]
+    if not shares:
+        return ""
+    return (
+        f'<p class="note">Rows marked <span class="busy">busy</span> were measured while other processes used '
+        f"up to {100 * max(shares):.0f}% of the CPUs; their timings are likely slower than on an idle machine.</p>"
+    )
 
 
 def _throughput_cell(r: dict[str, Any]) -> str:
     """The throughput; measured in several processes, also their range (the kept one is the median)."""
     text = e(fmt.num(r.get("throughput"), 4))
+    if is_busy(r):
+        share = r["machine_load"]["other_share"]
+        text += f'<span class="busy" title="other processes used {100 * share:.0f}% of the CPUs">busy</span>'
     reps = r.get("repeats")
     if reps and len(reps) > 1:
         text += f'<div class="small">{len(reps)} processes: {e(fmt.span(min(reps), max(reps), 4))}</div>'

@@ -10,8 +10,11 @@
 - ``block``: removes whole residual blocks, least sensitive first (``blocks: N``, or as many as the
   target needs); ``[block, channel]`` weighs both kinds of step against each other.
 
-A ``speedup``/``latency`` target is planned from a latency table (``latency:``); ``latency.calibrate: N``
-times each plan's pruned graph before recovery and re-plans with the target raised by the shortfall.
+A ``speedup``/``latency`` target is planned from a latency table (``latency:``); the pruned graph of each
+plan is then timed whole before recovery (``latency.calibrate``: up to N re-plans, 2 by default) and, when
+its measured speed-up misses the target by more than ``latency.tolerance`` either way, re-planned with the
+target raised by the shortfall or lowered by the excess; the kept plan is the one measured closest to the
+target among those reaching ``target x (1 - tolerance)``.
 
 ``schedule.steps`` prunes in stages with ``finetune.epochs_per_step`` between them, and
 ``finetune.epochs`` recovers at the end (distilling from the unpruned model with ``kd: true``;
@@ -57,13 +60,17 @@ class LatencySettings(StepConfig):
     threads: int = Field(2, ge=1)
     cache: bool = True
     min_seconds: float = Field(0.3, gt=0)
-    calibrate: int = Field(
-        0,
+    calibrate: int | None = Field(
+        None,
         ge=0,
         le=10,
-        description="re-plan up to N times until the pruned graph, timed before recovery, meets the speed target",
+        description="re-plan up to N times until the pruned graph, timed before recovery, meets the speed target "
+        "within the tolerance either way (default: 2 with a speedup or latency target, 0 disables)",
     )
-    tolerance: float = Field(0.02, ge=0, lt=1, description="how far under the speed target a calibrated plan may stay")
+    tolerance: float = Field(0.02, ge=0, lt=1, description="how far from the speed target a calibrated plan may be")
+    allow_busy: bool = Field(
+        False, description="keep a latency table measured while other processes used the CPUs (marked busy)"
+    )
 
 
 class ScheduleSettings(StepConfig):
@@ -155,6 +162,12 @@ class PruneOptions(StepConfig):
         if self.latency.calibrate and not {"speedup", "latency"} & set(self.target or {}):
             raise ValueError("latency.calibrate needs a speedup or latency target (e.g. target: {speedup: 2})")
         return self
+
+    def calibrate_rounds(self) -> int:
+        """``latency.calibrate``, or its default: 2 re-plans with a speedup or latency target, else none."""
+        if self.latency.calibrate is not None:
+            return self.latency.calibrate
+        return 2 if {"speedup", "latency"} & set(self.target or {}) else 0
 
     def methods(self) -> list[str]:
         return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
@@ -358,7 +371,17 @@ class Prune(Step):
 
             widths = {u.name: allowed_widths(u.channels, cfg.round_to, cfg.max_ratio) for u in units}
             lat_model = LatencyModel(
-                model, example, units, blocks, widths, L.runtime, L.batch_size, L.threads, L.cache, L.min_seconds
+                model,
+                example,
+                units,
+                blocks,
+                widths,
+                L.runtime,
+                L.batch_size,
+                L.threads,
+                L.cache,
+                L.min_seconds,
+                allow_busy=L.allow_busy,
             )
 
             def cost_fn(keep: dict[str, int], removed: set[str]) -> dict[str, float]:  # type: ignore[misc]
@@ -398,9 +421,9 @@ class Prune(Step):
 
         plan = make_plan(tg)
         t_before = None
-        if lat_model is not None and L.calibrate:
+        if lat_model is not None and cfg.calibrate_rounds():
             plan, rec["latency_calibration"], t_before = _calibrate_plan(
-                make_plan, plan, tg, teacher, example, L.calibrate, L.tolerance, timed
+                make_plan, plan, tg, teacher, example, cfg.calibrate_rounds(), L.tolerance, timed
             )
         rec["plan"] = plan.to_dict()
 
@@ -454,6 +477,7 @@ class Prune(Step):
                 "after": t_after,
                 "measured_speedup": t_before / t_after,
                 "predicted_speedup": _predicted_speedup(plan),
+                "prediction_error": _predicted_speedup(plan) / (t_before / t_after),
                 "note": "medians measured one after the other on a shared machine",
             }
         return rec
@@ -473,39 +497,53 @@ def _calibrate_plan(
     tolerance: float,
     timed: Callable[[nn.Module], float],
 ) -> tuple[Plan, list[dict[str, Any]], float]:
-    """Time each plan's pruned graph (before recovery) and re-plan with a higher speed target while the
-    measured speed-up stays under the one asked for: the latency table sums savings measured in isolation
-    and tends to promise more than the whole graph gives. Returns the plan, one record per round and the
-    unpruned model's latency."""
+    """Time each plan's pruned graph (before recovery) and re-plan while the measured speed-up misses the
+    one asked for by more than ``tolerance`` either way: with the target raised by the shortfall (the
+    latency table sums savings measured in isolation and often promises more than the whole graph gives)
+    or lowered by the excess (the plan removed more than needed). Keeps the plan measured closest to the
+    target among those reaching ``target x (1 - tolerance)``, else the fastest measured. Returns that plan,
+    one record per round (``prediction_error`` = predicted / measured speed-up; ``kept`` on the one kept)
+    and the unpruned model's latency."""
     from slimline.prune.allocate import normalise_targets
     from slimline.prune.schedule import apply_plan
 
     want = 1.0 / (1.0 - normalise_targets(tg)["latency"])
     others = {k: v for k, v in tg.items() if k not in ("latency", "speedup")}
     t_before = timed(model)
-    asked, rounds = want, []
+    asked, rounds, plans = want, [], []
     for i in range(rounds_max + 1):
         trial = copy.deepcopy(model)
         apply_plan(trial, example, plan)  # L1 channel choice: only the shapes matter for the time
         measured = t_before / timed(trial)
+        predicted = _predicted_speedup(plan)
         rounds.append(
             {
                 "round": i,
                 "asked_speedup": asked,
-                "predicted_speedup": _predicted_speedup(plan),
+                "predicted_speedup": predicted,
                 "measured_speedup": measured,
+                "prediction_error": predicted / measured,
                 "plan": plan.to_dict(),
             }
         )
-        if measured >= want * (1 - tolerance) or i == rounds_max:
+        plans.append(plan)
+        if abs(measured - want) <= want * tolerance or i == rounds_max:
             break
         asked *= want / measured
         try:
             plan = make_plan(others | {"speedup": asked})
-        except SlimlineError as e:  # no plan reaches the corrected target: keep the last one measured
+        except SlimlineError as e:  # no plan reaches the corrected target: keep the best one measured
             rounds[-1]["stopped"] = f"no plan for a predicted {asked:.2f}x: {e}"
             break
-    return plan, rounds, t_before
+    speeds = [r["measured_speedup"] for r in rounds]
+    meeting = [j for j, m in enumerate(speeds) if m >= want * (1 - tolerance)]
+    kept = (
+        min(meeting, key=lambda j: abs(speeds[j] - want))
+        if meeting
+        else max(range(len(speeds)), key=speeds.__getitem__)
+    )
+    rounds[kept]["kept"] = True
+    return plans[kept], rounds, t_before
 
 
 def _load_sensitivity(path: str) -> dict[str, Any]:
