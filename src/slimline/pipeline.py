@@ -18,6 +18,7 @@ from slimline.models import load_model, load_onnx
 from slimline.progress import console
 from slimline.recipe import DataConfig, ModelSpec, Recipe
 from slimline.steps import get_step
+from slimline.train import seed_everything
 
 RESULTS_JSON = "results.json"
 
@@ -125,6 +126,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
     }
     write_json(run_dir / "recipe.json", results["recipe"])
     console.print(f"[bold]slimline[/] run [cyan]{recipe.name}[/] -> {run_dir}")
+    seed_everything(recipe.seed)  # a model built without weights starts the same on every rerun (resumable)
     art = make_baseline(recipe.model, data.spec, run_dir / "00_baseline")
     ctx.baseline = art
     ctx.artifacts.append(art)
