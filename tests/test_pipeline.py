@@ -71,3 +71,64 @@ def test_step_input_branches_from_an_earlier_stage(tmp_path: Path) -> None:
     assert Artifact.load(tmp_path / "run" / "03_export_onnx").lineage[0]["step"] == "baseline"
     with pytest.raises(SlimlineError, match="no earlier stage named 'prune'"):
         slimline.run(_recipe(tmp_path, [{"evaluate": {"input": "prune"}}]))
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from slimline.errors import RunFolderBusy
+    from slimline.runlock import LOCK_FILE, run_lock
+
+    run = tmp_path / "run"
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with run_lock(run):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(RunFolderBusy, match=rf"being written by another slimline run \(pid {os.getpid()} on "):
+            slimline.run(_recipe(tmp_path, ["evaluate"]))
+        assert not (run / "00_baseline").exists()
+    finally:
+        release.set()
+        t.join()
+    res = slimline.run(_recipe(tmp_path, ["evaluate"]))  # released: the next run goes ahead
+    assert res["final_artifact"] == "00_baseline"
+    assert (run / LOCK_FILE).read_text() == ""  # released on the way out
+    with pytest.raises(SlimlineError):  # a failing run releases the lock too
+        slimline.run(_recipe(tmp_path, ["evaluate", {"train": {"epochs": 1}, "input": "nowhere"}]))
+    with run_lock(run):
+        pass
+
+
+def test_leftovers_of_an_interrupted_run_are_removed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    (run / ".01_train.k3j2h1x9").mkdir(parents=True)
+    (run / ".01_train.k3j2h1x9" / "weights.pt").write_bytes(b"partial")
+    (run / ".00_baseline.old").mkdir()
+    (run / ".results.json.abcd.tmp").write_text("{")
+    (run / ".02_qat.qat-checkpoint.pt").write_bytes(b"kept")  # a checkpoint a rerun resumes from
+    slimline.run(_recipe(tmp_path, ["evaluate"]))
+    assert "removed 3 leftover temporary" in " ".join(capsys.readouterr().err.split())
+    left = sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+    assert left == [".02_qat.qat-checkpoint.pt", ".slimline.lock"]
+
+
+def test_report_refuses_a_folder_a_run_is_writing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+    from slimline.runlock import run_lock
+
+    slimline.run(_recipe(tmp_path, ["evaluate"]))
+    run = tmp_path / "run"
+    with run_lock(run):
+        res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code != 0 and "is being written by another slimline run" in " ".join(res.output.split())
+    assert CliRunner().invoke(app, ["report", str(run)]).exit_code == 0

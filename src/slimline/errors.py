@@ -25,3 +25,7 @@ class ExportError(SlimlineError):
 
 class RuntimeUnavailable(SlimlineError):
     """A runtime is not installed or cannot run on this machine."""
+
+
+class RunFolderBusy(SlimlineError):
+    """Another slimline process is writing the same run folder."""

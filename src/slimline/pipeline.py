@@ -17,6 +17,7 @@ from slimline.fileio import write_json
 from slimline.models import load_model, load_onnx
 from slimline.progress import console
 from slimline.recipe import DataConfig, ModelSpec, Recipe
+from slimline.runlock import remove_leftovers, run_lock
 from slimline.steps import get_step
 from slimline.train import seed_everything
 
@@ -108,9 +109,20 @@ def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
 
 
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run every step of ``recipe``; returns (and writes) the run's results.json content."""
+    """Run every step of ``recipe``; returns (and writes) the run's results.json content.
+
+    The run folder is locked for the whole run (a second run into it fails at once), and what an
+    interrupted run left there (staging folders, ``.old``/``.tmp`` files) is removed first.
+    """
     run_dir = Path(output_dir or recipe.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        removed = remove_leftovers(run_dir)
+        if removed:
+            console.print(f"removed {removed} leftover temporary file(s)/folder(s) of an interrupted run in {run_dir}")
+        return _run_locked(recipe, run_dir)
+
+
+def _run_locked(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     data = DataBundle(recipe.data, recipe.seed)
     ctx = RunContext(run_dir=run_dir, data=data, seed=recipe.seed)
     results: dict[str, Any] = {
