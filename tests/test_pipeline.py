@@ -132,3 +132,33 @@ def test_report_refuses_a_folder_a_run_is_writing(tmp_path: Path) -> None:
         res = CliRunner().invoke(app, ["report", str(run)])
     assert res.exit_code != 0 and "is being written by another slimline run" in " ".join(res.output.split())
     assert CliRunner().invoke(app, ["report", str(run)]).exit_code == 0
+
+
+def test_a_model_for_other_channels_fails_before_any_step(tmp_path: Path) -> None:
+    """small_cnn takes 1 channel; cifar10-sample gives 3: one line before 00_baseline is written."""
+    from slimline.errors import ModelError
+
+    recipe = _recipe(tmp_path, [{"train": {"epochs": 1}}]) | {"data": {"name": "cifar10-sample", "test_limit": 50}}
+    want = (
+        r"model small_cnn_half expects 1 input channel\(s\) but dataset cifar10-sample "
+        r"gives 3 \(input shape \(3, 32, 32\)\); use a model made for 3 channel\(s\)"
+    )
+    with pytest.raises(ModelError, match=want):
+        slimline.run(recipe)
+    assert not (tmp_path / "run" / "00_baseline").exists()
+    ok = recipe | {"model": {"name": "small_cnn_half", "kwargs": {"in_channels": 3}}, "steps": ["evaluate"]}
+    assert slimline.run(ok)["final_artifact"] == "00_baseline"
+
+
+def test_an_onnx_model_for_another_input_fails_before_any_step(tmp_path: Path) -> None:
+    from slimline.errors import ModelError
+
+    first = slimline.run(_recipe(tmp_path, ["export_onnx"]))
+    onnx_file = tmp_path / "run" / first["final_artifact"] / "model.onnx"
+    recipe = _recipe(tmp_path, ["evaluate"]) | {
+        "model": str(onnx_file),
+        "data": {"name": "cifar10-sample", "test_limit": 50},
+        "output_dir": str(tmp_path / "run2"),
+    }
+    with pytest.raises(ModelError, match=r"expects 1 input channel\(s\) but dataset cifar10-sample gives 3"):
+        slimline.run(recipe)
