@@ -162,3 +162,34 @@ def test_an_onnx_model_for_another_input_fails_before_any_step(tmp_path: Path) -
     }
     with pytest.raises(ModelError, match=r"expects 1 input channel\(s\) but dataset cifar10-sample gives 3"):
         slimline.run(recipe)
+
+
+def test_rerun_with_a_changed_recipe_discards_the_stale_checkpoint(tmp_path: Path) -> None:
+    """Killed under lr 0.01, rerun with lr 0.3: the step starts afresh (its record says why); with 0.01 it resumes."""
+    from slimline.artifact import load_torch
+    from slimline.pipeline import DataBundle
+    from slimline.recipe import parse_recipe
+    from slimline.steps.train import TrainOptions
+    from slimline.train import fit
+
+    def recipe(lr: float) -> dict:
+        return _recipe(tmp_path, [{"train": {"epochs": 2, "batch_size": 64, "augment": False, "lr": lr}}])
+
+    slimline.run(recipe(0.01))
+    run = tmp_path / "run"
+
+    def killed_after_one_epoch(lr: float) -> None:  # what a run killed during epoch 2 leaves behind
+        parsed = parse_recipe(recipe(lr))
+        opts = parsed.steps[0].config
+        assert isinstance(opts, TrainOptions)
+        model = load_torch(Artifact.load(run / "00_baseline"))
+        data = DataBundle(parsed.data, parsed.seed)
+        fit(model, data.train, opts.train_config(parsed.seed), checkpoint=run / "01_train" / "checkpoint.pt",
+            stop_after_epoch=1)
+
+    killed_after_one_epoch(0.01)
+    rec = slimline.run(recipe(0.3))["stages"][1]["record"]
+    assert "changed: lr" in rec["resume"]["discarded"] and len(rec["history"]) == 2
+    killed_after_one_epoch(0.01)
+    rec = slimline.run(recipe(0.01))["stages"][1]["record"]
+    assert rec["resume"] == {"from_epoch": 1}
