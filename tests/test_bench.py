@@ -372,8 +372,9 @@ def test_bench_run_from_a_recipe(
     monkeypatch.setattr(harness, "_peak", lambda *a: {"fp32_gflops": 10.0})
     monkeypatch.setattr(bench_pkg, "bench_targets", functools.partial(harness.bench_targets, plugins=[plugin]))
     ctx = RunContext(run_dir=tmp_path, data=DataBundle(DataConfig(name="digits")), artifacts=[torch_art])
+    __import__(plugin)  # registers test-sleep here too: a recipe's runtimes are checked when it is read
     cfg = BenchmarkConfig(
-        runtimes=["test-sleep", "onnxruntime"], batch_sizes=[1], min_runs=3, min_seconds=0, warmup=1, repeats=2
+        runtimes=["test-sleep", "onnxruntime"], batch_sizes=[1], min_runs=3, min_seconds=0.001, warmup=1, repeats=2
     )
     doc = bench_run(ctx, cfg)
     saved = json.loads((tmp_path / "benchmark.json").read_text())

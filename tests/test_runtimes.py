@@ -156,3 +156,26 @@ def test_openvino_telemetry_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     t.sender.force_shutdown(0.1)
     assert sent == []
     assert not (tmp_path / "intel").exists()  # no client id or stats written
+
+
+def test_option_names_come_from_load_and_typos_are_errors(arts) -> None:
+    from slimline.errors import SlimlineError
+    from slimline.runtimes import runtime_options, validate_options, validate_runtime_spec
+
+    assert {"threads", "inter_op_threads"} <= set(runtime_options("onnxruntime"))
+    assert "artifact" not in runtime_options("torch")
+    with pytest.raises(SlimlineError, match=r"runtime onnxruntime has no option 'thread' \(did you mean 'threads'\?\); "
+                       r"valid: threads, inter_op_threads"):
+        validate_runtime_spec("onnxruntime:thread=2")
+    validate_runtime_spec("torch:channels_last")
+    validate_options("onnxruntime", {"batch_size": 8}, allow=("batch_size",))
+    with pytest.raises(SlimlineError, match="unknown runtime 'onnx'"):
+        validate_runtime_spec("onnx")
+    with pytest.raises(SlimlineError, match="has no option 'thread'"):  # the backstop: open_session
+        open_session(arts["onnx"], "onnxruntime", thread=2)
+    art = arts["onnx"]
+    typo = Artifact(art.kind, art.path, art.files, {**art.meta, "runtime_config": {"onnxruntime": {"thread": 1}}})
+    with pytest.raises(SlimlineError, match="has no option 'thread'"):  # an artifact's runtime_config too
+        open_session(typo, "onnxruntime")
+    tuned = Artifact(art.kind, art.path, art.files, {**art.meta, "runtime_config": {"onnxruntime": {"batch_size": 4}}})
+    open_session(tuned, "onnxruntime")  # the tuned batch size rides along

@@ -41,6 +41,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     first = fit(part, train, CFG, checkpoint=ckpt, stop_after_epoch=1)
     assert ckpt.exists() and len(first.history) == 1
     resumed_model = build_model("small_cnn_half")
+    resumed_model.load_state_dict(init)  # a rerun of the step starts from the same input model
     resumed = fit(resumed_model, train, CFG, checkpoint=ckpt)
     assert resumed.resumed_from == 1 and len(resumed.history) == 2
     for (k, va), vb in zip(full.state_dict().items(), resumed_model.state_dict().values(), strict=True):
@@ -65,11 +66,14 @@ def test_weight_average_ends_as_the_model_and_resumes(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
     fit(part, train, cfg, checkpoint=ckpt, stop_after_epoch=1)
     resumed = build_model("small_cnn_half")
+    resumed.load_state_dict(init)
     fit(resumed, train, cfg, checkpoint=ckpt)
     for (k, va), vb in zip(avg.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, msg=k)  # the average survives the checkpoint
+    again = build_model("small_cnn_half")
+    again.load_state_dict(init)
     with pytest.raises(SlimlineError, match="has no weight average"):
-        fit(build_model("small_cnn_half"), train, cfg, checkpoint=_without_ema(ckpt, tmp_path))
+        fit(again, train, cfg, checkpoint=_without_ema(ckpt, tmp_path))
 
 
 def _without_ema(ckpt: Path, tmp_path: Path) -> Path:
@@ -79,6 +83,44 @@ def _without_ema(ckpt: Path, tmp_path: Path) -> Path:
     out = tmp_path / "plain.pt"
     torch.save(state, out)
     return out
+
+
+def test_checkpoint_of_another_configuration_is_discarded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run stopped with config A and rerun with B restarts (same weights as a fresh B run); rerun with A resumes."""
+    import dataclasses
+
+    train, _ = _digits()
+    cfg_b = dataclasses.replace(CFG, lr=0.3)
+    torch.manual_seed(0)
+    init = build_model("small_cnn_half").state_dict()
+
+    def model() -> torch.nn.Module:
+        m = build_model("small_cnn_half")
+        m.load_state_dict(init)
+        return m
+
+    fresh_b = model()
+    fit(fresh_b, train, cfg_b)
+    ckpt = tmp_path / "ckpt.pt"
+    fit(model(), train, CFG, checkpoint=ckpt, stop_after_epoch=1)  # config A, killed after epoch 1
+    capsys.readouterr()
+    with_b = model()
+    res = fit(with_b, train, cfg_b, checkpoint=ckpt)
+    out = " ".join(capsys.readouterr().err.split())
+    assert "made with another configuration (changed: lr); starting this step afresh" in out
+    assert res.resumed_from is None and res.resume is not None and "changed: lr" in res.resume["discarded"]
+    for (k, va), vb in zip(fresh_b.state_dict().items(), with_b.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+    # the same configuration resumes: stopped again with A, rerun with A
+    fit(model(), train, CFG, checkpoint=ckpt, stop_after_epoch=1)
+    res = fit(model(), train, CFG, checkpoint=ckpt)
+    assert res.resumed_from == 1 and res.resume == {"from_epoch": 1}
+    # other weights in, or other data, also restart the step
+    fit(model(), train, CFG, checkpoint=ckpt, stop_after_epoch=1)
+    res = fit(build_model("small_cnn_half"), train, CFG, checkpoint=ckpt, stop_after_epoch=1)
+    assert res.resume is not None and "input model" in res.resume["discarded"]
+    res = fit(model(), train.take(400), CFG, checkpoint=ckpt)
+    assert res.resume is not None and "data" in res.resume["discarded"]
 
 
 def test_accuracy_metrics_and_interval() -> None:

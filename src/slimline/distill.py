@@ -33,7 +33,7 @@ from torch import nn
 from slimline.data.base import ArrayDataset
 from slimline.errors import ModelError, SlimlineError
 from slimline.progress import make_progress
-from slimline.train import Criterion, TrainConfig, TrainResult, fit
+from slimline.train import Criterion, TrainConfig, TrainResult, fit, state_hash
 
 __all__ = [
     "DistillResult",
@@ -352,6 +352,7 @@ class DistillResult:
     epochs: int
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    resume: dict[str, Any] | None = None  # see TrainResult.resume
     temperature: float = 4.0
     alpha: float = 0.9
     cache: dict[str, int] | None = None  # samples / hits / misses when teacher logits were cached
@@ -421,6 +422,13 @@ def distill(
             extra_params=hint.parameters() if hint is not None else None,
             description=description,
             stop_after_epoch=stop_after_epoch,
+            setup={
+                "temperature": float(temperature),
+                "alpha": float(alpha),
+                "hint_layers": list(hint_layers) if hint_layers else None,
+                "hint_weight": float(hint_weight),
+                "teacher": state_hash(teacher.state_dict()),
+            },
         )
     finally:
         if hint is not None:
@@ -429,6 +437,7 @@ def distill(
         epochs=res.epochs,
         history=res.history,
         resumed_from=res.resumed_from,
+        resume=res.resume,
         temperature=float(temperature),
         alpha=float(alpha),
         cache=logit_cache.stats() if logit_cache is not None else None,

@@ -130,3 +130,7 @@ def _visible(path: str | os.PathLike[str]) -> Path:
     parts = Path(path).parts
     hidden = next((i for i, part in enumerate(parts) if part.startswith(".") and part not in (".", "..")), None)
     return Path(*parts[:hidden]) if hidden else Path(path)
+
+
+class RunFolderBusy(SlimlineError):
+    """Another slimline process is writing the same run folder."""

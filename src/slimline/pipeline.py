@@ -12,12 +12,14 @@ from typing import Any
 from slimline.artifact import Artifact, ArtifactWriter, save_torch
 from slimline.data import ArrayDataset, DataSpec, load_dataset
 from slimline.environment import environment
-from slimline.errors import SlimlineError
+from slimline.errors import ModelError, SlimlineError
 from slimline.fileio import write_json
 from slimline.models import load_model, load_onnx
 from slimline.progress import console
 from slimline.recipe import DataConfig, ModelSpec, Recipe
+from slimline.runlock import remove_leftovers, run_lock
 from slimline.steps import get_step
+from slimline.train import seed_everything
 
 RESULTS_JSON = "results.json"
 
@@ -87,14 +89,71 @@ def make_baseline(model: ModelSpec, spec: DataSpec, dest: Path) -> Artifact:
     meta = model_meta(spec, model.name)
     record = {"step": "baseline", "model": model.name, "weights": model.weights}
     if model.name.endswith(".onnx"):
-        load_onnx(model.name)
+        check_onnx_input(load_onnx(model.name), spec, model.name)
         with ArtifactWriter(dest, "onnx", meta, [record]) as w:
             shutil.copyfile(model.name, w.add("model", "model.onnx"))
         assert w.artifact is not None
         return w.artifact
     kwargs = dict(model.kwargs)
     net = load_model(model.name, model.weights, **kwargs)
+    check_input_fits(net, spec, model.name)
     return save_torch(net, dest, meta, [record])
+
+
+def _shape_text(spec: DataSpec) -> str:
+    return f"dataset {spec.name} gives {spec.input_shape[0]} (input shape {tuple(spec.input_shape)})"
+
+
+def check_input_fits(net: Any, spec: DataSpec, name: str) -> None:
+    """Run one zero sample of the data's shape through ``net``; a mismatch becomes one line naming both sides."""
+    import torch
+
+    c = spec.input_shape[0]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *spec.input_shape))
+    except Exception as e:  # noqa: BLE001 - a model may fail in any way on a shape it was not made for
+        first_conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        if first_conv is not None and first_conv.in_channels != c:
+            raise ModelError(
+                f"model {name} expects {first_conv.in_channels} input channel(s) but {_shape_text(spec)}; "
+                f"use a model made for {c} channel(s) (e.g. model kwargs in_channels: {c}, where the model takes it) "
+                "or another dataset"
+            ) from e
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(
+            f"model {name} cannot run on the input of dataset {spec.name} (shape {tuple(spec.input_shape)}): {first}; "
+            "use a model made for this input or another dataset"
+        ) from e
+    finally:
+        net.train(was_training)
+
+
+def check_onnx_input(proto: Any, spec: DataSpec, name: str) -> None:
+    """Compare the ONNX graph's first input's static dimensions (after the batch) with the data's input shape."""
+    weights = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in weights]
+    if not inputs:
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+    want = tuple(spec.input_shape)
+    if len(dims) != len(want) + 1:
+        raise ModelError(
+            f"model {name} takes a {len(dims)}-D input but {_shape_text(spec)}, i.e. batch x {len(want)} dimensions; "
+            "use a model made for this input or another dataset"
+        )
+    if dims[1] and dims[1] != want[0]:
+        raise ModelError(
+            f"model {name} expects {dims[1]} input channel(s) but {_shape_text(spec)}; "
+            f"use a model made for {want[0]} channel(s) or another dataset"
+        )
+    if any(d and d != w for d, w in zip(dims[1:], want, strict=True)):
+        raise ModelError(
+            f"model {name} expects input {tuple(dims[1:])} but {_shape_text(spec)}; "
+            "export the model for this input size or use another dataset"
+        )
 
 
 def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
@@ -107,9 +166,20 @@ def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
 
 
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run every step of ``recipe``; returns (and writes) the run's results.json content."""
+    """Run every step of ``recipe``; returns (and writes) the run's results.json content.
+
+    The run folder is locked for the whole run (a second run into it fails at once), and what an
+    interrupted run left there (staging folders, ``.old``/``.tmp`` files) is removed first.
+    """
     run_dir = Path(output_dir or recipe.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        removed = remove_leftovers(run_dir)
+        if removed:
+            console.print(f"removed {removed} leftover temporary file(s)/folder(s) of an interrupted run in {run_dir}")
+        return _run_locked(recipe, run_dir)
+
+
+def _run_locked(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     data = DataBundle(recipe.data, recipe.seed)
     ctx = RunContext(run_dir=run_dir, data=data, seed=recipe.seed)
     results: dict[str, Any] = {
@@ -125,6 +195,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str
     }
     write_json(run_dir / "recipe.json", results["recipe"])
     console.print(f"[bold]slimline[/] run [cyan]{recipe.name}[/] -> {run_dir}")
+    seed_everything(recipe.seed)  # a model built without weights starts the same on every rerun (resumable)
     art = make_baseline(recipe.model, data.spec, run_dir / "00_baseline")
     ctx.baseline = art
     ctx.artifacts.append(art)

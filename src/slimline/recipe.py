@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from slimline.errors import RecipeError
+from slimline.errors import RecipeError, SlimlineError
 from slimline.steps import StepConfig, get_step, step_names
 
 
@@ -30,14 +30,35 @@ class DataConfig(BaseModel):
 
 class BenchmarkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"])
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
-    threads: int | None = None
-    min_runs: int = 20
-    min_seconds: float = 1.0
-    warmup: int = 5
+    runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], min_length=1)
+    threads: int | Literal["auto"] | None = Field(
+        None, description="threads per runtime; None or 'auto': the runtime's default"
+    )
+    min_runs: int = Field(20, ge=1)
+    min_seconds: float = Field(1.0, gt=0)
+    warmup: int = Field(5, ge=0)
     repeats: int = Field(1, ge=1, description="fresh processes per combination; the median one is kept")
     artifacts: list[str] | None = Field(None, description="step folders to bench (default: every artifact)")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be a whole number of at least 1, or 'auto' (the runtime's default), not {v!r}")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtimes(cls, v: list[str]) -> list[str]:
+        from slimline.runtimes import validate_runtime_spec
+
+        for text in v:
+            try:
+                validate_runtime_spec(text)
+            except SlimlineError as e:
+                raise ValueError(str(e)) from None
+        return v
 
 
 class StepSpec(BaseModel):
@@ -115,6 +136,8 @@ def _format_errors(e: ValidationError, prefix: str = "") -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])
         lines.append(f"{path}: {msg}")
     return "; ".join(lines)
 

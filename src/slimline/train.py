@@ -7,6 +7,8 @@ QAT change the loss without a second loop.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from slimline.data.base import ArrayDataset
 from slimline.errors import SlimlineError
 from slimline.evaluate import evaluate
 from slimline.fileio import torch_save
-from slimline.progress import make_progress
+from slimline.progress import console, make_progress
 
 Criterion = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -50,6 +52,7 @@ class TrainResult:
     epochs: int
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    resume: dict[str, Any] | None = None  # {"from_epoch": n} or {"discarded": why}; None: no checkpoint found
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,12 +105,16 @@ def fit(
     extra_params: list[nn.Parameter] | None = None,
     description: str = "train",
     stop_after_epoch: int | None = None,
+    setup: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place. With ``checkpoint``, save after each epoch and resume from it.
 
     ``stop_after_epoch`` ends the run early after that epoch (used to test resuming).
     ``extra_params`` (e.g. a distillation adapter) are optimised with the model and saved in the
     checkpoint beside it, so a resumed run continues with their trained values.
+    ``setup``: what else decides the result besides ``cfg``, the model and the data (the loss's
+    settings, a teacher's identity), as JSON-able values. A checkpoint carries a fingerprint of all
+    of these; one made with anything different is discarded (with a console line) instead of resumed.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -122,8 +129,18 @@ def fit(
     result = TrainResult(epochs=cfg.epochs)
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
+    fingerprint = run_fingerprint(model, train, cfg, extra, setup) if ckpt is not None else {}
+    state: dict[str, Any] | None = None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        changed = fingerprint_changes(state.get("fingerprint"), fingerprint)
+        if changed:
+            why = f"made with another configuration (changed: {', '.join(changed)})"
+            console.print(f"checkpoint {ckpt} was {why}; starting this step afresh", highlight=False)
+            result.resume = {"discarded": f"checkpoint {why}"}
+            ckpt.unlink()
+            state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -146,6 +163,7 @@ def fit(
         start = int(state["epoch"])
         result.history = list(state.get("history", []))
         result.resumed_from = start
+        result.resume = {"from_epoch": start}
     with make_progress() as bar:
         task = bar.add_task(description, total=cfg.epochs * steps_per_epoch, completed=start * steps_per_epoch, info="")
         for epoch in range(start, cfg.epochs):
@@ -184,6 +202,7 @@ def fit(
                         "epoch": epoch + 1,
                         "history": result.history,
                         "extra_params": [p.detach().clone() for p in extra],
+                        "fingerprint": fingerprint,
                         **({"ema": ema.state_dict()} if ema is not None else {}),
                     },
                     ckpt,
@@ -194,6 +213,67 @@ def fit(
         ema.copy_to(model)
     model.eval()
     return result
+
+
+def state_hash(tensors: Any) -> str:
+    """A hash of a state_dict's (or a list of tensors') names, shapes, dtypes and values."""
+    items = tensors.items() if isinstance(tensors, dict) else enumerate(tensors)
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in items:
+        h.update(str(k).encode())
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu()
+            if t.is_quantized:
+                t = t.int_repr()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            try:
+                h.update(t.contiguous().numpy().tobytes())
+            except TypeError:  # dtypes numpy lacks (bfloat16, ...)
+                h.update(t.float().contiguous().numpy().tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
+
+
+def data_identity(ds: ArrayDataset) -> dict[str, Any]:
+    """Name, split, size and a hash of the labels and every 97th image: enough to tell datasets apart."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(ds.y).tobytes())
+    h.update(np.ascontiguousarray(ds.x[::97]).tobytes())
+    return {"name": ds.spec.name, "split": ds.split, "size": len(ds), "hash": h.hexdigest()}
+
+
+def run_fingerprint(
+    model: nn.Module,
+    train: ArrayDataset,
+    cfg: TrainConfig,
+    extra: list[nn.Parameter] | None = None,
+    setup: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a training run depends on: its settings (``cfg`` and ``setup``), the starting weights and the data."""
+    config = {k: v for k, v in asdict(cfg).items() if k != "threads"}  # threads change speed, not what is learnt
+    return {
+        "config": json.loads(json.dumps(config, default=str)),
+        "setup": json.loads(json.dumps(setup or {}, default=str)),
+        "model": state_hash(model.state_dict()),
+        "extra_params": state_hash(list(extra or [])),
+        "data": data_identity(train),
+    }
+
+
+def fingerprint_changes(saved: Any, now: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's fingerprint and this run's (setting names, 'input model', 'data')."""
+    if not isinstance(saved, dict):
+        return ["the checkpoint has no fingerprint"]
+    changed: list[str] = []
+    for part in ("config", "setup"):
+        old, new = saved.get(part) or {}, now.get(part) or {}
+        changed += [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if saved.get("model") != now.get("model") or saved.get("extra_params") != now.get("extra_params"):
+        changed.append("input model")
+    if saved.get("data") != now.get("data"):
+        changed.append("data")
+    return changed
 
 
 class _Ema:

@@ -100,7 +100,7 @@ def bench_run(ctx: RunContext, cfg: BenchmarkConfig) -> dict[str, Any]:
         [BenchTarget.from_artifact(a) for a in arts],
         cfg.runtimes,
         cfg.batch_sizes,
-        threads=cfg.threads,
+        threads=None if cfg.threads == "auto" else cfg.threads,
         warmup=cfg.warmup,
         min_runs=cfg.min_runs,
         min_seconds=cfg.min_seconds,

@@ -26,8 +26,8 @@ def bench(
         help="repeatable: torch, torch:channels_last, torch-compile, onnxruntime, "
         "openvino, openvino:hint=throughput,streams=2 ...",
     ),
-    batch: list[int] = typer.Option([1], "--batch", "-b", help="repeatable batch size"),
-    threads: int | None = typer.Option(None, "--threads", "-t", help="threads per runtime (default: the runtime's)"),
+    batch: list[int] = typer.Option([1], "--batch", "-b", min=1, help="repeatable batch size (at least 1)"),
+    threads: int | None = typer.Option(None, "--threads", "-t", min=1, help="threads per runtime (default: its own)"),
     min_runs: int = typer.Option(20, min=1, help="timed calls at least"),
     min_seconds: float = typer.Option(1.0, min=0, help="timed seconds at least"),
     max_seconds: float | None = typer.Option(None, help="stop timing a combination after this long regardless"),
@@ -43,7 +43,7 @@ def bench(
     peak: bool = typer.Option(True, "--peak/--no-peak", help="measure the GEMM peak first, for efficiency"),
     peak_gflops: float | None = typer.Option(None, help="use this fp32 peak (GFLOP/s) instead of measuring it"),
     compare: Path | None = typer.Option(None, "--compare", help="an earlier results JSON: print speed ratios"),
-    timeout: float = typer.Option(1800, help="seconds allowed per combination"),
+    timeout: float = typer.Option(1800, min=1, help="seconds allowed per combination"),
     tuned_batch: bool = typer.Option(
         True, "--tuned-batch/--no-tuned-batch", help="also measure each artifact at the batch size `tune` chose"
     ),
@@ -62,7 +62,10 @@ def bench(
     from slimline.bench.table import compare_results, compare_table, error_lines, load_results, results_table
     from slimline.bench.targets import resolve_targets
     from slimline.cli.export import parse_shape
+    from slimline.runtimes import validate_runtime_spec
 
+    for r in runtime:  # a misspelt option fails here, not after the other combinations ran
+        validate_runtime_spec(r)
     old = load_results(compare) if compare else None
     with tempfile.TemporaryDirectory(prefix=tmp_prefix()) as tmp:
         work = workdir or Path(tmp)
@@ -116,7 +119,7 @@ def bench(
 @app.command()
 @friendly
 def peak(
-    threads: int | None = typer.Option(None, "--threads", "-t", help="threads (default: the libraries' default)"),
+    threads: int | None = typer.Option(None, "--threads", "-t", min=1, help="threads (default: the libraries')"),
     seconds: float = typer.Option(3.0, min=0.1, help="measuring time in total"),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="also measure int8 GEMM (ONNX Runtime MatMulInteger)"),
     json_path: Path | None = JSON_OPTION,

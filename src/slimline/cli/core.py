@@ -43,7 +43,7 @@ def train(
     optimizer: str = typer.Option("sgd", help="sgd or adamw"),
     seed: int = typer.Option(0),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
-    limit: int | None = typer.Option(None, help="use only the first N training samples"),
+    limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     output: Path = typer.Option(Path("runs/train"), "--output", "-o", help="run folder"),
     json_path: Path | None = JSON_OPTION,
 ) -> None:
@@ -76,7 +76,7 @@ def eval_cmd(
     reference: str | None = typer.Option(None, help="reference model for fidelity (top-1 agreement, logit cosine)"),
     reference_weights: Path | None = typer.Option(None),
     runtime: str | None = typer.Option(None, help="runtime for artifacts (default: the artifact's own)"),
-    limit: int | None = typer.Option(None, help="evaluate only the first N samples"),
+    limit: int | None = typer.Option(None, min=1, help="evaluate only the first N samples"),
     data_dir: Path | None = typer.Option(None),
     json_path: Path | None = JSON_OPTION,
 ) -> None:

@@ -34,7 +34,7 @@ def distill(
     hint_weight: float = typer.Option(1.0, min=0.0, help="weight of the feature (hint) loss"),
     seed: int = typer.Option(0),
     val_size: float = typer.Option(0.1, help="validation slice of the training data (fraction, or count if >= 1)"),
-    limit: int | None = typer.Option(None, help="use only the first N training samples"),
+    limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     test: bool = typer.Option(True, "--test/--no-test", help="evaluate the student on the test split at the end"),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
     output: Path = typer.Option(Path("runs/distill"), "--output", "-o", help="run folder"),

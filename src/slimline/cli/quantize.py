@@ -39,7 +39,7 @@ def quantize(
     accuracy_aware: bool = typer.Option(False, "--accuracy-aware", help="return sensitive layers to float"),
     max_drop: float = typer.Option(1.0, min=0, help="accuracy-aware budget: top-1 points on the validation slice"),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate float and int8 on the test split"),
-    test_limit: int | None = typer.Option(None, help="evaluate on the first N test samples"),
+    test_limit: int | None = typer.Option(None, min=1, help="evaluate on the first N test samples"),
     val_size: float = typer.Option(0.1, help="validation slice of the training data (fraction, or count if >= 1)"),
     seed: int = typer.Option(0),
     data_dir: Path | None = typer.Option(None),

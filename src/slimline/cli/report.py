@@ -22,11 +22,15 @@ def report(
 
     Example: slimline report runs/demo --json runs/demo/report.json
     """
+    from contextlib import nullcontext
+
     from slimline.fileio import write_text
     from slimline.report import REPORT_HTML, build_report
+    from slimline.runlock import run_lock
 
-    rep = build_report(run_dir)
-    path = write_text(run_dir / REPORT_HTML, rep.html)
+    with run_lock(run_dir) if run_dir.is_dir() else nullcontext():  # not while a run writes the folder
+        rep = build_report(run_dir)
+        path = write_text(run_dir / REPORT_HTML, rep.html)
     for f in rep.summary["findings"]:
         console.print(f"[bold]{f['topic']}[/] {f['text']}", highlight=False, soft_wrap=True)
     for p in rep.summary["plots"]:

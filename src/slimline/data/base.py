@@ -110,6 +110,8 @@ class ArrayDataset:
 
     def take(self, n: int | None) -> ArrayDataset:
         """The first ``n`` samples (all when ``n`` is None or larger than the set)."""
+        if n is not None and n < 1:
+            raise DataError(f"a limit of {n} samples leaves nothing to use: give at least 1 (or no limit)")
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
 
     def sample(self, n: int | None, seed: int = 0) -> ArrayDataset:

@@ -81,6 +81,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Every image of every class; each class needs a folder with images in every split (else labels would
+    mean different classes in train and test)."""
     present = _class_names(split_dir)
     unknown = sorted(set(present) - set(classes))
     if unknown:
@@ -88,10 +90,21 @@ def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[
             f"{NAME}: {split_dir} has class folders not in the train split: {', '.join(unknown)} "
             f"(train classes: {', '.join(classes)})"
         )
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise DataError(
+            f"{NAME}: {split_dir} has no folder for class(es) {', '.join(missing)} that the train split has; "
+            "train and test must have the same classes: add the folders with images, or remove them from train"
+        )
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        found = _images_in(split_dir / name) if (split_dir / name).is_dir() else []
+        found = _images_in(split_dir / name)
+        if not found:
+            raise DataError(
+                f"{NAME}: class folder {split_dir / name} has no images ({', '.join(sorted(EXTENSIONS))}); "
+                "remove it or add images"
+            )
         files += found
         labels += [label] * len(found)
     if not files:

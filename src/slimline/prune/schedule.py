@@ -22,7 +22,7 @@ from slimline.evaluate import evaluate
 from slimline.prune.allocate import Plan
 from slimline.prune.block import remove_blocks
 from slimline.prune.channel import prune_channels
-from slimline.train import Criterion, TrainConfig, fit
+from slimline.train import Criterion, TrainConfig, fit, state_hash
 
 
 @dataclass
@@ -183,11 +183,15 @@ def finetune(
         loss_name += f" + {cfg.anchor:g}/2 x |w - w_start|^2"
     tc = cfg.train_config(epochs)
     try:
-        res = fit(model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description)
+        setup = {"finetune": asdict(cfg), "teacher": state_hash(teacher.state_dict()) if teacher is not None else None}
+        res = fit(
+            model, train, tc, val=val, criterion=crit, checkpoint=checkpoint, description=description, setup=setup
+        )
     finally:
         if matcher is not None:
             matcher.remove()
-    return {"epochs": epochs, "loss": loss_name, "train": asdict(tc), "history": res.history}
+    out = {"epochs": epochs, "loss": loss_name, "train": asdict(tc), "history": res.history}
+    return out | ({"resume": res.resume} if res.resume else {})
 
 
 class FeatureMatch:

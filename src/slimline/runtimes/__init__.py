@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
 from slimline.artifact import Artifact
@@ -39,6 +41,35 @@ def availability() -> dict[str, tuple[bool, str]]:
     return {n: RUNTIMES.get(n).available() for n in RUNTIMES.names()}
 
 
+RUNTIME_CONFIG_KEYS = ("batch_size",)  # kept in an artifact's runtime_config for its users, not passed to load
+
+
+def runtime_options(runtime: str) -> list[str]:
+    """The option names ``runtime`` takes: the keyword parameters of its ``load`` after the artifact."""
+    params = list(inspect.signature(get_runtime(runtime).load).parameters.values())[1:]  # skip self
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name != "artifact"]
+
+
+def validate_options(runtime: str, options: dict[str, Any], *, allow: tuple[str, ...] = ()) -> None:
+    """Raise a SlimlineError naming the first option ``runtime`` does not take (with a did-you-mean)."""
+    valid = runtime_options(runtime)
+    for key in options:
+        if key in valid or key in allow:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SlimlineError(f"runtime {runtime} has no option {key!r}{hint}; valid: {', '.join(valid) or '(none)'}")
+
+
+def validate_runtime_spec(text: str) -> None:
+    """Check a ``name[:option[=value],...]`` runtime spec (``-r`` of bench, ``benchmark.runtimes``) before any work."""
+    from slimline.bench.harness import RuntimeSpec
+
+    spec = RuntimeSpec.parse(text)
+    validate_options(spec.name, spec.options)
+
+
 def open_session(artifact: Artifact, runtime: str, **options: Any) -> Session:
     """Load ``artifact`` on ``runtime``; options come from the artifact's runtime config, then ``options``."""
     cls = get_runtime(runtime)
@@ -49,7 +80,10 @@ def open_session(artifact: Artifact, runtime: str, **options: Any) -> Session:
         raise SlimlineError(
             f"runtime {runtime!r} runs {', '.join(cls.kinds)} artifacts, but {artifact.path} is {artifact.kind}"
         )
-    merged = {**artifact.meta.get("runtime_config", {}).get(runtime, {}), **options}
+    saved = artifact.meta.get("runtime_config", {}).get(runtime, {})
+    validate_options(runtime, saved, allow=RUNTIME_CONFIG_KEYS)
+    validate_options(runtime, options, allow=RUNTIME_CONFIG_KEYS)
+    merged = {**saved, **options}
     return cls().load(artifact, **merged)
 
 
@@ -71,4 +105,7 @@ __all__ = [
     "get_runtime",
     "open_session",
     "runtime_names",
+    "runtime_options",
+    "validate_options",
+    "validate_runtime_spec",
 ]

@@ -139,4 +139,6 @@ class Distill(Step):
             "resumed_from": result.resumed_from,
             "val": val,
         }
+        if result.resume:
+            record["resume"] = result.resume
         return StepOutput(out, record)

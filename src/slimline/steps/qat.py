@@ -91,7 +91,8 @@ class Qat(Step):
                          augment=opts.augment, seed=ctx.seed)
         crit = distill_criterion(model, opts.distill, opts.temperature) if opts.distill > 0 else None
         ckpt = ctx.run_dir / f".{ctx.out_dir.name}.qat-checkpoint.pt"
-        result = fit(qmodel, ctx.data.train, tc, val=val, criterion=crit, checkpoint=ckpt, description="qat")
+        result = fit(qmodel, ctx.data.train, tc, val=val, criterion=crit, checkpoint=ckpt, description="qat",
+                     setup=opts.model_dump(mode="json"))
         after = evaluate(qmodel, val)
         shape = tuple(artifact.meta["input_shape"])
         meta = dict(artifact.meta)
@@ -109,6 +110,8 @@ class Qat(Step):
             "val_before": before, "val": after, "onnxruntime": check, "file_bytes": w.artifact.size_bytes(),
             "summary": f"QAT int8: val top-1 {before['top1']:.2f} -> {after['top1']:.2f}",
         }
+        if result.resume:
+            record["resume"] = result.resume
         return StepOutput(w.artifact, record)
 
 

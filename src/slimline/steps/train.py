@@ -50,4 +50,5 @@ class Train(Step):
         val = evaluate(model, ctx.data.val)
         out = ctx.save_model(model, artifact)
         (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)
-        return StepOutput(out, {"train": asdict(tc), "history": result.history, "val": val})
+        record = {"train": asdict(tc), "history": result.history, "val": val}
+        return StepOutput(out, record | ({"resume": result.resume} if result.resume else {}))
