@@ -109,4 +109,4 @@ def test_interrupt_exits_with_one_line(tmp_path: Path, sig: signal.Signals, code
         proc.kill()
     assert proc.returncode == code, err
     line = _one_error_line(err)
-    assert word in line and "run the same command again" in line
+    assert word in line and "run the same command again" in line.lower()

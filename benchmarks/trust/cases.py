@@ -416,7 +416,7 @@ def interrupted_run(work: Path) -> dict[str, Any]:
     msg = last_error({"stdout": out, "stderr": err})
     kept = (run / "00_baseline" / "artifact.json").exists()
     observed = {"rc": proc.returncode, "message": msg, "baseline_kept": kept, "traceback": "Traceback" in err}
-    ok = proc.returncode == 130 and "run the same command again" in msg and kept and "Traceback" not in err
+    ok = proc.returncode == 130 and "run the same command again" in msg.lower() and kept and "Traceback" not in err
     return {"expected": "exit 130 with one line saying what was kept and how to resume", "observed": observed,
             "pass": ok}
 

@@ -40,9 +40,9 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: raised in the main thread so that every ``finally`` runs (temporary files go,
     worker processes are stopped) before the command exits with 128 + the signal's number."""
 
-    def __init__(self, signum: int = 2) -> None:
-        super().__init__(signum)
-        self.signum = signum
+    def __init__(self, signum: int = 2, detail: str = "") -> None:
+        super().__init__(signum, detail)
+        self.signum, self.detail = signum, detail
 
 
 _ERRNO_TEXT = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -12,7 +13,7 @@ from typing import Any
 from slimline.artifact import Artifact, ArtifactWriter, save_torch
 from slimline.data import ArrayDataset, DataSpec, load_dataset
 from slimline.environment import environment
-from slimline.errors import ModelError, SlimlineError
+from slimline.errors import Interrupted, ModelError, SlimlineError
 from slimline.fileio import write_json
 from slimline.models import load_model, load_onnx
 from slimline.progress import console
@@ -211,6 +212,14 @@ def _run_locked(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
         except SlimlineError:
             write_json(run_dir / RESULTS_JSON, results | {"failed_step": f"{i:02d}_{spec.name}"})
             raise
+        except KeyboardInterrupt as e:
+            write_json(run_dir / RESULTS_JSON, results | {"interrupted_step": f"{i:02d}_{spec.name}"})
+            kept = ", ".join(a.path.name for a in ctx.artifacts)
+            raise Interrupted(
+                getattr(e, "signum", signal.SIGINT),
+                f"stopped during step {i} ({spec.name}); kept in {run_dir}: {kept}. Run the same command again "
+                "to resume: a training step continues from its last finished epoch",
+            ) from None
         record = {
             "step": spec.name,
             "index": i,

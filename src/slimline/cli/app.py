@@ -68,7 +68,8 @@ def friendly(fn: F) -> F:
                 raise
             signum = getattr(e, "signum", signal.SIGINT)
             how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            _fail(f"interrupted ({how}): finished steps and files are kept; run the same command again to resume")
+            detail = getattr(e, "detail", "") or "finished steps and files are kept; run the same command again"
+            _fail(f"interrupted ({how}): {detail}")
             raise typer.Exit(128 + int(signum)) from None
         except Exception as e:  # noqa: BLE001 - the one place where every failure becomes one line
             if _state["debug"]:
