@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from slimline.artifact import Artifact, load_torch
 from slimline.errors import ModelError
 
@@ -27,7 +29,7 @@ def artifact_macs(artifact: Artifact, input_shape: tuple[int, ...] | None = None
         if artifact.kind == "torch":
             from slimline.models import count_macs
 
-            return count_macs(load_torch(artifact), shape), "torch flop counter + recurrent and attention layers"
+            return count_macs(load_torch(artifact), shape), "torch.utils.flop_counter"
         if artifact.kind == "onnx":
             counted = onnx_graph_macs(artifact.model_file)
             how = "onnx graph (conv, gemm, matmul, lstm/gru/rnn, attention)"
@@ -182,6 +184,38 @@ def onnx_graph_macs(model: str | Path | Any, input_shapes: dict[str, tuple[int, 
 def onnx_macs(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> int | None:
     """MACs of an ONNX file, dynamic dims at 1 unless ``input_shapes`` gives them (see :func:`onnx_graph_macs`)."""
     return onnx_graph_macs(path, input_shapes).macs
+
+
+# ------------------------------------------------------------------ PyTorch layers flop_counter misses
+
+
+def rnn_macs(module: nn.RNNBase, args: tuple[Any, ...]) -> int:
+    """Per time step and sample: every ``weight_*`` matrix once (gates x (input + hidden) x hidden, per layer and
+    direction, plus the projection of LSTM(proj_size)); times the steps and the batch."""
+    x = args[0]
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        tokens = int(x.data.shape[0])
+    elif x.dim() == 2:  # unbatched: (T, input)
+        tokens = int(x.shape[0])
+    else:
+        tokens = int(x.shape[0] * x.shape[1])
+    per_token = sum(p.numel() for n, p in module.named_parameters(recurse=False) if n.startswith("weight_"))
+    return tokens * per_token
+
+
+def attention_macs(module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Q/K/V and output projections plus Q·Kᵀ and P·V for every head."""
+    query = args[0] if args else kwargs["query"]
+    key = args[1] if len(args) > 1 else kwargs.get("key", query)
+    if query.dim() == 2:  # unbatched: (L, E)
+        n, length, src = 1, int(query.shape[0]), int(key.shape[0])
+    elif module.batch_first:
+        n, length, src = int(query.shape[0]), int(query.shape[1]), int(key.shape[1])
+    else:
+        n, length, src = int(query.shape[1]), int(query.shape[0]), int(key.shape[0])
+    e = module.embed_dim
+    projections = length * e * e + src * (module.kdim + module.vdim) * e + length * e * e
+    return n * (projections + 2 * length * src * e)
 
 
 def openvino_macs(xml_path: str | Path) -> int | None:
