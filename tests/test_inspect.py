@@ -147,3 +147,29 @@ def test_inspect_refuses_bad_shapes(tmp_path: Path) -> None:
         inspect_model(str(path), input_shapes={"x": (3, 8, 8)})
     with pytest.raises(ModelError, match="NAME=DxDx"):
         parse_input_shapes(["x=1xAx3"])
+
+
+def test_inspect_torch_artifacts_build_only_zoo_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimline.artifact import save_torch
+    from slimline.models import load_model
+
+    zoo = save_torch(load_model("small_cnn"), tmp_path / "zoo", {"input_shape": [1, 28, 28]}, [])
+    info = inspect_model(str(zoo.path))
+    assert info["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 28, 28]}]
+    assert info["outputs"][0]["shape"] == ["batch", 10]
+    assert info["params"] > 0 and info["macs"] > 0
+    assert info["runtimes"]["torch"]["loads"] is True
+
+    # a factory named in a folder is never imported
+    (tmp_path / "evil_mod.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef make(): pass\n")
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "artifact.json").write_text(
+        json.dumps({"kind": "torch", "files": {"model": "weights.pt", "architecture": "model.json"}, "meta": {}})
+    )
+    (folder / "model.json").write_text(json.dumps({"source": {"factory": "evil_mod:make"}, "layers": {}}))
+    res = runner.invoke(app, ["inspect", str(folder)])
+    assert res.exit_code == 0, res.output
+    assert "architecture from factory evil_mod:make not built: pass --model evil_mod:make to inspect it" in res.output
+    assert not (tmp_path / "ran").exists()

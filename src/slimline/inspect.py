@@ -185,7 +185,7 @@ def inspect_torch_artifact(artifact: Artifact, input_shapes: dict[str, tuple[int
             "macs": None,
             "assumed_dims": {},
             "note": f"architecture from factory {factory} not built: pass --model {factory} to inspect it",
-            "runtimes": {"torch": {"loads": None, "why": "not tried: the architecture is user code"}},
+            "runtimes": {"torch": {"loads": None, "why": "the architecture is user code, not built from a folder"}},
         }
     out = _torch_summary(load_torch(artifact), shape, top)
     out["source"] = source

@@ -29,5 +29,5 @@ def inspect_cmd(
 
     info = inspect_model(model, weights, parse_input_shapes(input_shape), top)
     for line in format_inspection(info):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     dump_json(json_path, info)
