@@ -168,17 +168,61 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass for a batch of 1 (FLOPs / 2)."""
+def count_macs(
+    model: nn.Module,
+    input_shape: tuple[int, ...] | None = None,
+    example_input: torch.Tensor | tuple[Any, ...] | None = None,
+) -> int:
+    """Multiply-accumulates of one forward pass (FLOPs / 2) on a batch of 1 of ``input_shape``, or on
+    ``example_input`` (a tensor, or a tuple of positional inputs, e.g. integer token ids) as given.
+
+    ``torch.utils.flop_counter`` counts the matrix products; LSTM/GRU/RNN layers (single fused ops it may
+    count as 0) and ``nn.MultiheadAttention`` (whose fast path and fused attention it may not see) are
+    counted from their weights and input shapes instead, replacing what the counter saw inside them.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, *input_shape)
+    from slimline.bench.macs import attention_macs, rnn_macs
+
+    if example_input is None:
+        if input_shape is None:
+            raise ModelError("count_macs needs an input_shape or an example_input")
+        example_input = torch.zeros(1, *input_shape)
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    fc = FlopCounterMode(display=False)
+    extra = 0
+    seen: dict[nn.Module, int] = {}
+
+    def before(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        seen[module] = fc.get_total_flops()
+
+    def after(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        nonlocal extra
+        counted = (fc.get_total_flops() - seen.pop(module, 0)) // 2
+        if isinstance(module, nn.RNNBase):
+            expected = rnn_macs(module, args)
+        else:
+            expected = attention_macs(module, args, kwargs)  # type: ignore[arg-type]
+        extra += max(expected - counted, 0)
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, (nn.RNNBase, nn.MultiheadAttention)):
+            handles.append(m.register_forward_pre_hook(before, with_kwargs=True))
+            handles.append(m.register_forward_hook(after, with_kwargs=True))
     was_training = model.training
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
-    model.train(was_training)
-    return int(fc.get_total_flops() // 2)
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder layer would hide its attention module
+    try:
+        with torch.no_grad(), fc:
+            model(*inputs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return int(fc.get_total_flops() // 2 + extra)
 
 
 __all__ = [

@@ -1,0 +1,33 @@
+"""``slimline inspect``: what a model is (signature, operators, size, MACs, runtimes that load it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.progress import console
+
+
+@app.command("inspect")
+@friendly
+def inspect_cmd(
+    model: str = typer.Argument(..., help=".onnx file, artifact folder, zoo name or package.module:factory"),
+    weights: Path | None = typer.Option(None, help="weights for a zoo name or factory (state_dict or checkpoint)"),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="NAME=DxDx... for one input's dims (repeatable); dynamic dims default to 1"
+    ),
+    top: int = typer.Option(10, min=1, help="how many operator types to list, most frequent first"),
+    json_path: Path | None = JSON_OPTION,
+) -> None:
+    """Print a model's inputs and outputs (dynamic axes by name), operators, opset, params, MACs and runtimes.
+
+    Example: slimline inspect model.onnx --input-shape input_ids=1x128
+    """
+    from slimline.inspect import format_inspection, inspect_model, parse_input_shapes
+
+    info = inspect_model(model, weights, parse_input_shapes(input_shape), top)
+    for line in format_inspection(info):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    dump_json(json_path, info)
