@@ -200,7 +200,8 @@ def prune(
     if rec.get("method") == "magnitude":
         st = rec["storage"]["after"]
         console.print(
-            f"sparsity {100 * rec['sparsity']:.1f}% ({rec['zeros']} of {rec['weights']} weights); stored dense "
+            f"sparsity {100 * rec['sparsity']:.1f}% ({rec['zeros']} of {rec['weights']} weights pruned, "
+            f"{100 * rec.get('covered_share', 1.0):.0f}% of the model's weight matrices); stored dense "
             f"{st['dense_bytes'] / 1e3:.0f} kB, zlib {st['zlib_bytes'] / 1e3:.0f} kB, "
             f"sparse {st['sparse_bytes'] / 1e3:.0f} kB",
             highlight=False,

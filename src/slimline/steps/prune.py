@@ -219,12 +219,11 @@ class Prune(Step):
     def _magnitude(
         self, model: torch.nn.Module, artifact: Artifact, ctx: RunContext, cfg: PruneOptions
     ) -> dict[str, Any]:
-        from torch.nn.utils import prune as tprune
-
         from slimline.prune.magnitude import (
             DENSE_RUNTIME_NOTE,
             magnitude_prune,
             measure_torch_latency,
+            remove_masks,
             sparsity_report,
             storage_report,
         )
@@ -244,8 +243,7 @@ class Prune(Step):
             rec["finetune"] = finetune(
                 model, ctx.data.train, ft, cfg.finetune.epochs, teacher=dense, val=ctx.data.val, description="fine-tune"
             )
-            for n in layers:
-                tprune.remove(model.get_submodule(n), "weight")
+            remove_masks(model, layers)
         sp = sparsity_report(model, layers)
         after = storage_report(model)
         rec.update(
@@ -254,12 +252,15 @@ class Prune(Step):
                 "sparsity_per_layer": {n: v["sparsity"] for n, v in sp["layers"].items()},
                 "zeros": sp["zeros"],
                 "weights": sp["weights"],
+                "covered_share": sp["covered_share"],
+                "skipped": sp["skipped"],
                 "storage": {"before": before, "after": after},
                 "val_before": val_before,
                 "val_after_pruning": val_pruned,
                 "val": evaluate(model, ctx.data.val),
                 "note": DENSE_RUNTIME_NOTE,
-                "summary": f"{100 * sp['sparsity']:.1f}% zeros; sparse {after['sparse_bytes'] / 1e3:.0f} kB "
+                "summary": f"{100 * sp['sparsity']:.1f}% zeros in {100 * sp['covered_share']:.0f}% of the weights; "
+                f"sparse {after['sparse_bytes'] / 1e3:.0f} kB "
                 f"vs dense {after['dense_bytes'] / 1e3:.0f} kB; latency unchanged",
             }
         )
