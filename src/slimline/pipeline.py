@@ -16,7 +16,7 @@ from slimline.errors import SlimlineError
 from slimline.fileio import write_json
 from slimline.models import load_model, load_onnx
 from slimline.progress import console
-from slimline.recipe import DataConfig, ModelSpec, Recipe
+from slimline.recipe import DataConfig, ModelSpec, Recipe, trusts_own_factories
 from slimline.steps import get_step
 
 RESULTS_JSON = "results.json"
@@ -31,7 +31,9 @@ class DataBundle:
 
     @cached_property
     def train_full(self) -> ArrayDataset:
-        return load_dataset(self.config.name, "train", self.config.data_dir, self.config.train_limit)
+        return load_dataset(
+            self.config.name, "train", self.config.data_dir, self.config.train_limit, download=self.config.download
+        )
 
     @cached_property
     def _split(self) -> tuple[ArrayDataset, ArrayDataset]:
@@ -47,7 +49,9 @@ class DataBundle:
 
     @cached_property
     def test(self) -> ArrayDataset:
-        return load_dataset(self.config.name, "test", self.config.data_dir, self.config.test_limit)
+        return load_dataset(
+            self.config.name, "test", self.config.data_dir, self.config.test_limit, download=self.config.download
+        )
 
     def calibration(self, n: int = 300) -> ArrayDataset:
         """A seeded sample of the training part (never the test split)."""
@@ -106,6 +110,7 @@ def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
     raise SlimlineError(f"input: no earlier stage named {name!r} (stages so far: {have})")
 
 
+@trusts_own_factories
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every step of ``recipe``; returns (and writes) the run's results.json content."""
     run_dir = Path(output_dir or recipe.output_dir)

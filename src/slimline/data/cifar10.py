@@ -170,7 +170,7 @@ def _fetch(url: str, dest: Path) -> None:
 
 def _download_or_fail(split: str, places: list[tuple[Path, str]], notes: list[str], download: bool) -> Path:
     if not download:
-        raise DataError(_not_found(split, places, notes, "Downloads are disabled (download=False)."))
+        raise DataError(_not_found(split, places, notes, "Downloads are off by default: pass --download (Python: download=True, recipe: data.download: true) to fetch it."))
     dest = cache_dir() / ARCHIVE
     try:
         with atomic_path(dest) as tmp:
@@ -198,7 +198,7 @@ def _not_found(split: str, places: list[tuple[Path, str]], notes: list[str], why
     return (
         f"{NAME} ({split}): neither {BATCH_DIR}/ nor {ARCHIVE} found. Searched:\n{searched}{extra}\n{why}\n"
         f"To get the data: download {URL} (MD5 {ARCHIVE_MD5}) and pass --data-dir pointing at its folder "
-        f"(or set $SLIMLINE_DATA); or run with downloads enabled while online (it goes to {cache_dir()}). "
+        f"(or set $SLIMLINE_DATA); or run with --download while online (it goes to {cache_dir()}). "
         f"For the small offline sample use the dataset '{SAMPLE_NAME}'."
     )
 
