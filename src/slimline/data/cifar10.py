@@ -170,7 +170,7 @@ def _fetch(url: str, dest: Path) -> None:
 
 def _download_or_fail(split: str, places: list[tuple[Path, str]], notes: list[str], download: bool) -> Path:
     if not download:
-        raise DataError(_not_found(split, places, notes, "Downloads are off by default: pass --download (Python: download=True, recipe: data.download: true) to fetch it."))
+        raise DataError(_not_found(split, places, notes, _NO_DOWNLOAD))
     dest = cache_dir() / ARCHIVE
     try:
         with atomic_path(dest) as tmp:
@@ -189,6 +189,11 @@ def _md5(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_NO_DOWNLOAD = (
+    "Downloads are disabled by default: pass --download (Python: download=True; recipe: data.download: true)."
+)
 
 
 def _not_found(split: str, places: list[tuple[Path, str]], notes: list[str], why: str) -> str:

@@ -128,7 +128,7 @@ def _fetch(url: str, dest: Path) -> None:
 def _download_or_fail(split: str, places: list[tuple[Path, str]], download: bool) -> tuple[Path, Path]:
     names = FILES[split]
     if not download:
-        raise DataError(_not_found(split, places, "Downloads are off by default: pass --download (Python: download=True, recipe: data.download: true) to fetch it."))
+        raise DataError(_not_found(split, places, _NO_DOWNLOAD))
     dest = cache_dir()
     try:
         for name in names:
@@ -155,6 +155,11 @@ def _md5(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_NO_DOWNLOAD = (
+    "Downloads are disabled by default: pass --download (Python: download=True; recipe: data.download: true)."
+)
 
 
 def _not_found(split: str, places: list[tuple[Path, str]], why: str) -> str:
