@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from slimline.errors import ModelError, SlimlineError
-from slimline.fileio import write_json
+from slimline.fileio import dir_mode, write_json
 
 ARTIFACT_JSON = "artifact.json"
 KINDS = ("torch", "onnx", "openvino")
@@ -127,6 +127,7 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", dir=self.dest.parent))
+        self.tmp.chmod(dir_mode())  # mkdtemp makes it 0700; the artifact gets the mode mkdir would give it
         return self
 
     def add(self, role: str, filename: str) -> Path:

@@ -21,7 +21,7 @@ import numpy as np
 from slimline.data import DATASETS, base
 from slimline.data.base import ArrayDataset, DataSpec
 from slimline.errors import DataError
-from slimline.fileio import atomic_path
+from slimline.fileio import atomic_path, dir_mode
 
 NAME = "cifar10"
 SAMPLE_NAME = "cifar10-sample"
@@ -123,6 +123,7 @@ def _extracted(archive: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
     try:
+        tmp.chmod(dir_mode())  # mkdtemp: 0700; the extracted folder gets the mode mkdir would give it
         _extract_members(archive, tmp)
         try:
             os.replace(tmp, target)
