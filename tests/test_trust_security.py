@@ -72,6 +72,20 @@ def test_load_torch_never_imports_code_named_in_an_artifact(tmp_path: Path, fact
     assert not marker.exists()
 
 
+def test_code_nested_in_a_builtin_rebuilder_is_refused(tmp_path: Path, factory: str, marker: Path) -> None:
+    art = _hostile(tmp_path / "art", factory, marker)
+    arch = json.loads((art / "model.json").read_text())
+    arch["source"] = {
+        "factory": "slimline.quant.backends.torch_fx:rebuild",
+        "kwargs": {"float_source": arch["source"], "float_layers": {}, "input_shape": [1, 8, 8], "settings": {},
+                   "keep_float": []},
+    }
+    (art / "model.json").write_text(json.dumps(arch))
+    with pytest.raises(ModelError, match="module 'os'"):
+        load_torch(Artifact.load(art))
+    assert not marker.exists()
+
+
 def test_user_factory_loads_when_named_or_trusted(tmp_path: Path, factory: str) -> None:
     art = _user_artifact(tmp_path / "art", factory)
     with pytest.raises(ModelError, match=f"--model {factory}"):

@@ -299,13 +299,17 @@ def _count_torch(art: Any, shape: tuple[int, ...]) -> tuple[int | None, int | No
     import torch
 
     from slimline.artifact import load_torch
-    from slimline.models import count_macs, count_params
+    from slimline.errors import ModelError
+    from slimline.models import BUILTIN_FACTORIES, count_macs, count_params
 
     arch = json.loads((art.path / art.files["architecture"]).read_text())
     source = arch.get("source") if isinstance(arch, dict) else None
-    if isinstance(source, dict) and "zoo" in source and "factory" not in source:
-        model = load_torch(art)
-        return count_params(model), (count_macs(model, shape) if shape else None), None
+    if isinstance(source, dict) and ("zoo" in source or source.get("factory") in BUILTIN_FACTORIES):
+        try:  # slimline's own code; a user factory nested inside is refused by load_torch
+            model = load_torch(art)
+            return count_params(model), (count_macs(model, shape) if shape else None), None
+        except ModelError:
+            pass
     state = torch.load(art.model_file, map_location="cpu", weights_only=True)
     params = sum(
         int(v.numel()) for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith(_BUFFERS)
