@@ -110,7 +110,7 @@ def test_fashion_mnist_missing_lists_every_place(tmp_path: Path, isolated: Path,
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz and t10k-labels-idx1-ubyte\.gz not found") as e:
-        load_dataset("fashion-mnist", split="test", data_dir=empty)
+        load_dataset("fashion-mnist", split="test", data_dir=empty, download=True)
     msg = str(e.value)
     for place in (str(empty), str(isolated / "slimline" / "fashion-mnist"), "$SLIMLINE_DATA (not set)"):
         assert place in msg
@@ -125,6 +125,18 @@ def test_fashion_mnist_missing_without_download(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(DataError, match=r"(?s)Searched:.*system \(system datasets\).*Downloads are disabled") as e:
         fashion_mnist.load("train", tmp_path / "mine", download=False)
     assert str(tmp_path / "mine") in str(e.value)
+
+
+def test_load_dataset_does_not_download_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path, no_default_fmnist: None
+) -> None:
+    def no_fetch(*a: object, **k: object) -> None:
+        raise AssertionError("load_dataset tried to download without download=True")
+
+    monkeypatch.setattr(fashion_mnist, "_fetch", no_fetch)
+    with pytest.raises(DataError, match="--download") as e:
+        load_dataset("fashion-mnist", split="test", data_dir=tmp_path / "none")
+    assert "Downloads are disabled" in str(e.value)
 
 
 def test_fashion_mnist_network_error_is_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,10 +383,15 @@ def test_cifar10_missing_lists_places(tmp_path: Path, isolated: Path, monkeypatc
     monkeypatch.setattr(cifar10, "_fetch", _offline)
     _write_batches(tmp_path / "partial", skip=("data_batch_3",))
     with pytest.raises(DataError, match=r"neither cifar-10-batches-py/ nor cifar-10-python\.tar\.gz found") as e:
-        load_dataset("cifar10", split="train", data_dir=tmp_path / "partial")
+        load_dataset("cifar10", split="train", data_dir=tmp_path / "partial", download=True)
     msg = str(e.value)
     assert str(tmp_path / "partial") in msg and str(isolated / "slimline" / "cifar10") in msg
     assert "incomplete: missing data_batch_3" in msg and "Download failed" in msg and "cifar10-sample" in msg
+
+
+def test_cifar10_missing_without_download_says_how(tmp_path: Path, isolated: Path) -> None:
+    with pytest.raises(DataError, match="--download"):
+        load_dataset("cifar10", split="test", data_dir=tmp_path / "none")
 
 
 def test_cifar10_corrupt_archive(tmp_path: Path) -> None:

@@ -1,12 +1,22 @@
 """slimline: make trained models small and fast to deploy, with measured proof.
 
 The public API is imported lazily so that ``slimline --help`` starts fast.
+
+Importing slimline turns off the telemetry of the libraries it drives, before any of them is imported
+(worker processes inherit the environment): ``ORT_DISABLE_TELEMETRY=1`` (ONNX Runtime reads it once,
+when it initialises; otherwise it contacts a Microsoft host about 30 s after import) and ``NNCF_CI=1``
+(NNCF's telemetry becomes a stub; OpenVINO's is switched off by
+``slimline.runtimes.openvino.disable_telemetry`` when openvino is used). A value already set is kept.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("NNCF_CI", "1")
 
 __version__ = "0.1.0"
 

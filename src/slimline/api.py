@@ -12,7 +12,7 @@ from slimline.artifact import ARTIFACT_JSON, Artifact
 from slimline.data import ArrayDataset, load_dataset
 from slimline.errors import SlimlineError
 from slimline.evaluate import evaluate, evaluate_artifact, predict_logits
-from slimline.models import load_model, load_onnx
+from slimline.models import factories_named, load_model, load_onnx, trusted_factories
 from slimline.pipeline import run_recipe
 from slimline.recipe import Recipe, load_recipe, parse_recipe
 
@@ -42,9 +42,32 @@ def evaluate_model(
     runtime: str | None = None,
     limit: int | None = None,
     data_dir: str | Path | None = None,
+    download: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """Top-1/top-5 (with sample size and 95% interval) and, with ``reference``, fidelity."""
-    ds = data if isinstance(data, ArrayDataset) else load_dataset(data, split, data_dir, limit)
+    """Top-1/top-5 (with sample size and 95% interval) and, with ``reference``, fidelity.
+
+    An artifact folder that names a ``module:factory`` is rebuilt only when ``model``/``reference``
+    names that factory too, or with ``trust_code=True``; ``download=True`` may fetch the dataset.
+    """
+    with trusted_factories(*factories_named([model, reference]), trust_code=trust_code):
+        return _evaluate_model(model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
+                               download)
+
+
+def _evaluate_model(
+    model: str | Path | nn.Module | Artifact,
+    data: str | ArrayDataset,
+    split: str,
+    weights: str | Path | None,
+    reference: str | Path | nn.Module | Artifact | None,
+    reference_weights: str | Path | None,
+    runtime: str | None,
+    limit: int | None,
+    data_dir: str | Path | None,
+    download: bool,
+) -> dict[str, Any]:
+    ds = data if isinstance(data, ArrayDataset) else load_dataset(data, split, data_dir, limit, download=download)
     m = open_model(model, weights) if isinstance(model, str | Path) else model
     ref_logits = None
     if reference is not None:
@@ -55,15 +78,22 @@ def evaluate_model(
     return evaluate_artifact(m, ds, runtime=runtime, reference=ref_logits)
 
 
-def run(recipe: str | Path | dict[str, Any] | Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run a recipe (a YAML path, a dict, or a Recipe) and return its results."""
+def run(
+    recipe: str | Path | dict[str, Any] | Recipe, output_dir: str | Path | None = None, trust_code: bool = False
+) -> dict[str, Any]:
+    """Run a recipe (a YAML path, a dict, or a Recipe) and return its results.
+
+    The artifacts may rebuild the factories the recipe names; ``trust_code=True`` also lets artifacts
+    the recipe reads (a distill teacher's folder...) import the code their model.json names.
+    """
     if isinstance(recipe, Recipe):
         r = recipe
     elif isinstance(recipe, dict):
         r = parse_recipe(recipe)
     else:
         r = load_recipe(recipe)
-    return run_recipe(r, output_dir)
+    with trusted_factories(trust_code=trust_code):
+        return run_recipe(r, output_dir)
 
 
 def demo_recipe(quick: bool = False) -> dict[str, Any]:

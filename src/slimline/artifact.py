@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from slimline.errors import ModelError, SlimlineError, disk_full_check
-from slimline.fileio import write_json
+from slimline.fileio import dir_mode, write_json
 
 ARTIFACT_JSON = "artifact.json"
 KINDS = ("torch", "onnx", "openvino")
@@ -127,6 +127,7 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", dir=self.dest.parent))
+        self.tmp.chmod(dir_mode())  # mkdtemp makes it 0700; the artifact gets the mode mkdir would give it
         return self
 
     def add(self, role: str, filename: str) -> Path:
@@ -215,14 +216,37 @@ def save_torch(
     return w.artifact
 
 
-def load_torch(artifact: Artifact) -> nn.Module:
-    """Rebuild a torch artifact's module (pruned shapes included) and load its weights."""
-    from slimline.models import build_from_source
+def require_trusted(artifact: Artifact) -> None:
+    """Raise ``ModelError`` now if loading this torch artifact would import code that is not trusted."""
+    from slimline.models import check_trusted
+
+    if artifact.kind != "torch" or "architecture" not in artifact.files:
+        return
+    arch_file = artifact.path / artifact.files["architecture"]
+    try:
+        source = json.loads(arch_file.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return  # loading reports it
+    if isinstance(source, dict) and "factory" in source:
+        check_trusted(str(source["factory"]), str(arch_file))
+
+
+def load_torch(artifact: Artifact, trust_code: bool = False) -> nn.Module:
+    """Rebuild a torch artifact's module (pruned shapes included) and load its weights.
+
+    An artifact is data: a ``module:factory`` named in its ``model.json`` is imported only when the
+    caller trusts it (``slimline.models.trusted_factories``) or passes ``trust_code=True``.
+    """
+    from slimline.models import build_from_source, trusted_factories
 
     if artifact.kind != "torch":
         raise SlimlineError(f"{artifact.path} holds a {artifact.kind} model, not a PyTorch one")
-    arch = json.loads((artifact.path / artifact.files["architecture"]).read_text())
-    model = build_from_source(arch["source"])
+    arch_file = artifact.path / artifact.files["architecture"]
+    arch = json.loads(arch_file.read_text())
+    if not isinstance(arch, dict) or "source" not in arch:
+        raise ModelError(f"{arch_file} has no 'source' (how to rebuild the architecture)")
+    with trusted_factories(trust_code=trust_code):
+        model = build_from_source(arch["source"], where=str(arch_file))
     apply_layer_specs(model, arch.get("layers", {}))
     state = torch.load(artifact.model_file, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -1,4 +1,8 @@
-"""Atomic file writing: write to a temporary file in the same folder, then rename."""
+"""Atomic file writing: write to a temporary file in the same folder, then rename.
+
+The temporary file is private while it is written (``mkstemp``: 0600); the final file gets the mode
+any ordinary ``open()`` would give it, ``0o666 & ~umask``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,30 @@ from pathlib import Path
 from typing import Any
 
 from slimline.errors import disk_full_check
+
+
+def current_umask() -> int:
+    """This process's umask, without changing it where the OS can tell (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # elsewhere: read it by setting it (briefly racy with other threads)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode a new folder gets from ``mkdir``: ``0o777 & ~umask``."""
+    return 0o777 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -26,6 +54,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, target)
     except BaseException as e:
         try:

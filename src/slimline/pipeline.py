@@ -17,7 +17,7 @@ from slimline.errors import Interrupted, ModelError, SlimlineError
 from slimline.fileio import write_json
 from slimline.models import load_model, load_onnx
 from slimline.progress import console
-from slimline.recipe import DataConfig, ModelSpec, Recipe
+from slimline.recipe import DataConfig, ModelSpec, Recipe, trusts_own_factories
 from slimline.runlock import remove_leftovers, run_lock
 from slimline.steps import get_step
 from slimline.train import seed_everything
@@ -34,7 +34,9 @@ class DataBundle:
 
     @cached_property
     def train_full(self) -> ArrayDataset:
-        return load_dataset(self.config.name, "train", self.config.data_dir, self.config.train_limit)
+        return load_dataset(
+            self.config.name, "train", self.config.data_dir, self.config.train_limit, download=self.config.download
+        )
 
     @cached_property
     def _split(self) -> tuple[ArrayDataset, ArrayDataset]:
@@ -50,7 +52,9 @@ class DataBundle:
 
     @cached_property
     def test(self) -> ArrayDataset:
-        return load_dataset(self.config.name, "test", self.config.data_dir, self.config.test_limit)
+        return load_dataset(
+            self.config.name, "test", self.config.data_dir, self.config.test_limit, download=self.config.download
+        )
 
     def calibration(self, n: int = 300) -> ArrayDataset:
         """A seeded sample of the training part (never the test split)."""
@@ -166,6 +170,7 @@ def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
     raise SlimlineError(f"input: no earlier stage named {name!r} (stages so far: {have})")
 
 
+@trusts_own_factories
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every step of ``recipe``; returns (and writes) the run's results.json content.
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -26,6 +29,7 @@ class DataConfig(BaseModel):
     val_size: float | int = Field(0.1, description="validation slice of the training split (fraction or count)")
     train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_limit: int | None = Field(None, ge=1, description="use only the first N test samples")
+    download: bool = Field(False, description="download the dataset when it is not found locally")
 
 
 class BenchmarkConfig(BaseModel):
@@ -161,3 +165,40 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         return Recipe.model_validate(raw)
     except ValidationError as e:
         raise RecipeError(f"{source} is invalid: {_format_errors(e)}") from None
+
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def recipe_factories(recipe: Recipe) -> list[str]:
+    """Every ``package.module:factory`` the recipe names (its model, a distill teacher or student...)."""
+    found: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and _FACTORY.match(v):
+            found.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x)
+
+    walk(recipe.model.name)
+    for s in recipe.steps:
+        walk(s.config.model_dump(mode="json"))
+    return found
+
+
+def trusts_own_factories(fn: F) -> F:
+    """Decorate ``fn(recipe, ...)``: the artifacts it makes may rebuild the factories its recipe names."""
+
+    @functools.wraps(fn)
+    def wrapper(recipe: Recipe, *args: Any, **kwargs: Any) -> Any:
+        from slimline.models import trusted_factories
+
+        with trusted_factories(*recipe_factories(recipe)):
+            return fn(recipe, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

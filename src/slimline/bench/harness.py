@@ -23,6 +23,7 @@ import numpy as np
 
 from slimline.artifact import ARTIFACT_JSON, Artifact
 from slimline.errors import SlimlineError
+from slimline.models import trust_state
 
 SCHEMA = "slimline.bench/1"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -440,6 +441,7 @@ def _bench_targets(
                         "min_seconds": min_seconds,
                         "max_seconds": max_seconds,
                         "plugins": list(plugins),
+                        "trust": trust_state(),  # which factories a torch artifact may import (see worker)
                     }
                     jobs.append((res, spec, target))
     results = _run_rounds(jobs, max(1, repeats), timeout, on_result)

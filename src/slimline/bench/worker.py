@@ -2,8 +2,10 @@
 
 SPEC keys: ``artifact`` (folder), ``runtime`` (registered name), ``options`` (runtime options),
 ``batch_size``, ``threads``, ``warmup``, ``min_runs``, ``min_seconds``, ``max_seconds``,
-``plugins`` (modules to import first), ``seed``; or ``{"mode": "peak", "threads", "seconds"}``
-for the GEMM peak. OUT receives the measurement (see :mod:`slimline.bench`) with ``status``
+``plugins`` (modules to import first), ``seed``, ``trust`` (``slimline.models.trust_state()`` of the
+parent: the ``module:factory`` names a torch artifact may import; none when absent);
+or ``{"mode": "peak", "threads", "seconds"}`` for the GEMM peak.
+OUT receives the measurement (see :mod:`slimline.bench`) with ``status``
 (``ok`` | ``unavailable`` | ``error``), ``pid`` and ``peak_rss_mb``: this process's peak resident
 memory (model, runtime and buffers, libraries included). On Linux it is ``VmHWM`` from
 ``/proc/self/status``, because ``getrusage(RUSAGE_SELF).ru_maxrss`` survives ``execve`` and so
@@ -63,6 +65,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
     from slimline.artifact import Artifact
     from slimline.bench.harness import measure
+    from slimline.models import trust_from
     from slimline.runtimes import open_session
 
     art = Artifact.load(spec["artifact"])
@@ -70,7 +73,8 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads") and "threads" not in options:
         options["threads"] = int(spec["threads"])
     t0 = time.perf_counter()
-    session = open_session(art, spec["runtime"], **options)
+    with trust_from(spec.get("trust")):
+        session = open_session(art, spec["runtime"], **options)
     load_s = time.perf_counter() - t0
     bs = int(spec["batch_size"])
     x = np.random.default_rng(int(spec.get("seed", 0))).standard_normal((bs, *_input_shape(art))).astype(np.float32)

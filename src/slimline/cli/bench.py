@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.cli.common import TRUST_CODE_OPTION
 from slimline.progress import console
 
 
@@ -47,6 +48,7 @@ def bench(
     tuned_batch: bool = typer.Option(
         True, "--tuned-batch/--no-tuned-batch", help="also measure each artifact at the batch size `tune` chose"
     ),
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Latency (median/p90/p99), throughput, peak memory, size, MACs and efficiency per runtime.
@@ -57,19 +59,25 @@ def bench(
     results [{artifact, runtime, options, batch_size, latency_ms {median, p90, p99, min, std, mean},
     throughput, runs, peak_rss_mb, file_bytes, macs, efficiency, describe, ...}]).
     """
+    from slimline.artifact import require_trusted
     from slimline.bench import bench_targets
     from slimline.bench.harness import tmp_prefix
     from slimline.bench.table import compare_results, compare_table, error_lines, load_results, results_table
     from slimline.bench.targets import resolve_targets
     from slimline.cli.export import parse_shape
+    from slimline.models import factories_named, trusted_factories
     from slimline.runtimes import validate_runtime_spec
 
     for r in runtime:  # a misspelt option fails here, not after the other combinations ran
         validate_runtime_spec(r)
     old = load_results(compare) if compare else None
-    with tempfile.TemporaryDirectory(prefix=tmp_prefix()) as tmp:
+    trust = trusted_factories(*factories_named(targets), trust_code=trust_code)
+    with trust, tempfile.TemporaryDirectory(prefix=tmp_prefix()) as tmp:
         work = workdir or Path(tmp)
         resolved = resolve_targets(targets, runtime, work, weights, parse_shape(input_shape))
+        for t in resolved:  # fail now, in one line, rather than once per combination
+            for art in t.artifacts.values():
+                require_trusted(art)
 
         def show(r: dict) -> None:
             if r["status"] == "ok":

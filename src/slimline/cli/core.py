@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import data_section
+from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, data_section
 from slimline.progress import console
 
 
@@ -18,6 +18,7 @@ from slimline.progress import console
 def run(
     recipe: Path = typer.Argument(..., help="recipe YAML file"),
     output: Path | None = typer.Option(None, "--output", "-o", help="run folder (default: the recipe's output_dir)"),
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Run a recipe: every step's artifact and record land in the run folder.
@@ -26,7 +27,7 @@ def run(
     """
     from slimline.api import run as run_api
 
-    results = run_api(recipe, output)
+    results = run_api(recipe, output, trust_code=trust_code)
     _print_stages(results)
     dump_json(json_path, results)
 
@@ -44,6 +45,7 @@ def train(
     seed: int = typer.Option(0),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
     limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
+    download: bool = DOWNLOAD_OPTION,
     output: Path = typer.Option(Path("runs/train"), "--output", "-o", help="run folder"),
     json_path: Path | None = JSON_OPTION,
 ) -> None:
@@ -56,7 +58,7 @@ def train(
     recipe = {
         "name": "train",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": data_section(data, data_dir, train_limit=limit),
+        "data": data_section(data, data_dir, train_limit=limit, download=download),
         "seed": seed,
         "steps": [{"train": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer}}],
         "output_dir": str(output),
@@ -78,6 +80,8 @@ def eval_cmd(
     runtime: str | None = typer.Option(None, help="runtime for artifacts (default: the artifact's own)"),
     limit: int | None = typer.Option(None, min=1, help="evaluate only the first N samples"),
     data_dir: Path | None = typer.Option(None),
+    download: bool = DOWNLOAD_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Top-1/top-5 accuracy with sample size and 95% interval; fidelity against a reference.
@@ -89,7 +93,10 @@ def eval_cmd(
     """
     from slimline.api import evaluate_model
 
-    metrics = evaluate_model(model, data, split, weights, reference, reference_weights, runtime, limit, data_dir)
+    metrics = evaluate_model(
+        model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
+        download=download, trust_code=trust_code,
+    )
     lo, hi = metrics["top1_ci95"]
     line = f"top-1 {metrics['top1']:.2f}%  (95% CI {lo:.1f}–{hi:.1f}, n={metrics['n']})  top-5 {metrics['top5']:.2f}%"
     if "top1_agreement" in metrics:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import data_section
+from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, data_section
 from slimline.progress import console
 
 
@@ -37,6 +37,8 @@ def distill(
     limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     test: bool = typer.Option(True, "--test/--no-test", help="evaluate the student on the test split at the end"),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
+    download: bool = DOWNLOAD_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     output: Path = typer.Option(Path("runs/distill"), "--output", "-o", help="run folder"),
     json_path: Path | None = JSON_OPTION,
 ) -> None:
@@ -87,12 +89,12 @@ def distill(
     recipe = {
         "name": "distill",
         "model": teacher_ref if teacher_first else student_ref,
-        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size),
+        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),
     }
-    results = run_api(recipe)
+    results = run_api(recipe, trust_code=trust_code)
     rec = results["stages"][1]["record"]
     t, s = rec["teacher"], rec["student"]
     console.print(

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.cli.common import TRUST_CODE_OPTION
 from slimline.errors import SlimlineError
 from slimline.progress import console
 
@@ -71,6 +72,7 @@ def export(
     rtol: float = typer.Option(1e-4, help="max relative difference to the source on a random batch"),
     via: str = typer.Option("direct", help="openvino from PyTorch: 'direct' or through 'onnx'"),
     seed: int = typer.Option(0, help="seed of the random parity batch"),
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Export to ONNX (dynamic batch, checker, parity with PyTorch) or OpenVINO IR (.xml + .bin).
@@ -83,7 +85,10 @@ def export(
     from slimline.artifact import Artifact
 
     shape = parse_shape(input_shape)
-    source, meta, lineage = _source(model, weights, shape)
+    from slimline.models import trusted_factories
+
+    with trusted_factories(trust_code=trust_code):
+        source, meta, lineage = _source(model, weights, shape)
     if fmt == "onnx":
         if isinstance(source, Artifact):
             raise SlimlineError(f"{model} is already ONNX")

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
+from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION
 from slimline.errors import SlimlineError
 from slimline.progress import console
 
@@ -65,6 +66,7 @@ def fuse(
     ort_level: str = typer.Option("extended", help="ONNX: ONNX Runtime offline level: none, basic, extended, all"),
     tolerance: float = typer.Option(1e-4, help="max absolute output difference allowed"),
     seed: int = typer.Option(0),
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Fold BatchNorm, fuse Conv+BN+activation, choose the layout (PyTorch); simplify + offline-optimize (ONNX).
@@ -75,6 +77,7 @@ def fuse(
     fx_fuse {nodes_before, nodes_after, fused_counts, max_abs_diff}, layout {median_ms, chosen},
     runtime_config; ONNX: original, simplify, ort_offline, parity, dw_pw; summary.
     """
+    from slimline.models import factories_named, trusted_factories
     from slimline.steps.fuse import Fuse, FuseOptions
 
     cfg = FuseOptions(
@@ -86,7 +89,8 @@ def fuse(
         ort_level=ort_level,
         tolerance=tolerance,
     )
-    with tempfile.TemporaryDirectory(prefix="slimline-fuse-") as tmp:
+    trust = trusted_factories(*factories_named([model]), trust_code=trust_code)
+    with trust, tempfile.TemporaryDirectory(prefix="slimline-fuse-") as tmp:
         art = _artifact(model, weights, Path(tmp))
         out = Fuse(cfg).apply(art, _context(output, seed))
         record = {"step": "fuse", "config": cfg.model_dump(mode="json"), **out.record}
@@ -115,6 +119,7 @@ def tune(
     rounds: int = typer.Option(3, min=1, help="timing rounds per comparison"),
     exhaustive: bool = typer.Option(False, help="try the whole grid instead of one option at a time"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write a tuned copy here instead of in place"),
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Search threads, layout/fusion, streams and batch size per runtime; store the best in the artifact.
@@ -126,21 +131,23 @@ def tune(
     """
     from slimline.artifact import Artifact
     from slimline.fileio import write_json
+    from slimline.models import trusted_factories
     from slimline.optimize.tune import DEFAULT_BATCHES, copy_artifact, summary, tuned_meta
     from slimline.optimize.tune import tune as tune_api
 
     art = Artifact.load(artifact)
-    results = tune_api(
-        art,
-        runtime or None,
-        target,
-        p99_ms,
-        batch_sizes=_int_list(batch_sizes, "--batch-sizes") or list(DEFAULT_BATCHES),
-        threads=_int_list(threads, "--threads"),
-        rounds=rounds,
-        exhaustive=exhaustive,
-        on_trial=lambda line: console.print(f"  [dim]{line}[/]", highlight=False),
-    )
+    with trusted_factories(trust_code=trust_code):
+        results = tune_api(
+            art,
+            runtime or None,
+            target,
+            p99_ms,
+            batch_sizes=_int_list(batch_sizes, "--batch-sizes") or list(DEFAULT_BATCHES),
+            threads=_int_list(threads, "--threads"),
+            rounds=rounds,
+            exhaustive=exhaustive,
+            on_trial=lambda line: console.print(f"  [dim]{line}[/]", highlight=False),
+        )
     meta = tuned_meta(art.meta, results)
     record = {
         "step": "tune",
@@ -191,6 +198,8 @@ def predict(
     logits: bool = typer.Option(False, help="write logits instead of (npy) / besides (parquet) classes"),
     restart: bool = typer.Option(False, help="discard finished shards of an earlier run"),
     keep_shards: bool = typer.Option(False, help="keep the shard folder after writing the output"),
+    download: bool = DOWNLOAD_OPTION,
+    trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
     """Predict a whole dataset with worker processes; ordered output; an interrupted run resumes.
@@ -217,6 +226,8 @@ def predict(
         logits=logits,
         resume=not restart,
         keep_shards=keep_shards,
+        download=download,
+        trust_code=trust_code,
     )
     line = f"wrote {res['output']}: {res['n']} samples, {res['shards']} shards ({res['shards_reused']} reused)"
     if "top1" in res:

@@ -15,11 +15,11 @@ def load_dataset(
     split: str = "train",
     data_dir: str | Path | None = None,
     limit: int | None = None,
-    download: bool = True,
+    download: bool = False,
 ) -> ArrayDataset:
     """Load dataset ``name`` (see ``DATASETS.names()``), ``split`` "train" or "test".
 
-    ``limit`` keeps the first ``limit`` samples. Loaders raise :class:`slimline.errors.DataError`
+    ``limit`` keeps the first ``limit`` samples. Nothing is downloaded unless ``download=True``. Loaders raise :class:`slimline.errors.DataError`
     listing every place searched when the data cannot be found.
     """
     _import_loaders()

@@ -21,7 +21,7 @@ import numpy as np
 from slimline.data import DATASETS, base
 from slimline.data.base import ArrayDataset, DataSpec
 from slimline.errors import DataError
-from slimline.fileio import atomic_path
+from slimline.fileio import atomic_path, dir_mode
 
 NAME = "cifar10"
 SAMPLE_NAME = "cifar10-sample"
@@ -123,6 +123,7 @@ def _extracted(archive: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
     try:
+        tmp.chmod(dir_mode())  # mkdtemp: 0700; the extracted folder gets the mode mkdir would give it
         _extract_members(archive, tmp)
         try:
             os.replace(tmp, target)
@@ -170,7 +171,7 @@ def _fetch(url: str, dest: Path) -> None:
 
 def _download_or_fail(split: str, places: list[tuple[Path, str]], notes: list[str], download: bool) -> Path:
     if not download:
-        raise DataError(_not_found(split, places, notes, "Downloads are disabled (download=False)."))
+        raise DataError(_not_found(split, places, notes, _NO_DOWNLOAD))
     dest = cache_dir() / ARCHIVE
     try:
         with atomic_path(dest) as tmp:
@@ -191,6 +192,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+_NO_DOWNLOAD = (
+    "Downloads are disabled by default: pass --download (Python: download=True; recipe: data.download: true)."
+)
+
+
 def _not_found(split: str, places: list[tuple[Path, str]], notes: list[str], why: str) -> str:
     env_note = "" if os.environ.get("SLIMLINE_DATA") else "\n  - $SLIMLINE_DATA (not set)"
     searched = "\n".join(f"  - {p} ({src})" for p, src in places) + env_note
@@ -198,7 +204,7 @@ def _not_found(split: str, places: list[tuple[Path, str]], notes: list[str], why
     return (
         f"{NAME} ({split}): neither {BATCH_DIR}/ nor {ARCHIVE} found. Searched:\n{searched}{extra}\n{why}\n"
         f"To get the data: download {URL} (MD5 {ARCHIVE_MD5}) and pass --data-dir pointing at its folder "
-        f"(or set $SLIMLINE_DATA); or run with downloads enabled while online (it goes to {cache_dir()}). "
+        f"(or set $SLIMLINE_DATA); or run with --download while online (it goes to {cache_dir()}). "
         f"For the small offline sample use the dataset '{SAMPLE_NAME}'."
     )
 

@@ -128,7 +128,7 @@ def _fetch(url: str, dest: Path) -> None:
 def _download_or_fail(split: str, places: list[tuple[Path, str]], download: bool) -> tuple[Path, Path]:
     names = FILES[split]
     if not download:
-        raise DataError(_not_found(split, places, "Downloads are disabled (download=False)."))
+        raise DataError(_not_found(split, places, _NO_DOWNLOAD))
     dest = cache_dir()
     try:
         for name in names:
@@ -157,6 +157,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+_NO_DOWNLOAD = (
+    "Downloads are disabled by default: pass --download (Python: download=True; recipe: data.download: true)."
+)
+
+
 def _not_found(split: str, places: list[tuple[Path, str]], why: str) -> str:
     img, lbl = FILES[split]
     env_note = "" if os.environ.get("SLIMLINE_DATA") else "\n  - $SLIMLINE_DATA (not set)"
@@ -164,7 +169,7 @@ def _not_found(split: str, places: list[tuple[Path, str]], why: str) -> str:
     return (
         f"{NAME} ({split}): {img} and {lbl} not found. Searched:\n{searched}\n{why}\n"
         "To get the data: `apt-get install dataset-fashion-mnist`; or pass --data-dir pointing at a folder "
-        f"holding the IDX .gz files from {BASE_URL}; or run with downloads enabled while online "
+        f"holding the IDX .gz files from {BASE_URL}; or run with --download while online "
         f"(they go to {cache_dir()})."
     )
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,58 @@ def model_entry(name: str) -> ModelEntry | None:
     return MODELS.get(name) if name in MODELS else None
 
 
+# Factories that code named inside an artifact (its model.json) may import: the ones the user named
+# (``--model pkg.mod:factory``, a recipe's ``model``), or all of them with ``--trust-code``.
+_TRUSTED: ContextVar[tuple[frozenset[str], bool]] = ContextVar(
+    "slimline_trusted_factories", default=(frozenset(), False)
+)
+
+
+@contextmanager
+def trusted_factories(*factories: str | None, trust_code: bool = False) -> Iterator[None]:
+    """Within this block, artifacts naming one of ``factories`` (``pkg.mod:fn``) may import it;
+    ``trust_code=True`` allows every factory. Nests: adds to what an outer block allows."""
+    names, everything = _TRUSTED.get()
+    token = _TRUSTED.set((names | {f for f in factories if f and ":" in f}, everything or trust_code))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def trust_state() -> dict[str, Any]:
+    """What is trusted now, as JSON for a worker process: ``{"factories": [...], "trust_code": bool}``."""
+    names, everything = _TRUSTED.get()
+    return {"factories": sorted(names), "trust_code": everything}
+
+
+def trust_from(state: dict[str, Any] | None) -> Any:
+    """``trusted_factories`` for a ``trust_state()`` received from a parent process."""
+    state = state or {}
+    return trusted_factories(*(state.get("factories") or ()), trust_code=bool(state.get("trust_code")))
+
+
+def factories_named(values: Iterable[Any]) -> list[str]:
+    """The ``pkg.mod:factory`` strings among ``values`` (names of models the user gave)."""
+    return [v for v in values if isinstance(v, str) and ":" in v and not Path(v).exists()]
+
+
+# slimline's own rebuilders (their kwargs name the float model, which is checked again in turn).
+BUILTIN_FACTORIES = frozenset({"slimline.quant.backends.torch_fx:rebuild"})
+
+
+def check_trusted(spec: str, where: str) -> None:
+    """Raise unless factory ``spec``, named inside the artifact file ``where``, may be imported."""
+    names, everything = _TRUSTED.get()
+    if everything or spec in names or spec in BUILTIN_FACTORIES:
+        return
+    module = spec.partition(":")[0]
+    raise ModelError(
+        f"{where} names code to run (module {module!r}, factory {spec!r}); slimline does not import code named "
+        f"inside an artifact. Pass --model {spec} if you wrote it, or --trust-code to allow it"
+    )
+
+
 def _call_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
@@ -67,13 +122,20 @@ def _call_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
-def build_from_source(source: dict[str, Any]) -> nn.Module:
-    """Rebuild an architecture from the ``slimline_source`` saved with an artifact."""
-    kwargs = dict(source.get("kwargs", {}))
+def build_from_source(source: dict[str, Any], where: str = "the artifact") -> nn.Module:
+    """Rebuild an architecture from the ``slimline_source`` saved with an artifact.
+
+    A zoo name is always built. A ``factory`` is imported only when trusted (see :func:`trusted_factories`):
+    a folder of files is data, and must not run code just by being loaded.
+    """
+    if not isinstance(source, dict):
+        raise ModelError(f"{where}: 'source' must be a mapping, not {type(source).__name__}")
+    kwargs = dict(source.get("kwargs") or {})
     if "zoo" in source:
-        return build_model(source["zoo"], **kwargs)
+        return build_model(str(source["zoo"]), **kwargs)
     if "factory" in source:
-        model = _call_factory(source["factory"], kwargs)
+        check_trusted(str(source["factory"]), where)
+        model = _call_factory(str(source["factory"]), kwargs)
         model.slimline_source = dict(source)  # type: ignore[assignment]
         return model
     raise ModelError(f"cannot rebuild a model from {source!r}")
@@ -237,4 +299,6 @@ __all__ = [
     "load_weights",
     "model_entry",
     "read_state_dict",
+    "trust_state",
+    "trusted_factories",
 ]

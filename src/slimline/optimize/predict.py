@@ -47,6 +47,7 @@ class _Job:
     batch_size: int
     shard_size: int
     shard_dir: str
+    trust: dict[str, Any] | None = None  # slimline.models.trust_state(): factories the artifact may import
 
 
 def _fingerprint(
@@ -88,9 +89,11 @@ def _run_shard(session: Any, ds: ArrayDataset, i: int, job: _Job) -> np.ndarray:
 
 
 def _open(job: _Job) -> Any:
+    from slimline.models import trust_from
     from slimline.runtimes import open_session
 
-    return open_session(Artifact.load(job.artifact_path), job.runtime, **job.options)
+    with trust_from(job.trust):
+        return open_session(Artifact.load(job.artifact_path), job.runtime, **job.options)
 
 
 def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
@@ -124,10 +127,12 @@ def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
             return
 
 
-def _load_data(data: str | ArrayDataset, split: str, data_dir: str | Path | None, limit: int | None) -> ArrayDataset:
+def _load_data(
+    data: str | ArrayDataset, split: str, data_dir: str | Path | None, limit: int | None, download: bool = False
+) -> ArrayDataset:
     if isinstance(data, ArrayDataset):
         return data.take(limit)
-    return load_dataset(data, split, data_dir, limit)
+    return load_dataset(data, split, data_dir, limit, download=download)
 
 
 def _prepare_shards(shard_dir: Path, manifest: dict[str, Any], resume: bool) -> None:
@@ -194,14 +199,19 @@ def predict(
     keep_shards: bool = False,
     options: dict[str, Any] | None = None,
     progress: bool = True,
+    download: bool = False,
+    trust_code: bool = False,
     _stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``data`` (a dataset name or an ArrayDataset) with ``artifact``; write ``out``.
 
     ``threads``: the total for all workers (default: the CPU count); each worker gets an equal share.
     ``batch_size``: default the artifact's tuned ``runtime_config[runtime]["batch_size"]``, else 64.
+    ``download``: fetch the dataset if it is not found locally. ``trust_code``: let a torch artifact import
+    the ``module:factory`` its model.json names (otherwise only factories trusted by the caller).
     ``_stop_after`` (testing): exit the process abruptly (``os._exit``) after that many new shards.
     """
+    from slimline.models import trust_state, trusted_factories
     from slimline.runtimes import default_runtime
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
@@ -210,7 +220,7 @@ def predict(
         raise SlimlineError(f"output must end in {' or '.join(FORMATS)}, not {out.name!r}")
     if workers < 1 or shard_size < 1:
         raise SlimlineError("workers and shard_size must be at least 1")
-    ds = _load_data(data, split, data_dir, limit)
+    ds = _load_data(data, split, data_dir, limit, download)
     if len(ds) == 0:
         raise DataError("the dataset is empty: nothing to predict")
     rt = runtime or default_runtime(art)
@@ -227,7 +237,9 @@ def predict(
     rows = [min(shard_size, len(ds) - i * shard_size) for i in range(n_shards)]
     todo = [i for i in range(n_shards) if not _valid_shard(shard_path(shard_dir, i), rows[i])]
     reused = n_shards - len(todo)
-    job = _Job(str(art.path), rt, opts, bs, shard_size, str(shard_dir))
+    with trusted_factories(trust_code=trust_code):
+        trust = trust_state()
+    job = _Job(str(art.path), rt, opts, bs, shard_size, str(shard_dir), trust)
     if todo:
         _compute(job, ds, todo, rows, workers, progress, reused, _stop_after)
     parts = [np.load(shard_path(shard_dir, i)) for i in range(n_shards)]

@@ -278,12 +278,7 @@ def count_size(folder: Path) -> tuple[int | None, int | None, str | None]:
     params = macs = None
     try:
         if art.kind == "torch":
-            from slimline.artifact import load_torch
-            from slimline.models import count_macs, count_params
-
-            model = load_torch(art)
-            params = count_params(model)
-            macs = count_macs(model, shape) if shape else None
+            return _count_torch(art, shape)
         elif art.kind == "onnx":
             import onnx
 
@@ -305,6 +300,37 @@ def count_size(folder: Path) -> tuple[int | None, int | None, str | None]:
     except Exception as e:  # noqa: BLE001 - counting is best effort; the report says why it failed
         return params, macs, f"could not count the size of {folder.name}: {type(e).__name__}: {e}"
     return params, macs, None
+
+
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _count_torch(art: Any, shape: tuple[int, ...]) -> tuple[int | None, int | None, str | None]:
+    """A torch artifact's size without running code it names: a zoo model is built (slimline's own code);
+    for a ``module:factory`` model the parameters are counted from the weights file and MACs are left out."""
+    import torch
+
+    from slimline.artifact import load_torch
+    from slimline.errors import ModelError
+    from slimline.models import BUILTIN_FACTORIES, count_macs, count_params
+
+    arch = json.loads((art.path / art.files["architecture"]).read_text())
+    source = arch.get("source") if isinstance(arch, dict) else None
+    if isinstance(source, dict) and ("zoo" in source or source.get("factory") in BUILTIN_FACTORIES):
+        try:  # slimline's own code; a user factory nested inside is refused by load_torch
+            model = load_torch(art)
+            return count_params(model), (count_macs(model, shape) if shape else None), None
+        except ModelError:
+            pass
+    state = torch.load(art.model_file, map_location="cpu", weights_only=True)
+    params = sum(
+        int(v.numel()) for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith(_BUFFERS)
+    )
+    factory = source.get("factory") if isinstance(source, dict) else None
+    return params, None, (
+        f"MACs of {art.path.name} not counted: its model is built by code it names ({factory!r}), "
+        "and slimline report never runs code named in a run folder"
+    )
 
 
 def collect(run_dir: str | Path, count_missing: bool = True) -> RunData:

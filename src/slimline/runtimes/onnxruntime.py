@@ -39,8 +39,7 @@ class OrtSession(Session):
         precision: str = "fp32",
         model_role: str = "model",
     ) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -124,6 +123,17 @@ class OnnxRuntime(Runtime):
             artifact_precision(artifact),
             role,
         )
+
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, with its non-essential telemetry events off (``ORT_DISABLE_TELEMETRY=1``, set when
+    slimline is imported, already stops the uploader; this is the API switch on top)."""
+    import onnxruntime as ort
+
+    off = getattr(ort, "disable_telemetry_events", None)
+    if callable(off):
+        off()
+    return ort
 
 
 def choose_model_file(artifact: Artifact, model_file: str = "auto") -> str:

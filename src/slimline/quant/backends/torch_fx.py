@@ -94,7 +94,7 @@ def rebuild(float_source: dict[str, Any], float_layers: dict[str, Any], input_sh
     from slimline.artifact import apply_layer_specs
     from slimline.models import build_from_source
 
-    model = build_from_source(float_source)
+    model = build_from_source(float_source, where="the float model named by a torch-backend int8 artifact")
     apply_layer_specs(model, float_layers)
     prepared = _prepare(model, settings, keep_float, tuple(input_shape))
     with torch.inference_mode():
