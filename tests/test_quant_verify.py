@@ -195,3 +195,35 @@ def test_temporary_files_stay_out_of_the_current_folder(tmp_path: Path, monkeypa
     get_backend("onnxruntime").quantize(src2, _calib(), QuantConfig(mode="dynamic"), [], tmp_path / "q2")
     assert list(cwd.iterdir()) == []
     assert (tmp_path / "work" / "cwd" / "sym_shape_infer_temp.onnx").exists()  # it went to the work folder
+
+
+class _Detector(nn.Module):
+    """YOLO-like head: (N, 4 box + 5 class scores, anchors), no class logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 9, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x))).flatten(2)  # (N, 9, 36)
+
+
+def test_cli_quantize_of_a_detector_reports_fidelity_instead_of_top1(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    torch.manual_seed(0)
+    det = _export(_Detector(), tmp_path / "det.onnx", shape=(1, 8, 8))
+    assert _run(det, _calib(2, (1, 8, 8))).shape == (2, 9, 36)
+    out = tmp_path / "q.json"
+    r = CliRunner().invoke(app, ["quantize", "-m", str(det), "-d", "digits", "--calibration-size", "32",
+                                 "--test-limit", "20", "-o", str(tmp_path / "run"), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "no top-1" in r.output and "Traceback" not in r.output
+    s = json.loads(out.read_text())
+    assert "int8" not in s and s["fidelity"]["n"] == 20 and 0.9 < s["fidelity"]["min_cosine"] <= 1.0 + 1e-9
+    assert s["verification"]["runs"] == "ok"

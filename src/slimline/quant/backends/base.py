@@ -441,6 +441,32 @@ def output_fidelity(got: list[list[np.ndarray]], ref: list[list[np.ndarray]]) ->
     }
 
 
+def result_runtime(result: QuantResult) -> str:
+    """The runtime a quantized ONNX/OpenVINO result runs on (the one it names, else its kind's)."""
+    return str(result.meta.get("runtime") or ("openvino" if result.kind == "openvino" else "onnxruntime"))
+
+
+def result_runner(result: QuantResult, out_dir: Path) -> Runner:
+    """Run the model ``result`` describes (written into ``out_dir``) on its runtime."""
+    model = out_dir / result.files["model"]
+    return onnxruntime_runner(model) if result_runtime(result) == "onnxruntime" else openvino_runner(model)
+
+
+def samples_of(x: np.ndarray, limit: int) -> list[np.ndarray]:
+    """The first ``limit`` items of ``x`` as float32 batches of one (fixed-batch exports run them too)."""
+    return [np.ascontiguousarray(x[i : i + 1], dtype=np.float32) for i in range(min(len(x), limit))]
+
+
+def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: np.ndarray,
+                     limit: int = 256) -> dict[str, Any]:
+    """Cosine similarity and max abs difference of the quantized model's outputs against fp32's on ``x`` (the
+    first ``limit`` items): the measure for models whose outputs are not class logits (detectors...)."""
+    samples = samples_of(x, limit)
+    run, ref = result_runner(result, out_dir), _reference_runner(src)
+    fid = output_fidelity([run(s) for s in samples], [ref(s) for s in samples])
+    return {"n": len(samples), "runtime": result_runtime(result), **fid}
+
+
 def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: np.ndarray, out_dir: Path) -> None:
     """Check the model ``backend`` wrote into ``out_dir``: the ONNX checker (ONNX files), loading it in its
     runtime, running it on a few calibration samples and comparing its outputs with the fp32 model's.
@@ -451,7 +477,7 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: np.
         result.verification = {"skipped": f"{result.kind} models are checked when they are loaded"}
         return
     model = out_dir / result.files["model"]
-    runtime = result.meta.get("runtime") or ("openvino" if result.kind == "openvino" else "onnxruntime")
+    runtime = result_runtime(result)
     where = _RUNTIME_NAMES.get(runtime, runtime)
     what = f"the int8 model written by {backend}"
     fix = "try per_channel: false, or keep the failing operator in float with exclude: [<node name>]"
@@ -465,12 +491,11 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: np.
             raise QuantizationError(f"{what} fails the ONNX checker: {first_line(e)}; {fix}") from e
         ver["checker"] = "ok"
     try:
-        run = onnxruntime_runner(model) if runtime == "onnxruntime" else openvino_runner(model)
+        run = result_runner(result, out_dir)
     except Exception as e:  # noqa: BLE001 - runtimes raise their own types
         raise QuantizationError(f"{what} fails to load in {where}: {first_line(e)}; {fix}") from e
     ver["loads"] = "ok"
-    samples = [np.ascontiguousarray(calib[i : i + 1], dtype=np.float32) for i in range(min(len(calib),
-                                                                                             VERIFY_SAMPLES))]
+    samples = samples_of(calib, VERIFY_SAMPLES)
     try:
         got = [run(x) for x in samples]
     except Exception as e:  # noqa: BLE001
