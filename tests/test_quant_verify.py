@@ -69,8 +69,39 @@ def test_openvino_qdq_onnx_is_verified_on_openvino(tmp_path: Path) -> None:
     assert res.verification["min_cosine"] > 0.9
 
 
-def test_a_written_model_that_does_not_load_is_a_one_line_error(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _append(proto: onnx.ModelProto, op: str, *inputs: onnx.TensorProto, domain: str = "") -> None:
+    """Feed the graph's output through ``op`` (with constant ``inputs``) and make that the output."""
+    out = proto.graph.output[0].name
+    proto.graph.initializer.extend(inputs)
+    proto.graph.node.append(helper.make_node(op, [out, *(i.name for i in inputs)], [out + "_b"], domain=domain))
+    proto.graph.output[0].name = out + "_b"
+
+
+def _garbage(proto: onnx.ModelProto) -> None:
+    proto.graph.node.append(helper.make_node("Relu", ["nowhere"], ["dangling"]))
+
+
+def _unknown_op(proto: onnx.ModelProto) -> None:
+    proto.opset_import.append(helper.make_opsetid("slimline.test", 1))
+    _append(proto, "Bogus", domain="slimline.test")
+
+
+def _bad_reshape(proto: onnx.ModelProto) -> None:
+    _append(proto, "Reshape", numpy_helper.from_array(np.array([7], np.int64), "seven"))
+
+
+def _divide_by_zero(proto: onnx.ModelProto) -> None:
+    _append(proto, "Div", numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (_garbage, "fails the ONNX checker: .*; try per_channel: false"),
+    (_unknown_op, "fails to load in ONNX Runtime: .*; try per_channel: false"),
+    (_bad_reshape, "loads in ONNX Runtime but fails to run on the calibration inputs: .*; try per_channel: false"),
+    (_divide_by_zero, "outputs NaN or infinity \\(output 0\\) in ONNX Runtime where the fp32 model does not"),
+])
+def test_a_broken_written_model_is_a_one_line_error_naming_the_stage(
+        corrupt, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from slimline.quant.backends.ort import OrtBackend
 
     original = OrtBackend.write
@@ -78,18 +109,14 @@ def test_a_written_model_that_does_not_load_is_a_one_line_error(tmp_path: Path,
     def broken(self, src, calib, cfg, keep, out_dir):  # type: ignore[no-untyped-def]
         res = original(self, src, calib, cfg, keep, out_dir)
         proto = onnx.load(str(out_dir / "model.onnx"))
-        proto.opset_import.append(helper.make_opsetid("slimline.test", 1))
-        out = proto.graph.output[0].name
-        proto.graph.node.append(helper.make_node("Bogus", [out], [out + "_b"], domain="slimline.test"))
-        proto.graph.output[0].name = out + "_b"
+        corrupt(proto)
         onnx.save(proto, str(out_dir / "model.onnx"))
         return res
 
     monkeypatch.setattr(OrtBackend, "write", broken)
     torch.manual_seed(0)
     src = FloatModel(SHAPE, tmp_path / "work", onnx_path=_export(_Net(), tmp_path / "net.onnx"))
-    with pytest.raises(QuantizationError, match=r"^the int8 model written by onnxruntime fails to load in ONNX "
-                                                r"Runtime: .*; try per_channel: false") as err:
+    with pytest.raises(QuantizationError, match=f"^the int8 model written by onnxruntime {message}") as err:
         get_backend("onnxruntime").quantize(src, _calib(), QuantConfig(), [], tmp_path / "q")
     assert "\n" not in str(err.value)
 

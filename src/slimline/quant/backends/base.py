@@ -383,7 +383,7 @@ def onnxruntime_runner(path: Path) -> Runner:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach the caller as exceptions (one line each), not as log lines
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return lambda x: [np.asarray(o) for o in sess.run(None, {name: x})]
@@ -509,10 +509,11 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: np.
         ver["fidelity"] = f"not measured: the fp32 model does not run here ({first_line(e)})"
         result.verification = ver
         return
-    for k, (g, r) in enumerate(zip(got[0] if got else [], ref[0] if ref else [], strict=False)):
-        if np.isfinite(r).all() and not np.isfinite(g).all():
-            raise QuantizationError(f"{what} outputs NaN or infinity (output {k}) in {where} where the fp32 model "
-                                    f"does not; try calibration: percentile, or exclude: [<node name>]")
+    bad = [k for gs, rs in zip(got, ref, strict=True) for k, (g, r) in enumerate(zip(gs, rs, strict=False))
+           if np.isfinite(r).all() and not np.isfinite(g).all()]
+    if bad:
+        raise QuantizationError(f"{what} outputs NaN or infinity (output {bad[0]}) in {where} where the fp32 model "
+                                f"does not; try calibration: percentile, or exclude: [<node name>]")
     fid = output_fidelity(got, ref)
     ver.update({k: fid[k] for k in ("min_cosine", "mean_cosine", "max_abs_diff")})
     if len(fid["outputs"]) > 1:
