@@ -60,13 +60,15 @@ def test_quantized_model_is_verified_and_its_fidelity_recorded(tmp_path: Path) -
     assert res.record()["verification"] == ver
 
 
-def test_openvino_qdq_onnx_is_verified_on_openvino(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["onnx", "native"])
+def test_openvino_results_are_verified_on_openvino(fmt: str, tmp_path: Path) -> None:
     pytest.importorskip("nncf")
     torch.manual_seed(0)
     src = FloatModel(SHAPE, tmp_path / "work", onnx_path=_export(_Net(), tmp_path / "net.onnx"))
-    res = get_backend("openvino").quantize(src, _calib(), QuantConfig(format="onnx"), [], tmp_path / "q")
-    assert res.verification["runtime"] == "openvino" and res.verification["checker"] == "ok"
-    assert res.verification["min_cosine"] > 0.9
+    res = get_backend("openvino").quantize(src, _calib(), QuantConfig(format=fmt), [], tmp_path / "q")  # type: ignore[arg-type]
+    ver = res.verification
+    assert ver["runtime"] == "openvino" and ver["loads"] == ver["runs"] == "ok" and ver["min_cosine"] > 0.9
+    assert ("checker" in ver) == (fmt == "onnx")  # the ONNX checker runs on ONNX files only
 
 
 def _append(proto: onnx.ModelProto, op: str, *inputs: onnx.TensorProto, domain: str = "") -> None:
