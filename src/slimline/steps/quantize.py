@@ -6,7 +6,9 @@ samples of the training part (``ctx.data.calibration``), never the test split. W
 ``accuracy_aware: true`` the step measures top-1 on the validation slice and returns the layers
 ranked most sensitive by the simulated (fake-quant) pass to float until the drop is within
 ``max_drop`` points. Writes ``quantization.json`` (options, sizes, per-layer sensitivity) beside
-the model in the step folder.
+the model in the step folder. Every written model is checked, loaded and run, and compared with fp32 on
+calibration inputs (``verification`` in the record); ``test_fidelity`` also compares them on the test
+split, for models whose outputs are not class logits.
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Layers are named by their PyTorch module path ("layer1.0.conv1") everywhere in slimline; each
 backend maps those names to the node names of its own graph (ONNX: "/layer1/layer1.0/conv1/Conv",
 OpenVINO: the same plus suffixes such as "/WithoutBiases").
+
+:meth:`QuantBackend.quantize` is the one entry point: it calls the backend's ``write`` and then
+:func:`verify_result` (ONNX checker, load and run in the runtime, fidelity against fp32), so no backend
+reports a model that does not load or run as a success. :func:`prepare_onnx` readies real-world ONNX
+exports for the ONNX quantizers (Constant weights to initializers, opset 13 for per-channel weights).
 """
 
 from __future__ import annotations
