@@ -64,8 +64,10 @@ def quantize(
         "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop, "format": model_format,
     }
     steps: list[dict[str, Any]] = [{"quantize": options}]
-    if evaluate:
+    if evaluate and not_logits(model) is None:
         steps = [{"evaluate": {"fidelity": False}}, *steps, {"evaluate": {}}]
+    elif evaluate:  # top-1 means nothing here: compare the int8 outputs with fp32's instead
+        options["test_fidelity"] = True
     recipe = {
         "name": "quantize",
         "model": {"name": model, "weights": str(weights) if weights else None},
@@ -78,6 +80,27 @@ def quantize(
     summary = summarise(results)
     _print_summary(summary)
     dump_json(json_path, summary | {"run": str(output)})
+
+
+def not_logits(model: str) -> str | None:
+    """Why an ONNX model's outputs are not (batch, classes) logits (several outputs, or an output of another
+    rank, as detectors and speech models have), or None when they may be (and for zoo/PyTorch models)."""
+    path = Path(model)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return None
+    import onnx
+
+    try:
+        outputs = onnx.load(str(path), load_external_data=False).graph.output
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the run itself
+        return None
+    if len(outputs) != 1:
+        return f"{len(outputs)} outputs"
+    t = outputs[0].type.tensor_type
+    if t.HasField("shape") and len(t.shape.dim) != 2:
+        dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+        return f"output of shape {dims}"
+    return None
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +117,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     if len(evals) >= 2:
         out["float"], out["int8"] = evals[0], evals[-1]
         out["drop"] = evals[0]["top1"] - evals[-1]["top1"]
+    if "test_fidelity" in q:
+        out["fidelity"] = {k: q["test_fidelity"][k] for k in ("n", "min_cosine", "mean_cosine", "max_abs_diff")}
+    if q.get("verification"):
+        out["verification"] = q["verification"]
     if "accuracy_aware" in q:
         out["accuracy_aware"] = {k: v for k, v in q["accuracy_aware"].items() if k != "history"}
     return out
@@ -107,6 +134,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         f, q = s["float"], s["int8"]
         console.print(f"top-1 float {f['top1']:.2f}% -> int8 {q['top1']:.2f}% (drop {s['drop']:+.2f} points, "
                       f"n={q['n']}; agreement {q.get('top1_agreement', float('nan')):.2f}%)", highlight=False)
+    if "fidelity" in s:
+        f = s["fidelity"]
+        console.print(f"int8 vs float outputs on {f['n']} test samples (not class logits, so no top-1): cosine "
+                      f"min {f['min_cosine']:.4f}, mean {f['mean_cosine']:.4f}; max abs difference "
+                      f"{f['max_abs_diff']:.4g}", highlight=False)
     if s["kept_float"]:
         console.print(f"kept in float (accuracy-aware): {', '.join(s['kept_float'])}", highlight=False)
     for w in s["warnings"]:

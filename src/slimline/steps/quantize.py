@@ -6,7 +6,9 @@ samples of the training part (``ctx.data.calibration``), never the test split. W
 ``accuracy_aware: true`` the step measures top-1 on the validation slice and returns the layers
 ranked most sensitive by the simulated (fake-quant) pass to float until the drop is within
 ``max_drop`` points. Writes ``quantization.json`` (options, sizes, per-layer sensitivity) beside
-the model in the step folder.
+the model in the step folder. Every written model is checked, loaded and run, and compared with fp32 on
+calibration inputs (``verification`` in the record); ``test_fidelity`` also compares them on the test
+split, for models whose outputs are not class logits.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class QuantizeOptions(StepConfig):
     max_iterations: int | None = Field(None, ge=1)
     sensitivity: bool = Field(False, description="also write the simulated per-layer sensitivity (not accuracy-aware)")
     sensitivity_samples: int = Field(128, ge=8, description="calibration samples the sensitivity is measured on")
+    test_fidelity: bool = Field(
+        False, description="compare the int8 model's outputs with fp32's on the test split (cosine, max abs "
+        "difference): the measure for models whose outputs are not class logits (detectors, speech...)",
+    )
 
     def quant_config(self) -> Any:
         from slimline.quant.backends import QuantConfig
@@ -167,6 +173,11 @@ class Quantize(Step):
                                                           "float_layers": with_producers(aa.kept_float)}
             else:
                 final_dir, qres = make([])
+            if opts.test_fidelity and qres.kind != "torch":
+                from slimline.quant.backends.base import fidelity_vs_fp32
+
+                report["test_fidelity"] = {"split": "test", **fidelity_vs_fp32(qres, final_dir, src,
+                                                                                ctx.data.test.inputs())}
             float_bytes = _float_bytes(src, artifact)
             meta["quantization"] = {"backend": opts.backend, "precision": "int8", "mode": opts.mode,
                                     "activation_type": opts.activation_type, "weight_type": opts.weight_type,
@@ -192,6 +203,8 @@ class Quantize(Step):
         }
         if aa is not None:
             record["accuracy_aware"] = report["accuracy_aware"]
+        if "test_fidelity" in report:
+            record["test_fidelity"] = report["test_fidelity"]
         if sens is not None:
             record["most_sensitive"] = sens.ranking()[:5]
         kept = f", {len(aa.kept_float)} layer(s) kept float" if aa else ""

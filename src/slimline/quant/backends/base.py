@@ -3,12 +3,19 @@
 Layers are named by their PyTorch module path ("layer1.0.conv1") everywhere in slimline; each
 backend maps those names to the node names of its own graph (ONNX: "/layer1/layer1.0/conv1/Conv",
 OpenVINO: the same plus suffixes such as "/WithoutBiases").
+
+:meth:`QuantBackend.quantize` is the one entry point: it calls the backend's ``write`` and then
+:func:`verify_result` (ONNX checker, load and run in the runtime, fidelity against fp32), so no backend
+reports a model that does not load or run as a success. :func:`prepare_onnx` readies real-world ONNX
+exports for the ONNX quantizers (Constant weights to initializers, opset 13 for per-channel weights).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -17,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimline.errors import RecipeError
+from slimline.errors import RecipeError, SlimlineError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse", "default")
 # Operators that hold almost all of a CNN's / transformer's compute: the ones worth quantizing.
@@ -27,6 +34,10 @@ _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTran
 
 class QuantWarning(UserWarning):
     """A quantization setting or result the user should know about (e.g. a layer left in float)."""
+
+
+class QuantizationError(SlimlineError):
+    """A backend wrote an int8 model that is invalid, does not load or does not run, or had nothing to quantize."""
 
 
 @dataclass
@@ -62,6 +73,7 @@ class QuantResult:
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # extra artifact meta (runtime config, named runtime)
+    verification: dict[str, Any] = field(default_factory=dict)  # checker/load/run/fidelity (see verify_result)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -77,7 +89,7 @@ class QuantResult:
 
     def record(self) -> dict[str, Any]:
         return {"excluded_nodes": self.excluded, "left_float": self.left_float, "warnings": self.warnings,
-                **self.details}
+                **self.details, "verification": self.verification}
 
 
 @dataclass
@@ -238,11 +250,280 @@ class QuantBackend(ABC):
     def available(cls) -> tuple[bool, str]:
         return True, ""
 
-    @abstractmethod
     def quantize(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
                  out_dir: Path) -> QuantResult:
         """Quantize ``src`` calibrated on ``calib`` (float32 NCHW), keeping ``keep_float`` layers
-        (module names) and ``cfg.exclude`` in float; write the files into ``out_dir``."""
+        (module names) and ``cfg.exclude`` in float; write the files into ``out_dir``, then check that the
+        result is valid, loads and runs in its runtime and measure its fidelity (``result.verification``).
+
+        Raises :class:`QuantizationError` when the written model fails any of those checks."""
+        result = self.write(src, calib, cfg, keep_float, out_dir)
+        verify_result(self.name, result, src, calib, out_dir)
+        return result
+
+    @abstractmethod
+    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+              out_dir: Path) -> QuantResult:
+        """The backend's own work: write the quantized model files into ``out_dir`` (see :meth:`quantize`)."""
 
     def reset_cache(self) -> None:  # noqa: B027 - optional hook, most backends cache nothing
         """Forget cached calibration (ranges are reused between calls on the same model)."""
+
+
+# --- preparing an ONNX model for quantization ------------------------------------------------------------
+
+PER_CHANNEL_OPSET = 13  # QuantizeLinear/DequantizeLinear take an ``axis`` (per-channel scales) from opset 13
+
+
+def onnx_opset(proto: Any) -> int:
+    """The model's default-domain (ai.onnx) opset version (0 when it names none)."""
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def constants_to_initializers(proto: Any) -> int:
+    """Move the tensors of the main graph's ``Constant`` nodes into initializers; returns how many moved.
+
+    Exports such as Paddle's hold weights in ``Constant`` nodes; quantizers treat only initializers as
+    weights, so a Conv fed by a Constant gets an activation quantizer and keeps its float weight.
+    """
+    from onnx import helper, numpy_helper
+
+    keep, moved = [], 0
+    for node in proto.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(attrs) != 1:
+            keep.append(node)
+            continue
+        (name, attr), = attrs.items()
+        if name == "value":
+            tensor = attr.t
+        elif name in ("value_float", "value_floats", "value_int", "value_ints"):
+            value = helper.get_attribute_value(attr)
+            dtype = np.float32 if "float" in name else np.int64
+            tensor = numpy_helper.from_array(np.asarray(value, dtype=dtype))
+        else:  # sparse tensors and strings stay as they are
+            keep.append(node)
+            continue
+        init = proto.graph.initializer.add()
+        init.CopyFrom(tensor)
+        init.name = node.output[0]
+        moved += 1
+    if moved:
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+    return moved
+
+
+def prepare_onnx(path: Path, work_dir: Path, cfg: QuantConfig, result: QuantResult) -> tuple[Path, QuantConfig]:
+    """The ONNX model as the quantizers need it, and the options to quantize it with.
+
+    ``Constant`` weights become initializers (so they get int8 weights); for per-channel weights an
+    opset below 13 is converted to 13, or, when the conversion fails, the weights go per-tensor (a
+    warning and ``per_channel_fallback`` in the record say why). Returns ``path`` itself when nothing
+    changed.
+    """
+    import dataclasses
+
+    import onnx
+
+    proto = onnx.load(str(path))
+    changes: dict[str, Any] = {}
+    moved = constants_to_initializers(proto)
+    if moved:
+        changes["constants_to_initializers"] = moved
+    opset = onnx_opset(proto)
+    if cfg.per_channel and 0 < opset < PER_CHANNEL_OPSET:
+        try:
+            from onnx import version_converter
+
+            converted = version_converter.convert_version(proto, PER_CHANNEL_OPSET)
+            onnx.checker.check_model(converted)
+        except Exception as e:  # noqa: BLE001 - any converter failure means: quantize per-tensor instead
+            reason = (f"per-channel weights need opset {PER_CHANNEL_OPSET} and converting this opset-{opset} model "
+                      f"failed ({first_line(e)})")
+            result.details["per_channel_fallback"] = reason
+            result.warn(f"{reason}: quantizing weights per-tensor; re-export at opset {PER_CHANNEL_OPSET} for "
+                        "per-channel weights")
+            cfg = dataclasses.replace(cfg, per_channel=False)
+        else:
+            proto = converted
+            changes["opset"] = f"{opset} -> {PER_CHANNEL_OPSET} (per-channel weights need it)"
+    if not changes:
+        return path, cfg
+    result.details["onnx_preparation"] = changes
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = work_dir / f"{path.stem}.prepared.onnx"
+    large = proto.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit
+    onnx.save(proto, str(out), save_as_external_data=large, location=f"{out.name}.data" if large else None)
+    return out, cfg
+
+
+@contextlib.contextmanager
+def working_directory(folder: Path) -> Iterator[None]:
+    """Run with ``folder`` (created) as the current directory, for libraries that write temporary files into
+    the current directory with no way to say where (ONNX Runtime's symbolic shape inference writes
+    ``sym_shape_infer_temp.onnx`` there when it gives up). The current directory is process-wide: slimline
+    quantizes one model at a time in the main thread, so nothing else sees the change."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(folder):
+        yield
+
+
+# --- verifying the written model ----------------------------------------------------------------------------
+
+VERIFY_SAMPLES = 8  # calibration samples the written model is run on (one at a time: fixed-batch exports work)
+LOW_COSINE = 0.9  # below this (min over samples) the result is kept but a warning says it is far from fp32
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type when it has none), at most ``limit`` chars."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def onnxruntime_runner(path: Path) -> Runner:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 4  # errors reach the caller as exceptions (one line each), not as log lines
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: [np.asarray(o) for o in sess.run(None, {name: x})]
+
+
+def openvino_runner(path: Path) -> Runner:
+    from slimline.quant.backends.openvino import import_nncf
+
+    ov, _ = import_nncf()
+    # f32: the CPU plugin's default on AVX-512 BF16/AMX CPUs is bf16, which would blur the comparison
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    outputs = list(compiled.outputs)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        res = compiled(x)
+        return [np.asarray(res[o]) for o in outputs]
+
+    return run
+
+
+def _reference_runner(src: FloatModel) -> Runner:
+    """The fp32 model on the runtime that reads it directly (OpenVINO IR, else the ONNX model on ONNX Runtime)."""
+    if src.ov_xml is not None:
+        return openvino_runner(src.ov_xml)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return openvino_runner(src.onnx())
+    return onnxruntime_runner(src.onnx())
+
+
+def output_fidelity(got: list[list[np.ndarray]], ref: list[list[np.ndarray]]) -> dict[str, Any]:
+    """Per-sample cosine similarity and max abs difference of each output (samples x outputs).
+
+    Returns ``min_cosine`` (worst output and sample), ``mean_cosine`` and ``max_abs_diff`` over all
+    outputs, and the same per output index under ``outputs``.
+    """
+    per_output: list[dict[str, float]] = []
+    for k in range(len(ref[0]) if ref else 0):
+        cos, diff = [], 0.0
+        for g, r in zip(got, ref, strict=True):
+            a, b = g[k].astype(np.float64).ravel(), r[k].astype(np.float64).ravel()
+            if a.shape != b.shape:
+                raise QuantizationError(f"output {k} of the int8 model has shape {g[k].shape}, the fp32 model's "
+                                        f"{r[k].shape}; the quantized graph is wrong: report it with the model")
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            cos.append(1.0 if na == nb == 0 else float(a @ b / (na * nb + 1e-30)))
+            diff = max(diff, float(np.abs(a - b).max(initial=0.0)))
+        per_output.append({"min_cosine": min(cos), "mean_cosine": float(np.mean(cos)), "max_abs_diff": diff})
+    return {
+        "min_cosine": min((o["min_cosine"] for o in per_output), default=float("nan")),
+        "mean_cosine": float(np.mean([o["mean_cosine"] for o in per_output])) if per_output else float("nan"),
+        "max_abs_diff": max((o["max_abs_diff"] for o in per_output), default=float("nan")),
+        "outputs": per_output,
+    }
+
+
+def result_runtime(result: QuantResult) -> str:
+    """The runtime a quantized ONNX/OpenVINO result runs on (the one it names, else its kind's)."""
+    return str(result.meta.get("runtime") or ("openvino" if result.kind == "openvino" else "onnxruntime"))
+
+
+def result_runner(result: QuantResult, out_dir: Path) -> Runner:
+    """Run the model ``result`` describes (written into ``out_dir``) on its runtime."""
+    model = out_dir / result.files["model"]
+    return onnxruntime_runner(model) if result_runtime(result) == "onnxruntime" else openvino_runner(model)
+
+
+def samples_of(x: np.ndarray, limit: int) -> list[np.ndarray]:
+    """The first ``limit`` items of ``x`` as float32 batches of one (fixed-batch exports run them too)."""
+    return [np.ascontiguousarray(x[i : i + 1], dtype=np.float32) for i in range(min(len(x), limit))]
+
+
+def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: np.ndarray,
+                     limit: int = 256) -> dict[str, Any]:
+    """Cosine similarity and max abs difference of the quantized model's outputs against fp32's on ``x`` (the
+    first ``limit`` items): the measure for models whose outputs are not class logits (detectors...)."""
+    samples = samples_of(x, limit)
+    run, ref = result_runner(result, out_dir), _reference_runner(src)
+    fid = output_fidelity([run(s) for s in samples], [ref(s) for s in samples])
+    return {"n": len(samples), "runtime": result_runtime(result), **fid}
+
+
+def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: np.ndarray, out_dir: Path) -> None:
+    """Check the model ``backend`` wrote into ``out_dir``: the ONNX checker (ONNX files), loading it in its
+    runtime, running it on a few calibration samples and comparing its outputs with the fp32 model's.
+
+    Fills ``result.verification``; raises :class:`QuantizationError` naming the failing stage and its cause.
+    """
+    if result.kind not in ("onnx", "openvino"):
+        result.verification = {"skipped": f"{result.kind} models are checked when they are loaded"}
+        return
+    model = out_dir / result.files["model"]
+    runtime = result_runtime(result)
+    where = _RUNTIME_NAMES.get(runtime, runtime)
+    what = f"the int8 model written by {backend}"
+    fix = "try per_channel: false, or keep the failing operator in float with exclude: [<node name>]"
+    ver: dict[str, Any] = {"runtime": runtime}
+    if result.kind == "onnx":
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(model))
+        except Exception as e:  # noqa: BLE001 - the checker raises several types
+            raise QuantizationError(f"{what} fails the ONNX checker: {first_line(e)}; {fix}") from e
+        ver["checker"] = "ok"
+    try:
+        run = result_runner(result, out_dir)
+    except Exception as e:  # noqa: BLE001 - runtimes raise their own types
+        raise QuantizationError(f"{what} fails to load in {where}: {first_line(e)}; {fix}") from e
+    ver["loads"] = "ok"
+    samples = samples_of(calib, VERIFY_SAMPLES)
+    try:
+        got = [run(x) for x in samples]
+    except Exception as e:  # noqa: BLE001
+        raise QuantizationError(f"{what} loads in {where} but fails to run on the calibration inputs: "
+                                f"{first_line(e)}; {fix}") from e
+    ver["runs"] = "ok"
+    ver["samples"] = len(samples)
+    try:
+        ref = [_reference_runner(src)(x) for x in samples] if samples else []
+    except Exception as e:  # noqa: BLE001 - fidelity needs the fp32 model to run; without it, say why
+        ver["fidelity"] = f"not measured: the fp32 model does not run here ({first_line(e)})"
+        result.verification = ver
+        return
+    bad = [k for gs, rs in zip(got, ref, strict=True) for k, (g, r) in enumerate(zip(gs, rs, strict=False))
+           if np.isfinite(r).all() and not np.isfinite(g).all()]
+    if bad:
+        raise QuantizationError(f"{what} outputs NaN or infinity (output {bad[0]}) in {where} where the fp32 model "
+                                f"does not; try calibration: percentile, or exclude: [<node name>]")
+    fid = output_fidelity(got, ref)
+    ver.update({k: fid[k] for k in ("min_cosine", "mean_cosine", "max_abs_diff")})
+    if len(fid["outputs"]) > 1:
+        ver["outputs"] = fid["outputs"]
+    result.verification = ver
+    if fid["min_cosine"] < LOW_COSINE:
+        result.warn(f"the int8 model's outputs are far from fp32 on the calibration inputs (min cosine "
+                    f"{fid['min_cosine']:.3f}); try calibration: percentile, per_channel: true or exclude: [...]")

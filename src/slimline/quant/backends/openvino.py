@@ -150,8 +150,8 @@ class OpenVinoBackend(QuantBackend):
         if cfg.mode != "static":
             raise RecipeError("the openvino backend quantizes statically (NNCF); dynamic mode is onnxruntime's")
 
-    def quantize(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
-                 out_dir: Path) -> QuantResult:
+    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+              out_dir: Path) -> QuantResult:
         self.check(cfg)
         if cfg.format == "onnx":
             return self._quantize_onnx(src, calib, cfg, keep_float, out_dir)
@@ -194,25 +194,27 @@ class OpenVinoBackend(QuantBackend):
         network (ResNet-56: 928 XML layers, 421 KB) is a third of the int8 IR's size."""
         import onnx
 
-        from slimline.quant.backends.base import resolve_onnx_nodes
+        from slimline.quant.backends.base import prepare_onnx, resolve_onnx_nodes
         from slimline.quant.backends.ort import count_quantized, float_heavy_nodes
 
         ov, nncf = import_nncf()
-        proto = onnx.load(str(src.onnx()))
+        result = QuantResult("onnx", {"model": "model.onnx"}, meta={"runtime": "openvino"})
+        prepared, cfg = prepare_onnx(src.onnx(), src.work_dir, cfg, result)
+        proto = onnx.load(str(prepared))
         excluded = resolve_onnx_nodes([*cfg.exclude, *keep_float], src, {n.name for n in proto.graph.node})
+        result.excluded = excluded
         name = proto.graph.input[0].name
         samples = [{name: np.ascontiguousarray(calib[i : i + 1], dtype=np.float32)} for i in range(len(calib))]
         qproto = _nncf_quantize(nncf, proto, samples, cfg, excluded)
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / "model.onnx"
         onnx.save(qproto, str(out))
-        result = QuantResult("onnx", {"model": "model.onnx"}, excluded=excluded, meta={"runtime": "openvino"})
         excluded_set = set(excluded)
         for node in float_heavy_nodes(qproto):
             if node["name"] not in excluded_set:
                 result.left_float.append(node | {"reason": "NNCF did not quantize this operator"})
         result.warn_left_float("NNCF did not quantize them")
-        result.details = {
+        result.details.update({
             "format": "QDQ ONNX (NNCF ONNX backend), run by OpenVINO",
             "preset": "performance" if cfg.activation_symmetric else "mixed",
             "calibration": cfg.calibration,
@@ -221,7 +223,7 @@ class OpenVinoBackend(QuantBackend):
             "quantized_ops": count_quantized(qproto),
             "nncf_version": nncf.__version__,
             "openvino_version": ov.__version__.split("-")[0],
-        }
+        })
         if cfg.compact_names:
             from slimline.optimize.onnx_graph import compact_names
 

@@ -11,10 +11,13 @@ depending on the machine), so it warns.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,13 @@ from slimline.quant.backends.base import (
     FloatModel,
     QuantBackend,
     QuantConfig,
+    QuantizationError,
     QuantResult,
+    QuantWarning,
     calibration_batches,
+    prepare_onnx,
     resolve_onnx_nodes,
+    working_directory,
 )
 
 _METHODS = {"minmax": "MinMax", "default": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -135,7 +142,7 @@ class OrtBackend(QuantBackend):
     calibration_methods = ("minmax", "percentile", "entropy", "default")
 
     def __init__(self) -> None:
-        self._pre: dict[Path, Path] = {}
+        self._pre: dict[tuple[Path, bool], tuple[Path, bool, QuantResult]] = {}
         self._cache: dict[str, Path] = {}
 
     @classmethod
@@ -155,23 +162,34 @@ class OrtBackend(QuantBackend):
     def reset_cache(self) -> None:
         self._cache.clear()
 
-    def _preprocess(self, src: FloatModel) -> Path:
-        """Shape inference + graph cleanup (ONNX Runtime's quant_pre_process), once per model."""
-        fp32 = src.onnx()
-        if fp32 not in self._pre:
+    def _preprocess(self, src: FloatModel, cfg: QuantConfig, result: QuantResult) -> tuple[Path, QuantConfig]:
+        """Constant weights to initializers and the opset per-channel needs (:func:`prepare_onnx`), then shape
+        inference + graph cleanup (ONNX Runtime's quant_pre_process), once per model and per-channel setting."""
+        fp32, work = src.onnx().absolute(), src.work_dir.absolute()  # absolute: ORT runs in another folder
+        key = (fp32, cfg.per_channel)
+        if key not in self._pre:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            pre = src.work_dir / f"{fp32.stem}.pre.onnx"
+            notes = QuantResult("onnx", {})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", QuantWarning)  # repeated below into each result
+                prepared, pcfg = prepare_onnx(fp32, work, cfg, notes)
+            pre = work / f"{fp32.stem}.{'pc' if pcfg.per_channel else 'pt'}.pre.onnx"
             try:
-                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+                with working_directory(work / "cwd"):
+                    quant_pre_process(str(prepared), str(pre), skip_symbolic_shape=False)
             except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; quantize the raw model
                 logging.getLogger("slimline").info("quant_pre_process failed (%s); quantizing the raw export", e)
-                pre = fp32
-            self._pre[fp32] = pre
-        return self._pre[fp32]
+                pre = prepared
+            self._pre[key] = (pre, pcfg.per_channel, notes)
+        pre, per_channel, notes = self._pre[key]
+        result.details.update(notes.details)
+        for message in notes.warnings:
+            result.warn(message)
+        return pre, dataclasses.replace(cfg, per_channel=per_channel)
 
-    def quantize(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
-                 out_dir: Path) -> QuantResult:
+    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+              out_dir: Path) -> QuantResult:
         import onnx
         from onnxruntime.quantization import (
             CalibrationMethod,
@@ -184,13 +202,14 @@ class OrtBackend(QuantBackend):
         self.check(cfg)
         for name in ("onnxruntime", "root"):
             logging.getLogger(name).setLevel(logging.ERROR)  # ORT's 'consider pre-processing' chatter
-        pre = self._preprocess(src)
+        result = QuantResult("onnx", {"model": "model.onnx"})
+        pre, cfg = self._preprocess(src, cfg, result)
         proto = onnx.load(str(pre), load_external_data=False)
         graph_nodes = {n.name for n in proto.graph.node}
         excluded = resolve_onnx_nodes([*cfg.exclude, *keep_float], src, graph_nodes)
+        result.excluded = excluded
         out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / "model.onnx"
-        result = QuantResult("onnx", {"model": "model.onnx"}, excluded=excluded)
+        out = out_dir.absolute() / "model.onnx"
         reduce_range, why = resolve_reduce_range(cfg.reduce_range)
         result.details["reduce_range_reason"] = why
         wtype, atype = getattr(QuantType, _TYPES[cfg.weight_type]), getattr(QuantType, _TYPES[cfg.activation_type])
@@ -203,10 +222,17 @@ class OrtBackend(QuantBackend):
                     "than fp32 (ResNet-18: 2.6x slower in scripts/quant_resnet18.py on a 2-core AVX2 machine, "
                     "30x slower measured on another). Use mode: static for CNNs."
                 )
-            quantize_dynamic(str(pre), str(out), per_channel=cfg.per_channel, reduce_range=reduce_range,
-                             weight_type=wtype, nodes_to_exclude=excluded,
-                             extra_options={"WeightSymmetric": cfg.weight_symmetric})
-            result.details = {"mode": "dynamic", "weight_type": cfg.weight_type, "conv_weight_share": share}
+            with working_directory(src.work_dir / "cwd"):  # ORT writes temporary files into the cwd
+                quantize_dynamic(str(pre), str(out), per_channel=cfg.per_channel, reduce_range=reduce_range,
+                                 weight_type=wtype, nodes_to_exclude=excluded,
+                                 extra_options={"WeightSymmetric": cfg.weight_symmetric})
+            result.details.update({"mode": "dynamic", "weight_type": cfg.weight_type, "conv_weight_share": share})
+            if not has_int8_weights(onnx.load(str(out), load_external_data=False)):
+                raise QuantizationError(
+                    f"dynamic quantization found nothing to quantize in {src.onnx().name} (it quantizes the "
+                    f"constant weights of MatMul, Conv, Attention, LSTM and Gather; this model has only "
+                    f"{op_summary(proto)}); use mode: static"
+                )
         else:
             if cfg.activation_type == "int8" and cfg.weight_type == "int8":
                 result.details["note"] = "S8S8: ONNX Runtime's x86 kernels favour U8S8 (uint8 activations)"
@@ -220,7 +246,8 @@ class OrtBackend(QuantBackend):
                 "CalibPercentile": cfg.percentile,
             }
             cache = self._cache_path(src, pre, calib, cfg)
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration progress
+            # ORT prints calibration progress and may write temporary files into the current folder
+            with working_directory(src.work_dir / "cwd"), contextlib.redirect_stdout(io.StringIO()):
                 quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
                                 reduce_range=reduce_range, activation_type=atype, weight_type=wtype,
                                 nodes_to_exclude=excluded, calibrate_method=method, extra_options=extra,
@@ -249,7 +276,7 @@ class OrtBackend(QuantBackend):
         key_src = f"{pre}|{cfg.calibration}|{cfg.percentile}|{cfg.activation_symmetric}|{cfg.batch_size}|"
         key = hashlib.sha1(key_src.encode() + hashlib.sha1(np.ascontiguousarray(calib).tobytes()).digest()).hexdigest()
         if key not in self._cache:
-            self._cache[key] = src.work_dir / f"calibration-{key[:12]}.json"
+            self._cache[key] = src.work_dir.absolute() / f"calibration-{key[:12]}.json"
             self._cache[key].unlink(missing_ok=True)
         return self._cache[key]
 
@@ -265,3 +292,17 @@ def count_quantized(proto: Any) -> dict[str, int]:
             if p is not None and p.op_type == "DequantizeLinear":
                 counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return counts
+
+
+def has_int8_weights(proto: Any) -> bool:
+    """Whether any initializer holds 8-bit integers (a quantized weight)."""
+    from onnx import TensorProto
+
+    return any(i.data_type in (TensorProto.INT8, TensorProto.UINT8) for i in proto.graph.initializer)
+
+
+def op_summary(proto: Any, most: int = 6) -> str:
+    """``'Add (4), Relu (3), ...'``: the graph's commonest operator types."""
+    counts = collections.Counter(n.op_type for n in proto.graph.node).most_common()
+    text = ", ".join(f"{op} ({n})" for op, n in counts[:most])
+    return text + (f" and {len(counts) - most} more types" if len(counts) > most else "") if counts else "no operators"

@@ -119,8 +119,8 @@ class TorchFxBackend(QuantBackend):
             engines = torch.backends.quantized.supported_engines
             raise RecipeError(f"this torch build has no x86 quantized engine ({engines})")
 
-    def quantize(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
-                 out_dir: Path) -> QuantResult:
+    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+              out_dir: Path) -> QuantResult:
         from slimline.artifact import layer_specs
 
         self.check(cfg)
