@@ -110,3 +110,24 @@ def test_interrupt_exits_with_one_line(tmp_path: Path, sig: signal.Signals, code
     assert proc.returncode == code, err
     line = _one_error_line(err)
     assert word in line and "run the same command again" in line.lower()
+
+
+@pytest.mark.parametrize("content, says", [
+    ('{"files": {}}', "'kind' is None"),
+    ('{"kind": "torch", "files": {"model": "../../etc/passwd"}}', "not a name inside the artifact folder"),
+    ("{not json", "is corrupt"),
+])
+def test_corrupt_artifact_is_one_line(tmp_path: Path, content: str, says: str) -> None:
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "artifact.json").write_text(content)
+    res = runner.invoke(app, ["eval", "-m", str(art), "-d", "digits"])
+    assert res.exit_code == 1
+    line = _one_error_line(res.output)
+    assert says in " ".join(line.split()) and "unexpected" not in line
+
+
+def test_empty_weights_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "zero.pt").write_bytes(b"")
+    res = runner.invoke(app, ["eval", "-m", "small_cnn", "--weights", str(tmp_path / "zero.pt"), "-d", "digits"])
+    assert res.exit_code == 1 and "is empty (0 bytes)" in " ".join(_one_error_line(res.output).split())

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimline.errors import ModelError, SlimlineError, disk_full_check
+from slimline.errors import ModelError, SlimlineError, disk_full_check, first_line
 from slimline.fileio import dir_mode, write_json
 
 ARTIFACT_JSON = "artifact.json"
@@ -99,13 +99,33 @@ class Artifact:
             raise SlimlineError(f"{folder} is not a slimline artifact (no {ARTIFACT_JSON} there)")
         try:
             d = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise SlimlineError(f"{f} is corrupt: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SlimlineError(f"{f} is corrupt ({e}); re-create the artifact with the step that made it") from e
+        problem = _describe_problem(d)
+        if problem:
+            raise SlimlineError(f"{f} is corrupt: {problem}; re-create the artifact with the step that made it")
         return cls(kind=d["kind"], path=folder, files=d["files"], meta=d.get("meta", {}), lineage=d.get("lineage", []))
 
     def with_record(self, record: dict[str, Any]) -> Artifact:
         """A copy of this artifact's description whose lineage ends with ``record``."""
         return Artifact(self.kind, self.path, dict(self.files), dict(self.meta), [*self.lineage, record])
+
+
+def _describe_problem(d: Any) -> str:
+    """What is wrong with the content of an ``artifact.json``, or '' when nothing is."""
+    if not isinstance(d, dict):
+        return "it holds no JSON object"
+    if d.get("kind") not in KINDS:
+        return f"its 'kind' is {d.get('kind')!r}, not one of {', '.join(KINDS)}"
+    files = d.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get("model"), str):
+        return "its 'files' name no model file"
+    for role, name in files.items():
+        if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"its file {role!r} ({name!r}) is not a name inside the artifact folder"
+    if not isinstance(d.get("meta", {}), dict) or not isinstance(d.get("lineage", []), list):
+        return "its 'meta' is not an object or its 'lineage' not a list"
+    return ""
 
 
 class ArtifactWriter:
@@ -241,14 +261,24 @@ def load_torch(artifact: Artifact, trust_code: bool = False) -> nn.Module:
 
     if artifact.kind != "torch":
         raise SlimlineError(f"{artifact.path} holds a {artifact.kind} model, not a PyTorch one")
+    if "architecture" not in artifact.files:
+        raise ModelError(f"{artifact.path} is corrupt: a torch artifact names no architecture file (model.json)")
     arch_file = artifact.path / artifact.files["architecture"]
-    arch = json.loads(arch_file.read_text())
+    try:
+        arch = json.loads(arch_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{arch_file} cannot be read ({first_line(e)}); re-create the artifact") from e
     if not isinstance(arch, dict) or "source" not in arch:
         raise ModelError(f"{arch_file} has no 'source' (how to rebuild the architecture)")
     with trusted_factories(trust_code=trust_code):
         model = build_from_source(arch["source"], where=str(arch_file))
     apply_layer_specs(model, arch.get("layers", {}))
-    state = torch.load(artifact.model_file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(artifact.model_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise ModelError(
+            f"{artifact.model_file} cannot be read as weights ({first_line(e)}); re-create the artifact"
+        ) from e
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelError(

@@ -32,6 +32,11 @@ class RuntimeUnavailable(SlimlineError):
     """A runtime is not installed or cannot run on this machine."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message, or its type's name when it has none."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
 class DiskFull(SlimlineError):
     """A write failed because its filesystem has no space left."""
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimline.errors import ModelError
+from slimline.errors import ModelError, first_line
 from slimline.models.zoo import MODELS, ModelEntry
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -146,11 +146,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.exists():
         raise ModelError(f"weights file {p} does not exist")
+    if p.is_file() and p.stat().st_size == 0:
+        raise ModelError(f"weights file {p} is empty (0 bytes): it was not written completely; save it again")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds here
         raise ModelError(
-            f"cannot read weights from {p}: {str(e).splitlines()[0]}. "
+            f"cannot read weights from {p}: {first_line(e)}. "
             "slimline loads weights with weights_only=True: save a state_dict (torch.save(model.state_dict(), f))"
         ) from e
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -221,7 +223,7 @@ def load_onnx(path: str | Path) -> Any:
         onnx.checker.check_model(str(p))
     except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValidationError, ...
         raise ModelError(
-            f"{p} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            f"{p} is not a valid ONNX model: {first_line(e)}"
         ) from e
     return proto
 
