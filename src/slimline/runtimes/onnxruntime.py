@@ -8,6 +8,7 @@ the version that wrote it (the optimized graph uses its contrib ops), else the p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,8 @@ import numpy as np
 from slimline.artifact import Artifact
 from slimline.errors import RuntimeUnavailable
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session, artifact_precision
+from slimline.runtimes.base import Runtime, Session, artifact_precision, check_feeds
+from slimline.signature import Signature
 
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -60,6 +62,8 @@ class OrtSession(Session):
         providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         self.sess = ort.InferenceSession(path, so, providers=providers)
         self.input_name = self.sess.get_inputs()[0].name
+        self.signature = Signature.from_onnx(path)
+        self._outputs = [o.name for o in self.sess.get_outputs()]
         self.options = {
             "threads": threads,
             "inter_op_threads": inter_op_threads,
@@ -74,6 +78,13 @@ class OrtSession(Session):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.sess.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def run_named(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.signature is not None
+        check_feeds(self.signature, feeds)
+        dtypes = {t.name: t.dtype for t in self.signature.inputs}
+        arrays = {k: np.ascontiguousarray(v, dtype=dtypes.get(k, v.dtype)) for k, v in feeds.items()}
+        return dict(zip(self._outputs, self.sess.run(None, arrays), strict=True))
 
     def describe(self) -> dict[str, Any]:
         return {

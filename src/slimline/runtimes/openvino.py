@@ -18,6 +18,7 @@ or ``nncf`` calls it first.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ import numpy as np
 from slimline.artifact import Artifact
 from slimline.errors import RuntimeUnavailable
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session, artifact_precision
+from slimline.runtimes.base import Runtime, Session, artifact_precision, check_feeds
+from slimline.signature import Signature
 
 _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 _PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -136,6 +138,7 @@ class OpenVinoSession(Session):
         self._ov, self._core, self._device, self._config = ov, core, device, config
         self._hint, self._requests = hint, requests
         self.model = core.read_model(path)
+        self.signature = Signature.from_openvino(self.model)
         self.static_shapes = bool(static_shapes)
         # per-batch static compiles need every input dimension but the batch to be known
         self._static_ok = len(self.model.inputs) == 1 and self.model.input(0).get_partial_shape()[1:].is_static
@@ -177,6 +180,19 @@ class OpenVinoSession(Session):
             if len(x) % n == 0:  # equal chunks, one static shape, n parallel requests
                 return self._static(len(x) // n, n).run(x)
         return self._dynamic.run(x)
+
+    def run_named(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Named inputs of any dtype through the dynamic-shape compile; every output by name."""
+        sig = self.signature
+        assert sig is not None
+        check_feeds(sig, feeds)
+        if len(sig.inputs) == 1 and len(sig.outputs) == 1:
+            return {sig.output_names[0]: self.run(next(iter(feeds.values())))}
+        dtypes = {t.name: t.dtype for t in sig.inputs}
+        req = self._dynamic.request
+        ports = {name: i for i, name in enumerate(sig.input_names)}
+        req.infer({ports[k]: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in feeds.items()}, share_inputs=False)
+        return {name: req.get_output_tensor(i).data.copy() for i, name in enumerate(sig.output_names)}
 
     def describe(self) -> dict[str, Any]:
         return dict(self._desc)

@@ -20,6 +20,7 @@ from slimline.artifact import Artifact, load_torch
 from slimline.runtimes import RUNTIMES
 from slimline.runtimes.base import Runtime, Session, artifact_precision
 from slimline.runtimes.torch_eager import TorchSession
+from slimline.signature import artifact_signature
 
 
 def cpp_compiler() -> str | None:
@@ -58,17 +59,19 @@ class TorchCompileSession(TorchSession):
         self._compiled_once = False
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        x = self._prepare(batch)
+        return self._forward(self._prepare(batch)).float().numpy()
+
+    def _forward(self, *args: torch.Tensor) -> Any:
         if not self._compiled_once:
             from torch._inductor import config
 
             # freezing is read while compiling, which happens on the first call
             with config.patch(freezing=self.freezing), torch.no_grad():
-                out = self.compiled(x)
+                out = self.compiled(*args)
             self._compiled_once = True
-            return out.float().numpy()
+            return out
         with torch.no_grad():
-            return self.compiled(x).float().numpy()
+            return self.compiled(*args)
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {
@@ -107,4 +110,5 @@ class TorchCompile(Runtime):
     ) -> Session:
         session = TorchCompileSession(load_torch(artifact), threads, channels_last, freezing, mode, dynamic, backend)
         session.precision = artifact_precision(artifact)
+        session.signature = artifact_signature(artifact)
         return session

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,8 @@ from torch import nn
 
 from slimline.artifact import Artifact, load_torch
 from slimline.runtimes import RUNTIMES
-from slimline.runtimes.base import Runtime, Session, artifact_precision
+from slimline.runtimes.base import Runtime, Session, artifact_precision, check_feeds
+from slimline.signature import artifact_signature
 
 
 class TorchSession(Session):
@@ -36,6 +38,19 @@ class TorchSession(Session):
     def run(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model(self._prepare(batch)).float().numpy()
+
+    def run_named(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs passed to ``forward`` in signature order; outputs (a tensor, tuple or dict) named by it."""
+        sig = self.signature
+        assert sig is not None
+        check_feeds(sig, feeds)
+        args = [self._prepare(feeds[n]) if np.asarray(feeds[n]).dtype.kind == "f"
+                else torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in sig.input_names]
+        return name_outputs(self._forward(*args), sig.output_names)
+
+    def _forward(self, *args: torch.Tensor) -> Any:
+        with torch.inference_mode():
+            return self.model(*args)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -63,4 +78,20 @@ class TorchEager(Runtime):
             model = fuse_for_inference(model, artifact.meta.get("input_shape"))
         session = TorchSession(model, threads, channels_last, precision=artifact_precision(artifact))
         session.fused = bool(fuse)  # type: ignore[attr-defined]
+        session.signature = artifact_signature(artifact)
         return session
+
+
+def name_outputs(out: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """A module's output (tensor, tuple/list or dict of tensors) as named numpy arrays."""
+
+    def arr(t: Any) -> np.ndarray:
+        t = t.detach() if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+        return (t.float() if t.is_floating_point() else t).numpy()
+
+    if isinstance(out, dict):
+        return {str(k): arr(v) for k, v in out.items()}
+    items = list(out) if isinstance(out, tuple | list) else [out]
+    if len(names) != len(items):
+        names = names[:1] if len(items) == 1 and names else [f"output_{i}" for i in range(len(items))]
+    return {n: arr(t) for n, t in zip(names, items, strict=True)}
