@@ -470,6 +470,8 @@ class Prune(Step):
             if t_before is None:
                 t_before = timed(teacher)
             t_after = timed(model)
+            kept = next((r for r in rec.get("latency_calibration") or [] if r.get("kept")), None)
+            predicted = kept["predicted_speedup"] if kept else _predicted_speedup(plan)
             rec["latency_ms"] = {
                 "runtime": L.runtime,
                 "batch": L.batch_size,
@@ -477,8 +479,9 @@ class Prune(Step):
                 "before": t_before,
                 "after": t_after,
                 "measured_speedup": t_before / t_after,
-                "predicted_speedup": _predicted_speedup(plan),
-                "prediction_error": _predicted_speedup(plan) / (t_before / t_after),
+                "table_speedup": _predicted_speedup(plan),
+                "predicted_speedup": predicted,
+                "prediction_error": predicted / (t_before / t_after),
                 "note": "medians measured one after the other on a shared machine",
             }
         return rec
@@ -503,8 +506,10 @@ def _calibrate_plan(
     latency table sums savings measured in isolation and often promises more than the whole graph gives)
     or lowered by the excess (the plan removed more than needed). Keeps the plan measured closest to the
     target among those reaching ``target x (1 - tolerance)``, else the fastest measured. Returns that plan,
-    one record per round (``prediction_error`` = predicted / measured speed-up; ``kept`` on the one kept)
-    and the unpruned model's latency."""
+    one record per round and the unpruned model's latency. In each round ``table_speedup`` is the latency
+    table's prediction for the plan and ``predicted_speedup`` the planner's: the table's corrected by the
+    measured/table ratio of the round before (round 0: the table's), ``prediction_error`` = predicted /
+    measured; ``kept`` marks the round kept."""
     from slimline.prune.allocate import normalise_targets
     from slimline.prune.schedule import apply_plan
 
@@ -512,21 +517,25 @@ def _calibrate_plan(
     others = {k: v for k, v in tg.items() if k not in ("latency", "speedup")}
     t_before = timed(model)
     asked, rounds, plans = want, [], []
+    correction = 1.0  # measured / table speed-up of the last plan timed: the table's error on this model
     for i in range(rounds_max + 1):
         trial = copy.deepcopy(model)
         apply_plan(trial, example, plan)  # L1 channel choice: only the shapes matter for the time
         measured = t_before / timed(trial)
-        predicted = _predicted_speedup(plan)
+        table = _predicted_speedup(plan)
+        predicted = table * correction  # what the planner expected before timing this plan
         rounds.append(
             {
                 "round": i,
                 "asked_speedup": asked,
+                "table_speedup": table,
                 "predicted_speedup": predicted,
                 "measured_speedup": measured,
                 "prediction_error": predicted / measured,
                 "plan": plan.to_dict(),
             }
         )
+        correction = measured / table
         plans.append(plan)
         if abs(measured - want) <= want * tolerance or i == rounds_max:
             break
