@@ -94,6 +94,10 @@ def test_bench_dynamic_spatial_dims_need_an_input_shape(tmp_path: Path) -> None:
     assert code == 0, output
     assert doc is not None and doc["results"][0]["status"] == "ok"
     assert doc["results"][0]["input_shapes"] == {"images": [1, 3, 64, 64]}
+    chw = [str(model), "-r", "onnxruntime", "-b", "2", "--input-shape", "3,48,40"]
+    code, output, doc = _bench(chw, tmp_path / "chw")
+    assert code == 0, output  # the older bare C,H,W form names the only input
+    assert doc is not None and doc["results"][0]["input_shapes"] == {"images": [1, 3, 48, 40]}
     code, output, doc = _bench([str(model), "-r", "onnxruntime"], tmp_path / "again")
     assert code == 1 and doc is None
     line = " ".join(output.split())
