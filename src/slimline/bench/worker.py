@@ -150,6 +150,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     sig, shapes = bench_shapes(art, spec.get("input_shapes"), bs)
     t = sig.inputs[0] if sig.inputs else None
     fn: Any
+    arg: Any
     if t is not None and len(sig.inputs) == 1 and np.dtype("float32" if t.dtype == "bfloat16" else t.dtype).kind == "f":
         # the image-classifier path: session.run on a standard-normal float32 batch
         fn, arg = session.run, np.random.default_rng(seed).standard_normal(shapes[t.name]).astype(np.float32)
