@@ -13,12 +13,13 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
     environment   slimline.environment.environment() (cpu {model, cores, flags {avx2, avx512f,
                   avx512_vnni, avx_vnni, amx_tile, amx_int8, ...}}, python, platform, versions
                   {torch, onnxruntime, openvino, ...}) plus threads (the --threads asked for)
-    settings      {runtimes, batch_sizes, threads, warmup, min_runs, min_seconds, max_seconds, repeats}
+    settings      {runtimes, batch_sizes, threads, warmup, min_runs, min_seconds, max_seconds, repeats,
+                  input_shapes (--input-shape per input name; "" for a bare C,H,W)}
     peak_gflops   measured fp32 GEMM peak in GFLOP/s (null when not measured): the higher of a
                   measurement before and one after the combinations
     peak          slimline.bench.peak.measure_peak() output: fp32_gflops, int8_gops, fp32 {...},
                   int8 {...}, and before/after (the other measurement's fp32_gflops)
-    skipped       [{artifact, runtime, reason}] pairs whose kinds do not fit
+    skipped       [{artifact, runtime, reason}] pairs whose kinds do not fit (printed as "skipped:" lines)
     compare       (slimline bench --compare OLD.json only) {against, rows: [{artifact, runtime,
                   batch_size, old_throughput, new_throughput, throughput_ratio, old_median_ms,
                   new_median_ms, latency_ratio}]}, matched on (artifact, runtime, batch_size)
@@ -49,6 +50,9 @@ Results document (``slimline bench --json``, ``benchmark.json`` in a run folder,
       gflops        achieved 2 x macs x throughput / 1e9
       efficiency    gflops / peak_gflops (fp32 GEMM peak), null if either is unknown
       describe      the session's describe(): name, version, device, precision, threads, options
+      input_shapes  {input name: shape} of one sample (batch axis at 1) that the worker fed: a single float
+                    input as a standard-normal batch through run(), any other signature as
+                    Signature.example_feeds through run_named() (ids below the smallest embedding table)
       machine_load  CPU time other processes took during the timed loop (slimline.environment.other_load):
                     {other_cpu_s, other_share (of wall time x CPUs), busy (share > BUSY_SHARE, 10%)};
                     null off Linux. The tables and the report mark busy rows
@@ -79,7 +83,7 @@ BENCHMARK_JSON = "benchmark.json"
 
 def bench_run(ctx: RunContext, cfg: BenchmarkConfig) -> dict[str, Any]:
     """Benchmark a run's artifacts (all, or ``cfg.artifacts`` by folder name); writes ``benchmark.json``."""
-    from slimline.bench.table import error_lines, results_table
+    from slimline.bench.table import error_lines, results_table, skipped_lines
     from slimline.errors import RecipeError
     from slimline.fileio import write_json
     from slimline.progress import console
@@ -110,6 +114,8 @@ def bench_run(ctx: RunContext, cfg: BenchmarkConfig) -> dict[str, Any]:
     console.print(results_table(doc, title=f"benchmark: {ctx.run_dir.name}"))
     for line in error_lines(doc):
         console.print(f"[red]not measured:[/] {line}", highlight=False)
+    for line in skipped_lines(doc):
+        console.print(f"[yellow]skipped:[/] {line}", highlight=False)
     return doc
 
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +325,7 @@ def _empty_result(target: BenchTarget, rt: RuntimeSpec, bs: int, art: Artifact |
         "efficiency": None,
         "describe": None,
         "machine_load": None,
+        "input_shapes": None,
     }
 
 
@@ -343,6 +344,7 @@ def bench_targets(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     tuned_batch: bool = True,
     repeats: int = 1,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Benchmark every target x runtime x batch size, each in its own subprocess.
 
@@ -360,6 +362,8 @@ def bench_targets(
     combinations and keeps the higher (a shared machine's load only lowers it); a number is taken
     as the fp32 peak in GFLOP/s, a dict as a previous ``measure_peak`` result, False skips it.
     ``plugins``: modules the worker imports first (they may register more runtimes).
+    ``input_shapes``: per input name, a full shape whose batch axis each batch size replaces (``--input-shape``;
+    key ``""``: one sample's C,H,W for a single-input model); see :func:`slimline.bench.worker.bench_shapes`.
     Returns the results document described in :mod:`slimline.bench`.
     """
     with sigterm_exits():
@@ -379,6 +383,7 @@ def bench_targets(
             on_result,
             tuned_batch,
             repeats,
+            input_shapes,
         )
 
 
@@ -397,6 +402,7 @@ def _bench_targets(
     on_result: Callable[[dict[str, Any]], None] | None,
     tuned_batch: bool,
     repeats: int,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     from slimline.environment import environment
     from slimline.runtimes import get_runtime
@@ -442,6 +448,7 @@ def _bench_targets(
                         "max_seconds": max_seconds,
                         "plugins": list(plugins),
                         "trust": trust_state(),  # which factories a torch artifact may import (see worker)
+                        "input_shapes": {k: [int(d) for d in v] for k, v in (input_shapes or {}).items()},
                     }
                     jobs.append((res, spec, target))
     results = _run_rounds(jobs, max(1, repeats), timeout, on_result)
@@ -470,6 +477,7 @@ def _bench_targets(
             "min_seconds": min_seconds,
             "max_seconds": max_seconds,
             "repeats": max(1, repeats),
+            "input_shapes": {k: [int(d) for d in v] for k, v in (input_shapes or {}).items()},
         },
         "peak_gflops": peak_gflops,
         "peak": peak_doc,

@@ -88,6 +88,23 @@ def error_lines(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def skipped_lines(doc: dict[str, Any]) -> list[str]:
+    """``model | runtime: reason`` for every pair that was not run because the runtime cannot run that artifact."""
+    return [f"{s['artifact']} | {s['runtime']}: {s['reason']}" for s in doc.get("skipped", [])]
+
+
+def nothing_measured(doc: dict[str, Any]) -> str | None:
+    """One line when no combination was measured (every one failed or was skipped), else None."""
+    results = doc.get("results", [])
+    if any(r.get("status") == "ok" for r in results):
+        return None
+    first = (error_lines(doc) + skipped_lines(doc) or ["no combinations"])[0]
+    return (
+        f"nothing was measured: {len(results)} combination(s) failed and {len(doc.get('skipped', []))} were skipped "
+        f"(first: {first}); fix the cause above or pick runtimes that run these models"
+    )
+
+
 def _key(r: dict[str, Any]) -> tuple[str, str, int]:
     return (r["artifact"], r["runtime"], int(r["batch_size"]))
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimline.artifact import Artifact, ArtifactWriter, save_torch
 from slimline.bench.harness import BenchTarget, RuntimeSpec, is_artifact_dir
 from slimline.errors import SlimlineError
+
+if TYPE_CHECKING:
+    from slimline.signature import Signature
 
 
 def runtime_kinds(runtimes: Sequence[str | RuntimeSpec]) -> set[str]:
@@ -84,11 +87,9 @@ def file_artifact(path: Path, workdir: Path) -> Artifact:
     dest = workdir / path.stem
     if path.suffix == ".onnx":
         from slimline.models import load_onnx
+        from slimline.signature import Signature
 
-        proto = load_onnx(path)
-        dims = proto.graph.input[0].type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims[1:]):
-            meta["input_shape"] = [d.dim_value for d in dims[1:]]
+        _record_signature(meta, Signature.from_onnx(load_onnx(path)))
         with ArtifactWriter(dest, "onnx", meta, [{"step": "baseline", "model": str(path)}]) as w:
             shutil.copyfile(path, w.add("model", "model.onnx"))
             data = path.with_name(path.name + ".data")
@@ -96,11 +97,10 @@ def file_artifact(path: Path, workdir: Path) -> Artifact:
                 shutil.copyfile(data, w.add("weights", "model.onnx.data"))
     elif path.suffix == ".xml":
         from slimline.runtimes.openvino import import_openvino
+        from slimline.signature import Signature
 
         ov = import_openvino()
-        ps = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
-        if ps.rank.is_static and all(d.is_static for d in list(ps)[1:]):
-            meta["input_shape"] = [d.get_length() for d in list(ps)[1:]]
+        _record_signature(meta, Signature.from_openvino(ov.Core().read_model(str(path))))
         with ArtifactWriter(dest, "openvino", meta, [{"step": "baseline", "model": str(path)}]) as w:
             shutil.copyfile(path, w.add("model", "model.xml"))
             shutil.copyfile(path.with_suffix(".bin"), w.add("weights", "model.bin"))
@@ -108,6 +108,14 @@ def file_artifact(path: Path, workdir: Path) -> Artifact:
         raise SlimlineError(f"{path} is neither an artifact folder nor a .onnx/.xml file")
     assert w.artifact is not None
     return w.artifact
+
+
+def _record_signature(meta: dict[str, Any], sig: Signature) -> None:
+    """``meta.signature``, and ``meta.input_shape`` (one sample, no batch axis) for a single-input model whose
+    other dimensions are all fixed: the image-classifier form. Dynamic dimensions are left to ``--input-shape``."""
+    meta["signature"] = sig.to_dict()
+    if len(sig.inputs) == 1 and all(isinstance(d, int) for d in sig.inputs[0].shape[1:]):
+        meta["input_shape"] = [int(d) for d in sig.inputs[0].shape[1:]]
 
 
 def resolve_targets(

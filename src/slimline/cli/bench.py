@@ -9,6 +9,7 @@ import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
 from slimline.cli.common import TRUST_CODE_OPTION
+from slimline.errors import SlimlineError
 from slimline.progress import console
 
 
@@ -37,7 +38,12 @@ def bench(
         1, min=1, help="fresh processes per combination, in rounds over all of them; the median by throughput is kept"
     ),
     weights: Path | None = typer.Option(None, help="weights for a model given by name"),
-    input_shape: str | None = typer.Option(None, help="C,H,W for models by name (default: the zoo entry's)"),
+    input_shape: list[str] = typer.Option(
+        [],
+        "--input-shape",
+        help="repeatable: NAME=1x3x320x320 per input, batch included (each -b replaces the batch axis); "
+        "or C,H,W for a single-input model (a model by name: default the zoo entry's)",
+    ),
     workdir: Path | None = typer.Option(
         None, help="where models given by name are built and exported (default: a temporary folder)"
     ),
@@ -62,22 +68,36 @@ def bench(
     from slimline.artifact import require_trusted
     from slimline.bench import bench_targets
     from slimline.bench.harness import tmp_prefix
-    from slimline.bench.table import compare_results, compare_table, error_lines, load_results, results_table
+    from slimline.bench.table import (
+        compare_results,
+        compare_table,
+        error_lines,
+        load_results,
+        nothing_measured,
+        results_table,
+        skipped_lines,
+    )
     from slimline.bench.targets import resolve_targets
-    from slimline.cli.export import parse_shape
+    from slimline.bench.worker import bench_shapes
     from slimline.models import factories_named, trusted_factories
     from slimline.runtimes import validate_runtime_spec
+    from slimline.signature import parse_input_shapes
 
     for r in runtime:  # a misspelt option fails here, not after the other combinations ran
         validate_runtime_spec(r)
+    shapes = parse_input_shapes(input_shape)
+    named = {k: v for k, v in shapes.items() if k}
+    # a model by name is built at one sample's C,H,W: the bare form, else the one named shape without its batch
+    chw = shapes.get("") or (next(iter(named.values()))[1:] if len(named) == 1 else None)
     old = load_results(compare) if compare else None
     trust = trusted_factories(*factories_named(targets), trust_code=trust_code)
     with trust, tempfile.TemporaryDirectory(prefix=tmp_prefix()) as tmp:
         work = workdir or Path(tmp)
-        resolved = resolve_targets(targets, runtime, work, weights, parse_shape(input_shape))
+        resolved = resolve_targets(targets, runtime, work, weights, chw or None)
         for t in resolved:  # fail now, in one line, rather than once per combination
             for art in t.artifacts.values():
                 require_trusted(art)
+                bench_shapes(art, shapes, 1)  # inputs can be made: every dynamic dimension fixed
 
         def show(r: dict) -> None:
             if r["status"] == "ok":
@@ -110,10 +130,13 @@ def bench(
             on_result=show,
             tuned_batch=tuned_batch,
             repeats=repeats,
+            input_shapes=shapes,
         )
     console.print(results_table(doc))
     for line in error_lines(doc):
         console.print(f"[red]not measured:[/] {line}", highlight=False)
+    for line in skipped_lines(doc):
+        console.print(f"[yellow]skipped:[/] {line}", highlight=False)
     if old is not None:
         rows = compare_results(doc, old)
         doc["compare"] = {"against": str(compare), "rows": rows}
@@ -122,6 +145,9 @@ def bench(
         else:
             console.print(f"nothing in {compare} matches these (model, runtime, batch) combinations")
     dump_json(json_path, doc)
+    why = nothing_measured(doc)
+    if why:
+        raise SlimlineError(why)
 
 
 @app.command()
@@ -141,7 +167,6 @@ def peak(
     """
     from slimline.bench.harness import run_in_subprocess
     from slimline.environment import environment
-    from slimline.errors import SlimlineError
 
     out = run_in_subprocess({"mode": "peak", "threads": threads, "seconds": seconds, "int8": int8})
     if out.get("status") != "ok":

@@ -65,6 +65,12 @@ def fuse(
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="ONNX: run onnxslim/onnxsim"),
     ort_level: str = typer.Option("extended", help="ONNX: ONNX Runtime offline level: none, basic, extended, all"),
     tolerance: float = typer.Option(1e-4, help="max absolute output difference allowed"),
+    input_shape: list[str] = typer.Option(
+        [],
+        "--input-shape",
+        help="ONNX parity inputs, repeatable: NAME=1x3x320x320 per input (batch axis: the parity batch); "
+        "needed when a dynamic dimension has no default",
+    ),
     seed: int = typer.Option(0),
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
@@ -75,9 +81,12 @@ def fuse(
 
     JSON keys: the fuse step's record: fold_bn {folded, pairs, modules_before, modules_after, max_abs_diff},
     fx_fuse {nodes_before, nodes_after, fused_counts, max_abs_diff}, layout {median_ms, chosen},
-    runtime_config; ONNX: original, simplify, ort_offline, parity, dw_pw; summary.
+    runtime_config; ONNX: original, simplify, ort_offline, parity {model, ort_model: {file, max_abs_diff,
+    outputs {name: max_abs_diff}, against}}, parity_inputs {name: shape} (or parity_not_checked: why), dw_pw;
+    summary.
     """
     from slimline.models import factories_named, trusted_factories
+    from slimline.signature import parse_input_shapes
     from slimline.steps.fuse import Fuse, FuseOptions
 
     cfg = FuseOptions(
@@ -88,6 +97,7 @@ def fuse(
         simplify=simplify,
         ort_level=ort_level,
         tolerance=tolerance,
+        input_shapes=parse_input_shapes(input_shape),
     )
     trust = trusted_factories(*factories_named([model]), trust_code=trust_code)
     with trust, tempfile.TemporaryDirectory(prefix="slimline-fuse-") as tmp:

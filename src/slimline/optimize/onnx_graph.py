@@ -12,6 +12,8 @@ optimization (the optimized model saved to a file), and what each runtime's comp
   depthwise convolutions were fused into the preceding 1x1 convolution (primitive ``*_dw_1x1_*``).
 - ``dw_pw_pairs(model)``: the pointwise->depthwise and depthwise->pointwise convolution pairs in a graph.
 - ``compact_names(src, dst)``: short tensor names, no node names (a smaller file, the same graph).
+- ``safe_int_high(model)``: an exclusive upper bound for example integer inputs (token ids) that every
+  embedding table (``Gather`` on an initializer) indexed by a graph input can take.
 """
 
 from __future__ import annotations
@@ -237,6 +239,25 @@ def openvino_fusions(path: str | Path, batch: int, input_shape: list[int] | tupl
         "layers_with_fused_ops": fused_layers,
         "dw_fused_into_1x1": dw_fused,
     }
+
+
+INT_HIGH = 100  # example integer inputs are drawn from [0, INT_HIGH) unless a table is smaller
+
+
+def safe_int_high(model: Any, default: int = INT_HIGH) -> int:
+    """``default``, or fewer when a graph input indexes a smaller embedding table: the rows of the smallest
+    initializer that a ``Gather`` (along its axis) reads with a graph input as indices."""
+    proto = _load(model)
+    inits = {i.name: list(i.dims) for i in proto.graph.initializer}
+    inputs = {v.name for v in proto.graph.input} - set(inits)
+    high = default
+    for n in proto.graph.node:
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] in inputs and n.input[0] in inits:
+            dims = inits[n.input[0]]
+            axis = int(_attr(n, "axis", 0))
+            if dims and -len(dims) <= axis < len(dims) and dims[axis] > 0:
+                high = min(high, int(dims[axis]))
+    return high
 
 
 def compact_names(src: str | Path, dst: str | Path) -> dict[str, Any]:

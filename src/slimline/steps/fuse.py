@@ -18,7 +18,9 @@ depthwise convolution into the preceding 1x1 convolution at static batch sizes; 
 PyTorch eager have no such fusion).
 
 Every pass records node/module counts before and after and the ops it fused; outputs are compared
-with the input artifact on a random batch (``tolerance``, max absolute difference).
+with the input artifact on a random batch (``tolerance``, max absolute difference). ONNX parity runs
+over the model's signature (every input, :func:`slimline.bench.worker.bench_shapes`; every output
+compared); when it cannot run, the record's ``parity_not_checked`` and the console say why.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pydantic import Field
 from slimline.artifact import Artifact, ArtifactWriter, load_torch, save_torch
 from slimline.errors import ModelError, SlimlineError
 from slimline.pipeline import RunContext
+from slimline.progress import console
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -49,6 +52,10 @@ class FuseOptions(StepConfig):
     openvino_batches: list[int] = Field(default_factory=lambda: [1, 16])
     tolerance: float = Field(1e-4, gt=0, description="max absolute output difference to the input artifact")
     parity_batch: int = Field(4, ge=1)
+    input_shapes: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="ONNX parity inputs: full shapes per input name (batch axis replaced by parity_batch)",
+    )
 
 
 def measure_layouts(
@@ -97,6 +104,15 @@ def _openvino_fuses_only_static(dw_pw: dict[str, Any]) -> bool:
     should compile per batch size: ``runtime_config.openvino.static_shapes``)."""
     ov = dw_pw.get("openvino", {})
     return any(isinstance(v, dict) and v.get("dw_fused_into_1x1", 0) > 0 for v in ov.values())
+
+
+def _max_abs_diff(got: np.ndarray | None, ref: np.ndarray) -> float:
+    """Max absolute difference of two outputs (inf when missing or of another shape; exact for non-floats)."""
+    if got is None or np.shape(got) != np.shape(ref):
+        return float("inf")
+    if ref.size == 0:
+        return 0.0
+    return float(np.abs(np.asarray(got, np.float64) - np.asarray(ref, np.float64)).max())
 
 
 @STEPS.register("fuse")
@@ -210,8 +226,13 @@ class Fuse(Step):
                 ort_path = w.add("ort_model", f"model.ort-{cfg.ort_level}.onnx")
                 record["ort_offline"] = og.ort_optimize(model_path, ort_path, cfg.ort_level)
                 meta["ort_model"] = {"level": cfg.ort_level, "onnxruntime": record["ort_offline"]["onnxruntime"]}
+            parity = self._onnx_parity(artifact, w.tmp, w.files, cfg, ctx.seed)
+            if "not_checked" in parity:
+                record["parity_not_checked"] = parity["not_checked"]
+                console.print(f"[yellow]fuse: parity not checked:[/] {parity['not_checked']}", highlight=False)
+            else:
+                record["parity"], record["parity_inputs"] = parity["roles"], parity["inputs"]
             if shape:
-                record["parity"] = self._onnx_parity(artifact.model_file, w.tmp, w.files, shape, cfg, ctx.seed)
                 record["dw_pw"] = self._dw_pw(model_path, shape, cfg, record)
                 if _openvino_fuses_only_static(record["dw_pw"]):
                     rc = {k: dict(v) for k, v in meta.get("runtime_config", {}).items()}
@@ -229,31 +250,48 @@ class Fuse(Step):
         return StepOutput(w.artifact, record)
 
     @staticmethod
-    def _onnx_parity(
-        src: Any, folder: Any, files: dict[str, str], shape: list[int], cfg: FuseOptions, seed: int
-    ) -> dict[str, Any]:
+    def _onnx_parity(src: Artifact, folder: Any, files: dict[str, str], cfg: FuseOptions, seed: int) -> dict[str, Any]:
+        """Every written file against the input model on example feeds over its signature (``parity_batch``
+        samples; every output compared). ``{"roles": {role: {file, max_abs_diff, outputs {name: diff},
+        against}}, "inputs": {name: shape}}``, or ``{"not_checked": why}`` when the input model cannot be run
+        here; a file that differs by more than ``tolerance`` is an error."""
         import onnxruntime as ort
 
-        x = np.random.default_rng(seed).standard_normal((cfg.parity_batch, *shape)).astype(np.float32)
+        from slimline.bench.worker import bench_shapes, int_high
 
-        def run(path: Any, level: str) -> np.ndarray:
+        try:
+            sig, shapes = bench_shapes(src, cfg.input_shapes, cfg.parity_batch)
+        except SlimlineError as e:
+            return {"not_checked": f"{e} (fuse --input-shape)"}
+        feeds = sig.example_feeds(shapes, seed, int_high=int_high(src))
+
+        def run(path: Any) -> dict[str, np.ndarray]:
             so = ort.SessionOptions()
-            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             so.log_severity_level = 3
             s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            return s.run(None, {s.get_inputs()[0].name: x})[0]
+            names = [o.name for o in s.get_outputs()]
+            return dict(zip(names, s.run(None, feeds), strict=True))
 
-        ref = run(src, "ORT_DISABLE_ALL")
-        out = {}
+        try:
+            ref = run(src.model_file)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own kinds
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return {"not_checked": f"ONNX Runtime cannot run the input model on example inputs: {first}"}
+        against = f"{src.name}/{src.model_file.name} (onnxruntime, graph optimizations off)"
+        roles = {}
         for role, name in files.items():
-            got = run(folder / name, "ORT_DISABLE_ALL")
-            d = float(np.abs(got.astype(np.float64) - ref).max())
+            got = run(folder / name)
+            diffs = {o: _max_abs_diff(got.get(o), v) for o, v in ref.items()}
+            d = max(diffs.values(), default=0.0)
             if not d <= cfg.tolerance:
+                worst = max(diffs, key=diffs.__getitem__)
                 raise SlimlineError(
-                    f"the {role} file {name} differs from the input model by {d:.3g} (> {cfg.tolerance:g})"
+                    f"the {role} file {name} differs from the input model by {d:.3g} in output {worst!r} "
+                    f"(> {cfg.tolerance:g}); run fuse with --no-simplify or --ort-level none"
                 )
-            out[role] = {"file": name, "max_abs_diff": d}
-        return out
+            roles[role] = {"file": name, "max_abs_diff": d, "outputs": diffs, "against": against}
+        return {"roles": roles, "inputs": {k: list(v) for k, v in shapes.items()}}
 
     @staticmethod
     def _dw_pw(model_path: Any, shape: list[int], cfg: FuseOptions, record: dict[str, Any]) -> dict[str, Any]:
