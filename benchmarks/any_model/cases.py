@@ -16,7 +16,10 @@ bench run: the int8/fp32 throughput ratio per runtime). Every step is a fresh CL
 exits 0 with its figure, or exits non-zero with exactly one ``error:`` line and no traceback.
 
 Writes ``OUT/results.json``: ``{"models": {name: {"inputs", "steps": {step: {...}}}}, "summary", "settings",
-"environment"}``. Exits 1 when some step printed a traceback, else 0.
+"environment"}``. Exits 1 when some step printed a traceback (or a model did not build), else 0.
+
+Per-step logs (command, exit code, stdout, stderr) land in ``OUT/logs/MODEL.STEP.log``; models, data, JSON
+outputs and artifacts in ``OUT/work/MODEL/``.
 
 ``python benchmarks/any_model/cases.py --out runs/benchmarks/any_model [--only MODEL ...] [--steps STEP ...]``
 """
@@ -31,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +73,8 @@ def _export(module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], o
     import torch
 
     module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and RNN-batch warnings: the models are checked by the steps
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                           dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
 
@@ -303,7 +308,8 @@ def numbers(doc: Any, key: str, under: str | None = None) -> list[float]:
 
 
 def fidelity_figures(doc: Any) -> dict[str, Any]:
-    """min/mean cosine and max abs diff from a quantize or eval JSON (``fidelity`` block or per-output entries)."""
+    """From a quantize or eval JSON (a ``fidelity`` block, or entries per output): the worst output's min and mean
+    cosine and the largest max abs diff."""
     under = "fidelity" if any(p[-1] == "fidelity" for p, _ in walk(doc)) else None
     mins = numbers(doc, "min_cosine", under) or numbers(doc, "min_cosine")
     means = numbers(doc, "mean_cosine", under) or numbers(doc, "mean_cosine")
@@ -315,6 +321,36 @@ def fidelity_figures(doc: Any) -> dict[str, Any]:
 def bench_rows(doc: Any) -> list[dict[str, Any]]:
     rows = doc.get("results") if isinstance(doc, dict) else None
     return [r for r in rows or [] if isinstance(r, dict)]
+
+
+def target_label(row: dict[str, Any], targets: dict[str, Path]) -> str | None:
+    """Which bench target a result row is: by its artifact path, else by the name bench gave it (a file's name,
+    a folder's name, or parent/name when names repeat). A .onnx file is wrapped in a temporary folder by bench."""
+    ap = row.get("artifact_path")
+    for label, path in targets.items():
+        if ap and (Path(ap) if Path(ap).is_absolute() else ROOT / ap).resolve().is_relative_to(path.resolve()):
+            return label
+    for label, path in targets.items():
+        if row.get("artifact") in (str(path), path.name, path.stem, f"{path.parent.name}/{path.name}"):
+            return label
+    return None
+
+
+def int8_ratios(doc: Any, targets: dict[str, Path]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Throughput per runtime and target label, and int8/fp32 per runtime for each ``int8_*`` label (None where
+    the runtime did not measure both)."""
+    thr: dict[str, dict[str, float]] = {}
+    for row in bench_rows(doc):
+        label = target_label(row, targets)
+        if label and row.get("status") == "ok" and row.get("throughput"):
+            thr.setdefault(str(row.get("runtime")), {})[label] = float(row["throughput"])
+    ratios: dict[str, dict[str, float | None]] = {}
+    for rt in RUNTIMES:
+        got = thr.get(rt, {})
+        fp = got.get("fp32")
+        ratios[rt] = {lab: (round(got[lab] / fp, 3) if fp and lab in got else None)
+                      for lab in targets if lab != "fp32"}
+    return thr, ratios
 
 
 def shape_args(shapes: dict[str, tuple[int, ...]]) -> list[str]:
@@ -372,8 +408,7 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
         if parity is not None:
             diffs = numbers(parity, "max_abs_diff")
             passed = [v for p, v in walk(parity) if p[-1] == "passed" and isinstance(v, bool)]
-            r["parity"] = {"max_abs_diff": max(diffs) if diffs else None, "passed": all(passed) if passed else None,
-                           "outputs": len(parity) if isinstance(parity, dict) else None}
+            r["parity"] = {"max_abs_diff": max(diffs) if diffs else None, "passed": all(passed) if passed else None}
             r["figure"] = r["parity"]
         res["fuse"] = judge(r)
 
@@ -415,19 +450,8 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
         else:
             targets = [onnx, *(str(p) for p in int8.values())]
             r, doc = step("bench_int8", ["bench", *targets, *rt_args, *shape_args(model.shapes), *BENCH_FLAGS])
-            which = {str(model.onnx_path.resolve()): "fp32", **{str(p.resolve()): f"int8_{b}" for b, p in int8.items()}}
-            thr: dict[str, dict[str, float]] = {}
-            for row in bench_rows(doc):
-                ap = row.get("artifact_path")
-                label = next((lab for pth, lab in which.items() if ap and str(Path(ap).resolve()).startswith(pth)),
-                             row.get("artifact"))
-                if row.get("status") == "ok" and row.get("throughput"):
-                    thr.setdefault(str(row.get("runtime")), {})[str(label)] = float(row["throughput"])
-            ratios: dict[str, dict[str, float | None]] = {}
-            for rt in RUNTIMES:
-                fp = thr.get(rt, {}).get("fp32")
-                ratios[rt] = {f"int8_{b}": (round(thr[rt][f"int8_{b}"] / fp, 3)
-                                            if fp and f"int8_{b}" in thr.get(rt, {}) else None) for b in int8}
+            labelled = {"fp32": model.onnx_path, **{f"int8_{b}": p for b, p in int8.items()}}
+            thr, ratios = int8_ratios(doc, labelled)
             r["throughput"] = thr
             r["ratio"] = ratios
             if isinstance(doc, dict) and doc.get("skipped"):
@@ -454,7 +478,8 @@ def figure_text(step: str, r: dict[str, Any]) -> str:
         return r.get("error") or r.get("why") or (r.get("stderr_tail") or [""])[-1]
     f = r.get("figure")
     if step == "inspect":
-        return f"{f['inputs']} inputs, opset {f['opset']}, params {f['params']}"
+        opset = f["opset"].get("ai.onnx", f["opset"]) if isinstance(f["opset"], dict) else f["opset"]
+        return f"inputs {', '.join(r.get('inputs') or [])}; opset {opset}, params {f['params']}"
     if step == "bench":
         return ", ".join(f"{rt} {v:.0f}/s" for rt, v in f.items())
     if step == "fuse":
@@ -465,7 +490,8 @@ def figure_text(step: str, r: dict[str, Any]) -> str:
         diff = "?" if fid["max_abs_diff"] is None else f"{fid['max_abs_diff']:.3g}"
         return f"min cos {fid['min_cosine']:.4f}, mean {mean}, max|diff| {diff}"
     if step == "bench_int8":
-        return "; ".join(f"{rt} " + ", ".join(f"{k} x{v}" for k, v in d.items()) for rt, d in f.items())
+        return "; ".join(f"{rt}: " + ", ".join(f"{k} {'n/a' if v is None else f'x{v}'}" for k, v in d.items())
+                         for rt, d in f.items())
     return str(f)
 
 
@@ -556,7 +582,9 @@ def main() -> int:
     print(f"\n{summary['passed']}/{summary['steps']} steps pass: {summary['ok']} ok, {summary['one_line_failures']} "
           f"one-line failures, {summary['tracebacks']} tracebacks, {summary['other_failures']} other failures, "
           f"{summary['skipped']} skipped ({summary['seconds']} s) -> {out / 'results.json'}")
-    return 1 if summary["tracebacks"] else 0
+    if summary["build_failures"]:
+        print("some models did not build: nothing was tested for them")
+    return 1 if summary["tracebacks"] or summary["build_failures"] else 0
 
 
 if __name__ == "__main__":
