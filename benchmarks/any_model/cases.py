@@ -393,6 +393,8 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
         thr = {row.get("runtime"): row.get("throughput") for row in bench_rows(doc) if row.get("status") == "ok"}
         errs = {row.get("runtime"): row.get("error") for row in bench_rows(doc) if row.get("status") != "ok"}
         r["throughput"] = thr
+        if isinstance(doc, dict) and doc.get("skipped"):
+            r["skipped_combinations"] = doc["skipped"]
         if errs:
             r["combination_errors"] = errs
         r["figure"] = thr or None
@@ -422,7 +424,8 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
         fid = fidelity_figures(doc)
         r["fidelity"] = fid
         r["figure"] = fid["min_cosine"]
-        found = sorted(p for p in out.glob("*_quantize") if p.is_dir()) if out.is_dir() else []
+        found = sorted(p for p in (out.glob("*_quantize") if out.is_dir() else []) if p.is_dir()) or sorted(
+            p for p in (out.rglob("*_quantize") if out.is_dir() else []) if p.is_dir())
         if r["rc"] == 0 and found:
             int8[backend] = found[-1]
             r["artifact"] = rel(found[-1])
