@@ -136,6 +136,52 @@ class Signature:
         return cls(tuple(spec(p, i, "input") for i, p in enumerate(model.inputs)),
                    tuple(spec(p, i, "output") for i, p in enumerate(model.outputs)))
 
+    @classmethod
+    def from_feeds(cls, feeds: Mapping[str, Any], dynamic: Mapping[str, Mapping[int, str]] | None = None) -> Signature:
+        """From example inputs (numpy arrays or CPU tensors, in the model's argument order): their dtypes, and
+        their shapes with the axes ``dynamic`` names (default: axis 0, ``batch``) left dynamic."""
+        inputs = []
+        for name, value in feeds.items():
+            arr = np.asarray(value)
+            axes = dict(dynamic[name]) if dynamic and name in dynamic else ({0: BATCH} if arr.ndim else {})
+            shape = tuple(axes.get(i, int(s)) for i, s in enumerate(arr.shape))
+            inputs.append(TensorSpec(name, str(arr.dtype), shape))
+        return cls(tuple(inputs))
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Tensor name -> {axis: dim name} for every input and output with a dynamic axis (``torch.onnx.export``'s
+        ``dynamic_axes``)."""
+        return {t.name: t.dynamic for t in (*self.inputs, *self.outputs) if t.dynamic}
+
+    def named_dims(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+        """The value each named dim takes in the concrete ``shapes`` (``{"batch": 1, "sequence": 64}``)."""
+        out: dict[str, int] = {}
+        for t in self.inputs:
+            if t.name in shapes and len(shapes[t.name]) == len(t.shape):
+                for d, v in zip(t.shape, shapes[t.name], strict=True):
+                    if isinstance(d, str):
+                        out.setdefault(d, int(v))
+        return out
+
+    def with_dim_names(self, names_from: Signature) -> Signature:
+        """This signature with each dynamic dim renamed after ``names_from``'s dim at the same axis of the tensor
+        of the same name (or position), when that one is dynamic too: OpenVINO IR keeps no dim names."""
+
+        def rename(mine: tuple[TensorSpec, ...], theirs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+            by_name = {t.name: t for t in theirs}
+            out = []
+            for i, t in enumerate(mine):
+                other = by_name.get(t.name) or (theirs[i] if i < len(theirs) else None)
+                if other is None or len(other.shape) != len(t.shape):
+                    out.append(t)
+                    continue
+                shape = tuple(o if isinstance(d, str) and isinstance(o, str) else d
+                              for d, o in zip(t.shape, other.shape, strict=True))
+                out.append(TensorSpec(t.name, t.dtype, shape))
+            return tuple(out)
+
+        return Signature(rename(self.inputs, names_from.inputs), rename(self.outputs, names_from.outputs))
+
     # ------------------------------------------------------------------ concrete shapes and inputs
 
     def resolve(self, given: Mapping[str, Sequence[int]] | None = None, batch: int = 1,
