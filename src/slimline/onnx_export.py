@@ -230,6 +230,31 @@ def make_plan(model: nn.Module, inputs: ExportInputs, seed: int = 0) -> ExportPl
     return classifier_plan(tuple(int(s) for s in inputs))
 
 
+def _needs_dynamo(plan: ExportPlan) -> bool:
+    """A dynamic input axis besides the batch: the TorchScript tracer bakes such sizes into reshapes (attention's
+    sequence length, for one), so the ``torch.export``-based exporter goes first."""
+    return any(axis != 0 for n in plan.input_names for axis in plan.dynamic_axes.get(n, {}))
+
+
+def _export_dynamo(model: nn.Module, plan: ExportPlan, path: Path, opset: int) -> bool:
+    """Export with ``torch.export`` (every named dim one ``Dim``); False when it cannot, for the tracer to try."""
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    shapes = tuple({axis: dims.setdefault(name, Dim(re.sub(r"\W", "_", name))) for axis, name in
+                    plan.dynamic_axes.get(n, {}).items()} or None for n in plan.input_names)
+    try:
+        with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, plan.args, str(path), input_names=plan.input_names,
+                              output_names=plan.output_names, dynamic_shapes=shapes, opset_version=max(opset, 18),
+                              dynamo=True, external_data=False, verbose=False)
+    except Exception:  # noqa: BLE001 - torch.export refuses many models; the tracer may still take them
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def export_onnx(
     model: nn.Module,
     input_shape: ExportInputs,
@@ -253,18 +278,20 @@ def export_onnx(
     try:
         staged = staging / path.name
         try:
-            with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    plan.args,
-                    str(staged),
-                    input_names=plan.input_names,
-                    output_names=plan.output_names,
-                    dynamic_axes=plan.dynamic_axes,
-                    opset_version=opset,
-                    dynamo=False,
-                )
+            done = _export_dynamo(model, plan, staged, opset) if _needs_dynamo(plan) else False
+            if not done:
+                with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        model,
+                        plan.args,
+                        str(staged),
+                        input_names=plan.input_names,
+                        output_names=plan.output_names,
+                        dynamic_axes=plan.dynamic_axes,
+                        opset_version=opset,
+                        dynamo=False,
+                    )
         except Exception as e:  # noqa: BLE001 - exporter raises many kinds
             disk_full_check(staged, e)
             raise ExportError(_explain_export_failure(e, model, plan.args, opset)) from e
@@ -468,13 +495,17 @@ def export_onnx_artifact(
     Raises ExportError when ONNX Runtime disagrees with PyTorch beyond ``rtol`` (relative to the largest output
     magnitude) on any output. The written file's signature goes to the artifact's ``meta["signature"]``.
     """
+    import onnx
+
     opset = opset or choose_opset()
     plan, feeds = parity_plan(model, meta, signature, shapes, parity_batch, seed)
     ref = torch_run(model, feeds)
     with ArtifactWriter(dest, "onnx", dict(meta), list(lineage)) as w:
         path = export_onnx(model, plan, w.add("model", "model.onnx"), opset, external_data_threshold)
         w.files.update(onnx_files(path))
-        w.meta["signature"] = Signature.from_onnx(path).to_dict()
+        proto = onnx.load(str(path), load_external_data=False)
+        opset = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        w.meta["signature"] = Signature.from_onnx(proto).to_dict()
         try:
             got = ort_run(path, feeds)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
