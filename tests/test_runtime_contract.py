@@ -172,3 +172,26 @@ def test_classifier_run_and_run_named_agree(runtime: str, kind: str, classifier:
     named = session.run_named({"input": x})
     assert list(named) == ["output"]
     np.testing.assert_allclose(named["output"], session.run(x), rtol=1e-5, atol=1e-6)
+
+
+def embedding_bag_model() -> nn.Module:
+    """A factory for the CLI test: int64 token ids [batch, sequence] -> 3 scores."""
+    return nn.Sequential(nn.Embedding(30, 8), nn.Linear(8, 3))
+
+
+def test_cli_exports_a_model_taking_int64_ids(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    out = tmp_path / "ids_onnx"
+    args = ["export", "test_runtime_contract:embedding_bag_model", "-o", str(out), "--input-shape", "ids=1x6",
+            "--input-dtype", "ids=int64", "--dynamic", "ids=0:batch,1:sequence"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    sig = artifact_signature(Artifact.load(out))
+    assert sig.inputs == (TensorSpec("ids", "int64", ("batch", "sequence")),)
+    ids = np.random.default_rng(0).integers(0, 30, (2, 9)).astype(np.int64)
+    assert ort_run(out / "model.onnx", {"ids": ids})[0].shape == (2, 9, 3)
+    bad = CliRunner().invoke(app, [*args[:6], "--input-dtype", "mask=bool"])
+    assert bad.exit_code == 1 and "input 'mask' has no --input-shape mask=" in bad.output

@@ -272,6 +272,42 @@ def parse_input_shapes(items: Iterable[str]) -> dict[str, list[int]]:
     return out
 
 
+def signature_from_options(shapes: Mapping[str, Sequence[int]], dtypes: Iterable[str] = (),
+                           dynamic: Iterable[str] = ()) -> Signature:
+    """The signature the export options describe: ``--input-shape NAME=1x128`` (inputs in that order),
+    ``--input-dtype NAME=int64`` (default float32) and ``--dynamic NAME=0:batch,1:sequence`` (default: axis 0,
+    ``batch``)."""
+    kinds = {name: dt for name, dt in (_named_option(d, "--input-dtype", "ids=int64") for d in dtypes)}
+    axes: dict[str, dict[int, str]] = {}
+    for item in dynamic:
+        name, text = _named_option(item, "--dynamic", "ids=0:batch,1:sequence")
+        try:
+            axes[name] = {int(a): _clean_dim_name(n) for a, _, n in (p.partition(":") for p in text.split(","))}
+        except ValueError:
+            raise SlimlineError(f"--dynamic {item!r}: write NAME=AXIS:DIM,..., e.g. ids=0:batch,1:sequence") from None
+    for name in (*kinds, *axes):
+        if name not in shapes:
+            raise SlimlineError(f"input {name!r} has no --input-shape {name}=...; give every input's shape")
+    inputs = []
+    for name, dims in shapes.items():
+        try:
+            dtype = str(np.dtype(kinds.get(name, "float32")))
+        except TypeError:
+            raise SlimlineError(f"--input-dtype {name}={kinds[name]}: not a dtype (float32, int64, bool...)") from None
+        dyn = axes.get(name, {0: BATCH})
+        if any(a < 0 or a >= len(dims) for a in dyn):
+            raise SlimlineError(f"--dynamic {name}: axes must lie in 0..{len(dims) - 1}, not {sorted(dyn)}")
+        inputs.append(TensorSpec(name, dtype, tuple(dyn.get(i, int(v)) for i, v in enumerate(dims))))
+    return Signature(tuple(inputs))
+
+
+def _named_option(item: str, option: str, example: str) -> tuple[str, str]:
+    name, eq, value = item.partition("=")
+    if not eq or not name.strip() or not value.strip():
+        raise SlimlineError(f"{option} {item!r}: write NAME=VALUE, e.g. {option} {example}")
+    return name.strip(), value.strip()
+
+
 def artifact_signature(artifact: Any) -> Signature:
     """The signature an artifact records, else the one read from its model file (ONNX, OpenVINO), else the
     classifier signature from ``meta.input_shape``."""
