@@ -213,13 +213,30 @@ def apply_layer_specs(model: nn.Module, specs: dict[str, dict[str, Any]]) -> nn.
     return model
 
 
+def model_signature(model: nn.Module, input_shape: Any = None, num_classes: Any = None) -> dict[str, Any] | None:
+    """The signature (``Signature.to_dict()``) a PyTorch model declares (``model.slimline_signature``: a
+    ``Signature`` or its dict), else the image classifier's for ``input_shape``, else None."""
+    from slimline.signature import Signature
+
+    declared = getattr(model, "slimline_signature", None)
+    if isinstance(declared, Signature):
+        return declared.to_dict()
+    if isinstance(declared, dict) and declared.get("inputs"):
+        return Signature.from_dict(declared).to_dict()
+    if input_shape:
+        return Signature.classifier(input_shape, num_classes).to_dict()
+    return None
+
+
 def save_torch(
     model: nn.Module,
     dest: str | Path,
     meta: dict[str, Any],
     lineage: list[dict[str, Any]],
 ) -> Artifact:
-    """Save a PyTorch model as a torch artifact. ``model.slimline_source`` says how to rebuild it."""
+    """Save a PyTorch model as a torch artifact. ``model.slimline_source`` says how to rebuild it.
+
+    The incoming ``meta["signature"]`` is kept; without one, the model's (see :func:`model_signature`) is recorded."""
     source = getattr(model, "slimline_source", None)
     if source is None:
         raise ModelError(
@@ -227,7 +244,12 @@ def save_torch(
             "load it with slimline.load_model so it can be saved"
         )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with ArtifactWriter(dest, "torch", dict(meta), list(lineage)) as w:
+    meta = dict(meta)
+    if not (isinstance(meta.get("signature"), dict) and meta["signature"].get("inputs")):
+        sig = model_signature(model, meta.get("input_shape"), meta.get("num_classes"))
+        if sig is not None:
+            meta["signature"] = sig
+    with ArtifactWriter(dest, "torch", meta, list(lineage)) as w:
         torch.save(state, w.add("model", "weights.pt"))
         (w.add("architecture", "model.json")).write_text(
             json.dumps({"source": source, "layers": layer_specs(model)}, indent=1)

@@ -1,4 +1,10 @@
-"""Export PyTorch models to ONNX with a dynamic batch axis and a parity check against PyTorch.
+"""Export PyTorch models to ONNX with dynamic axes and a parity check against PyTorch.
+
+Image classifiers (one float input, ``meta["input_shape"]``) export as ``input`` -> ``output`` with a dynamic
+batch. Any other model exports over its :class:`~slimline.signature.Signature` (``meta["signature"]``, or one
+given): its input names, dtypes (int64 token ids, bool masks, float state) and named dynamic axes; outputs are
+named by the signature or ``output``, ``output_1``... The written file's signature is recorded in the
+artifact's ``meta["signature"]``.
 
 * opset: the highest of ``DEFAULT_OPSET`` (17, supported by every recent runtime) that the
   installed onnx, the TorchScript exporter and the installed onnxruntime all handle;
@@ -19,7 +25,8 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ from torch import nn
 
 from slimline.artifact import Artifact, ArtifactWriter
 from slimline.errors import ExportError, disk_full_check
+from slimline.signature import Signature
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # bytes of weights; protobuf cannot hold 2 GiB
@@ -111,43 +119,182 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def no_mha_fastpath() -> Iterator[None]:
+    """``nn.MultiheadAttention`` / ``nn.TransformerEncoder``'s fused fast path cannot be exported: switch it off."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):  # pragma: no cover - older torch
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What the exporter gets: example inputs in ``forward`` order, input/output names, dynamic axes."""
+
+    input_names: list[str]
+    args: tuple[torch.Tensor, ...]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+ExportInputs = tuple[int, ...] | Sequence[int] | Signature | Mapping[str, torch.Tensor] | ExportPlan
+
+
+def classifier_plan(input_shape: Sequence[int]) -> ExportPlan:
+    """One float ``input`` [batch, *input_shape] -> ``output``, both with a dynamic batch."""
+    return ExportPlan(["input"], (torch.zeros(1, *input_shape),), ["output"],
+                      {"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def int_high(model: nn.Module, default: int = 100) -> int:
+    """The bound below which example integer inputs stay: the smallest ``nn.Embedding`` table, else ``default``."""
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    return min(sizes) if sizes else default
+
+
+def default_output_names(n: int) -> list[str]:
+    return ["output", *(f"output_{i}" for i in range(1, n))]
+
+
+def _flat_outputs(out: Any) -> tuple[list[str] | None, list[torch.Tensor]]:
+    """(names when the module returns a dict, the output tensors in order)."""
+    if isinstance(out, dict):
+        return [str(k) for k in out], list(out.values())
+    return None, list(out) if isinstance(out, tuple | list) else [out]
+
+
+def _run_module(model: nn.Module, args: Sequence[torch.Tensor]) -> Any:
+    with torch.inference_mode(), no_mha_fastpath():
+        return model.eval()(*args)
+
+
+def signature_plan(model: nn.Module | None, sig: Signature, shapes: Mapping[str, Sequence[int]] | None = None,
+                   seed: int = 0, feeds: Mapping[str, Any] | None = None) -> ExportPlan:
+    """The plan for ``sig``: example inputs of ``shapes`` (default: the signature's dims, batch 2) or ``feeds``;
+    outputs named by the signature (or ``output``, ``output_1``...) with dynamic axes from the signature, else
+    found by running the model again with every named dim one larger. Without a model (an ONNX source) the
+    signature alone says."""
+    shapes = dict(shapes) if shapes else sig.resolve(batch=2)
+    if feeds is None:
+        feeds = sig.example_feeds(shapes, seed, int_high=int_high(model) if model is not None else 100)
+    args = tuple(torch.as_tensor(np.asarray(feeds[n])) for n in sig.input_names)
+    if model is None:
+        return ExportPlan(sig.input_names, args, sig.output_names, sig.dynamic_axes())
+    keys, outs = _flat_outputs(_run_module(model, args))
+    names = keys or (sig.output_names if len(sig.outputs) == len(outs) else default_output_names(len(outs)))
+    axes = {t.name: t.dynamic for t in sig.inputs if t.dynamic}
+    if len(sig.outputs) == len(outs) and any(t.dynamic for t in sig.outputs):
+        axes |= {n: t.dynamic for n, t in zip(names, sig.outputs, strict=True) if t.dynamic}
+    else:
+        axes |= _probe_output_axes(model, sig, shapes, names, outs)
+    return ExportPlan(sig.input_names, args, names, axes)
+
+
+def _probe_output_axes(model: nn.Module, sig: Signature, shapes: Mapping[str, Sequence[int]], names: list[str],
+                       outs: list[torch.Tensor]) -> dict[str, dict[int, str]]:
+    """Output axes that grow when every named input dim grows by one, named after the dim of that size."""
+    base = sig.named_dims(shapes)
+    if not base:
+        return {}
+    bigger = {k: v + 1 for k, v in base.items()}
+    feeds = sig.example_feeds(sig.resolve(batch=bigger.get("batch", 1), dims=bigger), int_high=int_high(model))
+    _, outs2 = _flat_outputs(_run_module(model, [torch.as_tensor(feeds[n]) for n in sig.input_names]))
+    axes: dict[str, dict[int, str]] = {}
+    for name, a, b in zip(names, outs, outs2, strict=False):
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.dim() != b.dim():
+            continue
+        for i, (sa, sb) in enumerate(zip(a.shape, b.shape, strict=True)):
+            if sa != sb:
+                match = [k for k, v in base.items() if v == sa and bigger[k] == sb]
+                axes.setdefault(name, {})[i] = match[0] if len(match) == 1 else f"{name}_dim{i}"
+    return axes
+
+
+def make_plan(model: nn.Module, inputs: ExportInputs, seed: int = 0) -> ExportPlan:
+    """An :class:`ExportPlan` from a sample shape (classifier), a :class:`Signature`, or example feeds
+    (``{name: tensor}`` in ``forward`` order; axis 0 dynamic)."""
+    if isinstance(inputs, ExportPlan):
+        return inputs
+    if isinstance(inputs, Signature):
+        return signature_plan(model, inputs, seed=seed)
+    if isinstance(inputs, Mapping):
+        sig = Signature.from_feeds(inputs)
+        return signature_plan(model, sig, {k: tuple(v.shape) for k, v in inputs.items()}, feeds=inputs)
+    return classifier_plan(tuple(int(s) for s in inputs))
+
+
+def _needs_dynamo(plan: ExportPlan) -> bool:
+    """A dynamic input axis besides the batch: the TorchScript tracer bakes such sizes into reshapes (attention's
+    sequence length, for one), so the ``torch.export``-based exporter goes first."""
+    return any(axis != 0 for n in plan.input_names for axis in plan.dynamic_axes.get(n, {}))
+
+
+def _export_dynamo(model: nn.Module, plan: ExportPlan, path: Path, opset: int) -> bool:
+    """Export with ``torch.export`` (every named dim one ``Dim``); False when it cannot, for the tracer to try."""
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    shapes = tuple({axis: dims.setdefault(name, Dim(re.sub(r"\W", "_", name))) for axis, name in
+                    plan.dynamic_axes.get(n, {}).items()} or None for n in plan.input_names)
+    try:
+        with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, plan.args, str(path), input_names=plan.input_names,
+                              output_names=plan.output_names, dynamic_shapes=shapes, opset_version=max(opset, 18),
+                              dynamo=True, external_data=False, verbose=False)
+    except Exception:  # noqa: BLE001 - torch.export refuses many models; the tracer may still take them
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def export_onnx(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: ExportInputs,
     path: str | Path,
     opset: int | None = None,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
 ) -> Path:
     """Write ``model`` to ``path`` (TorchScript exporter: fast, stable for CNNs) and check it.
 
-    Input ``input`` and output ``output`` have a dynamic batch axis. When the weights exceed
+    ``input_shape``: one sample's shape (input ``input`` and output ``output``, dynamic batch), a
+    :class:`Signature`, example feeds ``{name: tensor}``, or an :class:`ExportPlan`. When the weights exceed
     ``external_data_threshold`` bytes they go to ``<path>.data`` (see :func:`onnx_files`).
     """
     import onnx
 
     path = Path(path)
     model = model.eval()
-    dummy = torch.zeros(1, *input_shape)
+    plan = make_plan(model, input_shape)
     opset = opset or choose_opset()
     staging = Path(tempfile.mkdtemp(prefix=".onnx-export.", dir=path.parent))
     try:
         staged = staging / path.name
         try:
-            with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    (dummy,),
-                    str(staged),
-                    input_names=["input"],
-                    output_names=["output"],
-                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                    opset_version=opset,
-                    dynamo=False,
-                )
+            done = _export_dynamo(model, plan, staged, opset) if _needs_dynamo(plan) else False
+            if not done:
+                with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        model,
+                        plan.args,
+                        str(staged),
+                        input_names=plan.input_names,
+                        output_names=plan.output_names,
+                        dynamic_axes=plan.dynamic_axes,
+                        opset_version=opset,
+                        dynamo=False,
+                    )
         except Exception as e:  # noqa: BLE001 - exporter raises many kinds
             disk_full_check(staged, e)
-            raise ExportError(_explain_export_failure(e, model, dummy, opset)) from e
+            raise ExportError(_explain_export_failure(e, model, plan.args, opset)) from e
         extra = [p for p in staging.iterdir() if p.name != path.name]
         if weight_bytes(model) > external_data_threshold or extra:
             proto = onnx.load(str(staged), load_external_data=True)
@@ -181,7 +328,10 @@ def onnx_files(path: str | Path) -> dict[str, str]:
     return files
 
 
-def _explain_export_failure(e: Exception, model: nn.Module, dummy: torch.Tensor, opset: int) -> str:
+Example = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def _explain_export_failure(e: Exception, model: nn.Module, dummy: Example, opset: int) -> str:
     text = str(e)
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     op = re.search(r"operator '([\w:.]+)'", text) or re.search(r"\b(aten::\w+|prim::\w+|[\w]+::[\w.]+)", text)
@@ -195,12 +345,13 @@ def _explain_export_failure(e: Exception, model: nn.Module, dummy: torch.Tensor,
     return msg + ". Run with --debug for the exporter's traceback."
 
 
-def find_op_module(model: nn.Module, dummy: torch.Tensor, op: str) -> tuple[str, str] | None:
+def find_op_module(model: nn.Module, dummy: Example, op: str) -> tuple[str, str] | None:
     """(module path, class name) of the first module whose traced graph calls ``op`` (e.g. ``aten::svd``)."""
     try:
-        with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings():
+        with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, (dummy,), check_trace=False, strict=False)
+            args = dummy if isinstance(dummy, tuple) else (dummy,)
+            traced = torch.jit.trace(model, args, check_trace=False, strict=False)
         graph = traced.inlined_graph
     except Exception:  # noqa: BLE001 - tracing can fail for the same reason as the export
         return None
@@ -239,6 +390,20 @@ def check_parity(
     return p | {"tolerance": rtol, "passed": True, "against": against}
 
 
+def check_outputs(reference: Sequence[np.ndarray], other: Sequence[np.ndarray], names: Sequence[str], rtol: float,
+                  what: str, against: str = "PyTorch") -> dict[str, Any]:
+    """:func:`check_parity` on every output (in order); the record of the worst, plus each output's with several."""
+    if len(reference) != len(other):
+        raise ExportError(f"{what} gives {len(other)} output(s) but {against} {len(reference)}; the export is wrong")
+    several = len(reference) > 1
+    per = {n: check_parity(r, o, rtol, f"{what}, output {n!r}," if several else what, against)
+           for n, r, o in zip(names, reference, other, strict=True)}
+    worst = max(per.values(), key=lambda p: p["max_rel_diff"])
+    if not several:
+        return worst
+    return worst | {"outputs": {n: {k: p[k] for k in ("max_abs_diff", "max_rel_diff")} for n, p in per.items()}}
+
+
 def random_batch(input_shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *input_shape)).astype(np.float32)
 
@@ -248,13 +413,66 @@ def torch_outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model.eval()(torch.from_numpy(x)).float().numpy()
 
 
-def ort_outputs(path: str | Path, x: np.ndarray) -> np.ndarray:
+def torch_run(model: nn.Module, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of ``model(*feeds.values())`` (a tensor, tuple or dict) as numpy, in order."""
+    from slimline.runtimes.torch_eager import name_outputs
+
+    out = _run_module(model, [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+    return list(name_outputs(out, []).values())
+
+
+def by_input(names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` keyed by the model's input ``names``: by name when they match, else in order."""
+    if set(feeds) == set(names):
+        return {n: feeds[n] for n in names}
+    if len(feeds) != len(names):
+        raise ExportError(f"the model takes inputs {', '.join(names)}, not {', '.join(feeds)}")
+    return dict(zip(names, feeds.values(), strict=True))
+
+
+def ort_run(path: str | Path, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of the ONNX file on ``feeds`` (ONNX Runtime, CPU), in order."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return list(sess.run(None, by_input([i.name for i in sess.get_inputs()], feeds)))
+
+
+def ort_outputs(path: str | Path, x: np.ndarray) -> np.ndarray:
+    return ort_run(path, {"": x})[0]
+
+
+def export_signature(meta: Mapping[str, Any], signature: Signature | None = None) -> Signature | None:
+    """The signature to export over, or None for the image-classifier path (``meta["input_shape"]``, one float
+    input); ExportError when neither is known."""
+    if signature is not None:
+        return signature
+    d = meta.get("signature")
+    sig = Signature.from_dict(d) if isinstance(d, dict) and d.get("inputs") else None
+    shape = meta.get("input_shape")
+    if shape and (sig is None or sig.inputs == Signature.classifier(shape).inputs):
+        return None
+    if sig is None:
+        raise ExportError(
+            "the model's inputs are unknown: give them (e.g. --input-shape 3,224,224, or --input-shape ids=1x128 "
+            "--input-dtype ids=int64 for token ids)")
+    return sig
+
+
+def parity_plan(model: nn.Module | None, meta: Mapping[str, Any], signature: Signature | None,
+                shapes: Mapping[str, Sequence[int]] | None, parity_batch: int,
+                seed: int) -> tuple[ExportPlan, dict[str, np.ndarray]]:
+    """The export plan and the seeded parity feeds (``parity_batch`` samples) for ``meta`` / ``signature``."""
+    sig = export_signature(meta, signature)
+    if sig is None:
+        shape = tuple(int(s) for s in meta["input_shape"])
+        return classifier_plan(shape), {"input": random_batch(shape, parity_batch, seed)}
+    plan = signature_plan(model, sig, shapes, seed)
+    dims = {k: v for k, v in sig.named_dims(shapes or {}).items() if k != "batch"}
+    high = int_high(model) if model is not None else 100
+    return plan, sig.example_feeds(sig.resolve(batch=parity_batch, dims=dims), seed, int_high=high)
 
 
 def export_onnx_artifact(
@@ -267,28 +485,34 @@ def export_onnx_artifact(
     parity_batch: int = 4,
     seed: int = 0,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    signature: Signature | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Export to an ONNX artifact folder ``dest``; returns it and the record (opset, parity, sizes).
 
-    ``meta["input_shape"]`` gives the [C, H, W] of one sample. Raises ExportError when ONNX Runtime
-    disagrees with PyTorch beyond ``rtol`` (relative to the largest output magnitude).
+    The inputs come from ``signature``, else ``meta["signature"]``, else ``meta["input_shape"]`` (the [C, H, W]
+    of one sample of an image classifier); ``shapes`` (per input, batch included) fix the example's named dims.
+    Raises ExportError when ONNX Runtime disagrees with PyTorch beyond ``rtol`` (relative to the largest output
+    magnitude) on any output. The written file's signature goes to the artifact's ``meta["signature"]``.
     """
-    if "input_shape" not in meta:
-        raise ExportError("the model's input shape is unknown: give it (e.g. --input-shape 3,224,224)")
-    shape = tuple(int(s) for s in meta["input_shape"])
+    import onnx
+
     opset = opset or choose_opset()
-    x = random_batch(shape, parity_batch, seed)
-    ref = torch_outputs(model, x)
+    plan, feeds = parity_plan(model, meta, signature, shapes, parity_batch, seed)
+    ref = torch_run(model, feeds)
     with ArtifactWriter(dest, "onnx", dict(meta), list(lineage)) as w:
-        path = export_onnx(model, shape, w.add("model", "model.onnx"), opset, external_data_threshold)
+        path = export_onnx(model, plan, w.add("model", "model.onnx"), opset, external_data_threshold)
         w.files.update(onnx_files(path))
+        proto = onnx.load(str(path), load_external_data=False)
+        opset = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        w.meta["signature"] = Signature.from_onnx(proto).to_dict()
         try:
-            got = ort_outputs(path, x)
+            got = ort_run(path, feeds)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ExportError(
                 f"ONNX Runtime cannot run the export (opset {opset}): {str(e).splitlines()[0]}; try a lower opset"
             ) from e
-        par = check_parity(ref, got, rtol, "the ONNX export (run in ONNX Runtime)")
+        par = check_outputs(ref, got, plan.output_names, rtol, "the ONNX export (run in ONNX Runtime)")
     art = w.artifact
     assert art is not None
     record = {

@@ -21,14 +21,20 @@ from torch import nn
 from slimline.artifact import Artifact, ArtifactWriter
 from slimline.errors import ExportError, RuntimeUnavailable
 from slimline.onnx_export import (
-    check_parity,
+    ExportPlan,
+    by_input,
+    check_outputs,
+    classifier_plan,
     export_onnx,
+    export_signature,
     find_op_module,
-    ort_outputs,
-    random_batch,
-    torch_outputs,
+    no_mha_fastpath,
+    ort_run,
+    parity_plan,
+    torch_run,
 )
 from slimline.runtimes.openvino import import_openvino
+from slimline.signature import Signature, TensorSpec, artifact_signature
 
 IR_FILES = {"model": "model.xml", "weights": "model.bin"}
 
@@ -40,22 +46,38 @@ def _ov() -> Any:
         raise ExportError(str(e)) from e
 
 
-def convert_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...]) -> Any:
-    """An ``openvino.Model`` from a PyTorch module or an ONNX file, with a dynamic batch axis."""
+def _plan(input_shape: tuple[int, ...] | ExportPlan) -> ExportPlan:
+    return input_shape if isinstance(input_shape, ExportPlan) else classifier_plan(input_shape)
+
+
+def convert_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...] | ExportPlan,
+                     signature: Signature | None = None) -> Any:
+    """An ``openvino.Model`` from a PyTorch module or an ONNX file. A classifier (``input_shape``: one sample's
+    shape) gets a dynamic batch; with a plan and ``signature``, every input gets its dtype and dynamic axes
+    and the inputs and outputs the plan's names."""
     ov = _ov()
+    plan = _plan(input_shape)
     try:
-        if isinstance(source, nn.Module):
-            example = torch.zeros(1, *input_shape)
-            with torch.no_grad():
+        if not isinstance(source, nn.Module):
+            return ov.convert_model(str(source))
+        with torch.no_grad(), no_mha_fastpath():
+            if signature is None:
+                example = plan.args[0]
                 return ov.convert_model(
-                    source.eval(), example_input=example, input=[ov.PartialShape([-1, *input_shape])]
+                    source.eval(), example_input=example, input=[ov.PartialShape([-1, *example.shape[1:]])]
                 )
-        return ov.convert_model(str(source))
+            inputs = [(ov.PartialShape([-1 if isinstance(d, str) else d for d in t.shape]), ov.Type(np.dtype(t.dtype)))
+                      for t in signature.inputs]
+            model = ov.convert_model(source.eval(), example_input=plan.args, input=inputs)
+        for ports, names in ((model.inputs, plan.input_names), (model.outputs, plan.output_names)):
+            for port, name in zip(ports, names, strict=False):
+                port.get_tensor().set_names({name})
+        return model
     except Exception as e:  # noqa: BLE001 - the converters raise many kinds
-        raise ExportError(_explain(e, source, input_shape)) from e
+        raise ExportError(_explain(e, source, plan)) from e
 
 
-def _explain(e: Exception, source: nn.Module | str | Path, input_shape: tuple[int, ...]) -> str:
+def _explain(e: Exception, source: nn.Module | str | Path, plan: ExportPlan) -> str:
     text = str(e)
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
     msg = f"OpenVINO conversion failed: {first}"
@@ -63,27 +85,51 @@ def _explain(e: Exception, source: nn.Module | str | Path, input_shape: tuple[in
     if op:
         msg += f". Operator {op.group(1)}"
         if isinstance(source, nn.Module):
-            where = find_op_module(source, torch.zeros(1, *input_shape), op.group(1))
+            where = find_op_module(source, plan.args, op.group(1))
             if where:
                 msg += f" is used in module {where[0]!r} ({where[1]})"
         msg += ": replace it with supported operations or convert from ONNX (--via onnx)"
     return msg
 
 
-def export_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...], xml_path: str | Path) -> Path:
+def export_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...] | ExportPlan, xml_path: str | Path,
+                    signature: Signature | None = None) -> Path:
     """Convert ``source`` and write ``xml_path`` plus its ``.bin`` (fp32 weights)."""
     ov = _ov()
-    model = convert_openvino(source, input_shape)
+    model = convert_openvino(source, input_shape, signature)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return Path(xml_path)
 
 
-def openvino_outputs(xml_path: str | Path, x: np.ndarray, device: str = "CPU") -> np.ndarray:
-    """Outputs of the IR on ``x``, compiled in f32 (no bf16/f16 shortcuts) for a fair comparison."""
+def _compile_f32(xml_path: str | Path, device: str = "CPU") -> Any:
     ov = _ov()
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(xml_path)), device, {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.asarray(compiled(x)[0])
+    return core.compile_model(core.read_model(str(xml_path)), device, {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def openvino_outputs(xml_path: str | Path, x: np.ndarray, device: str = "CPU") -> np.ndarray:
+    """Outputs of the IR on ``x``, compiled in f32 (no bf16/f16 shortcuts) for a fair comparison."""
+    return np.asarray(_compile_f32(xml_path, device)(x)[0])
+
+
+def openvino_run(xml_path: str | Path, feeds: dict[str, np.ndarray], device: str = "CPU") -> list[np.ndarray]:
+    """Every output of the IR on ``feeds`` (by input name, else in order), compiled in f32."""
+    compiled = _compile_f32(xml_path, device)
+    names = [sorted(p.get_names())[0] if p.get_names() else str(i) for i, p in enumerate(compiled.inputs)]
+    ordered = by_input(names, feeds)
+    result = compiled([np.ascontiguousarray(ordered[n]) for n in names])
+    return [np.asarray(result[p]) for p in compiled.outputs]
+
+
+def plan_signature(plan: ExportPlan, outputs: list[np.ndarray]) -> Signature:
+    """The plan's tensor and dynamic-dim names (fixed dims left 0), for naming the dims of an IR, which has none."""
+
+    def spec(name: str, ndim: int) -> TensorSpec:
+        axes = plan.dynamic_axes.get(name, {})
+        return TensorSpec(name, shape=tuple(axes.get(i, 0) for i in range(ndim)))
+
+    return Signature(tuple(spec(n, a.dim()) for n, a in zip(plan.input_names, plan.args, strict=True)),
+                     tuple(spec(n, o.ndim) for n, o in zip(plan.output_names, outputs, strict=False)))
 
 
 def export_openvino_artifact(
@@ -95,41 +141,48 @@ def export_openvino_artifact(
     parity_batch: int = 4,
     seed: int = 0,
     via: str = "direct",
+    signature: Signature | None = None,
+    shapes: dict[str, list[int]] | None = None,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Write an ``openvino`` artifact (``model.xml`` + ``model.bin``) to ``dest`` and check it.
 
     ``source`` is a PyTorch module (compared with PyTorch) or an ONNX artifact (compared with ONNX
     Runtime on the same file). ``via="onnx"`` converts a PyTorch module through a temporary ONNX
-    export (OpenVINO's ONNX reader is faster and covers other operators than its PyTorch one).
+    export (OpenVINO's ONNX reader is faster and covers other operators than its PyTorch one). Inputs as for
+    :func:`slimline.onnx_export.export_onnx_artifact`; an ONNX source's own signature serves when ``meta`` gives
+    none. The IR's signature (dim names from the source's) goes to ``meta["signature"]``.
     """
-    if "input_shape" not in meta:
-        raise ExportError("the model's input shape is unknown: give it (e.g. --input-shape 3,224,224)")
     if via not in ("direct", "onnx"):
         raise ExportError(f"via must be 'direct' or 'onnx', not {via!r}")
-    shape = tuple(int(s) for s in meta["input_shape"])
-    x = random_batch(shape, parity_batch, seed)
     if isinstance(source, Artifact):
         if source.kind != "onnx":
             raise ExportError(f"OpenVINO export reads PyTorch modules or ONNX artifacts, not {source.kind}")
-        reference, against, origin = ort_outputs(source.model_file, x), "ONNX Runtime", "onnx"
+        if signature is None and "input_shape" not in meta:
+            signature = artifact_signature(source)
+    model = source if isinstance(source, nn.Module) else None
+    plan, feeds = parity_plan(model, meta, signature, shapes, parity_batch, seed)
+    if isinstance(source, Artifact):
+        reference, against, origin = ort_run(source.model_file, feeds), "ONNX Runtime", "onnx"
     else:
-        reference, against, origin = torch_outputs(source, x), "PyTorch", "torch" if via == "direct" else "torch->onnx"
+        reference, against, origin = torch_run(source, feeds), "PyTorch", "torch" if via == "direct" else "torch->onnx"
     with ArtifactWriter(dest, "openvino", dict(meta), list(lineage)) as w:
         xml = w.add("model", IR_FILES["model"])
         w.add("weights", IR_FILES["weights"])
         if isinstance(source, Artifact):
-            export_openvino(source.model_file, shape, xml)
+            export_openvino(source.model_file, plan, xml)
         elif via == "onnx":
             with tempfile.TemporaryDirectory(prefix="slimline-ov-") as tmp:
-                onnx_path = export_onnx(source, shape, Path(tmp) / "model.onnx")
-                export_openvino(onnx_path, shape, xml)
+                export_openvino(export_onnx(source, plan, Path(tmp) / "model.onnx"), plan, xml)
         else:
-            export_openvino(source, shape, xml)
+            export_openvino(source, plan, xml, export_signature(meta, signature))
+        ir_sig = Signature.from_openvino(_ov().Core().read_model(str(xml)))
+        w.meta["signature"] = ir_sig.with_dim_names(plan_signature(plan, reference)).to_dict()
         try:
-            got = openvino_outputs(xml, x)
+            got = openvino_run(xml, feeds)
         except Exception as e:  # noqa: BLE001 - openvino raises RuntimeError with long texts
             raise ExportError(f"OpenVINO cannot run the IR it wrote: {str(e).strip().splitlines()[0]}") from e
-        par = check_parity(reference, got, rtol, "the OpenVINO export (run on CPU in f32)", against=against)
+        par = check_outputs(reference, got, plan.output_names, rtol, "the OpenVINO export (run on CPU in f32)",
+                            against=against)
     art = w.artifact
     assert art is not None
     ov = _ov()

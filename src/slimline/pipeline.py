@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from slimline.artifact import Artifact, ArtifactWriter, save_torch
+from slimline.artifact import Artifact, ArtifactWriter, model_signature, save_torch
 from slimline.data import ArrayDataset, DataSpec, load_dataset
 from slimline.environment import environment
 from slimline.errors import Interrupted, ModelError, SlimlineError
@@ -19,6 +19,7 @@ from slimline.models import load_model, load_onnx
 from slimline.progress import console
 from slimline.recipe import DataConfig, ModelSpec, Recipe, trusts_own_factories
 from slimline.runlock import remove_leftovers, run_lock
+from slimline.signature import Signature
 from slimline.steps import get_step
 from slimline.train import seed_everything
 
@@ -90,18 +91,26 @@ def model_meta(spec: DataSpec, model_name: str) -> dict[str, Any]:
 
 
 def make_baseline(model: ModelSpec, spec: DataSpec, dest: Path) -> Artifact:
-    """The run's first artifact: the user's model as given (PyTorch or ONNX)."""
+    """The run's first artifact: the user's model as given (PyTorch or ONNX), with its signature in
+    ``meta["signature"]``: an ONNX file's own; a PyTorch model's ``slimline_signature`` when it declares one, else
+    the image classifier's from the data spec."""
     meta = model_meta(spec, model.name)
     record = {"step": "baseline", "model": model.name, "weights": model.weights}
     if model.name.endswith(".onnx"):
-        check_onnx_input(load_onnx(model.name), spec, model.name)
+        proto = load_onnx(model.name)
+        check_onnx_input(proto, spec, model.name)
+        meta["signature"] = Signature.from_onnx(proto).to_dict()
         with ArtifactWriter(dest, "onnx", meta, [record]) as w:
             shutil.copyfile(model.name, w.add("model", "model.onnx"))
         assert w.artifact is not None
         return w.artifact
     kwargs = dict(model.kwargs)
     net = load_model(model.name, model.weights, **kwargs)
-    check_input_fits(net, spec, model.name)
+    sig = model_signature(net, spec.input_shape, spec.num_classes)
+    if sig is not None:
+        meta["signature"] = sig
+    if sig is None or Signature.from_dict(sig).inputs == Signature.classifier(spec.input_shape).inputs:
+        check_input_fits(net, spec, model.name)
     return save_torch(net, dest, meta, [record])
 
 

@@ -136,6 +136,52 @@ class Signature:
         return cls(tuple(spec(p, i, "input") for i, p in enumerate(model.inputs)),
                    tuple(spec(p, i, "output") for i, p in enumerate(model.outputs)))
 
+    @classmethod
+    def from_feeds(cls, feeds: Mapping[str, Any], dynamic: Mapping[str, Mapping[int, str]] | None = None) -> Signature:
+        """From example inputs (numpy arrays or CPU tensors, in the model's argument order): their dtypes, and
+        their shapes with the axes ``dynamic`` names (default: axis 0, ``batch``) left dynamic."""
+        inputs = []
+        for name, value in feeds.items():
+            arr = np.asarray(value)
+            axes = dict(dynamic[name]) if dynamic and name in dynamic else ({0: BATCH} if arr.ndim else {})
+            shape = tuple(axes.get(i, int(s)) for i, s in enumerate(arr.shape))
+            inputs.append(TensorSpec(name, str(arr.dtype), shape))
+        return cls(tuple(inputs))
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Tensor name -> {axis: dim name} for every input and output with a dynamic axis (``torch.onnx.export``'s
+        ``dynamic_axes``)."""
+        return {t.name: t.dynamic for t in (*self.inputs, *self.outputs) if t.dynamic}
+
+    def named_dims(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+        """The value each named dim takes in the concrete ``shapes`` (``{"batch": 1, "sequence": 64}``)."""
+        out: dict[str, int] = {}
+        for t in self.inputs:
+            if t.name in shapes and len(shapes[t.name]) == len(t.shape):
+                for d, v in zip(t.shape, shapes[t.name], strict=True):
+                    if isinstance(d, str):
+                        out.setdefault(d, int(v))
+        return out
+
+    def with_dim_names(self, names_from: Signature) -> Signature:
+        """This signature with each dynamic dim renamed after ``names_from``'s dim at the same axis of the tensor
+        of the same name (or position), when that one is dynamic too: OpenVINO IR keeps no dim names."""
+
+        def rename(mine: tuple[TensorSpec, ...], theirs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+            by_name = {t.name: t for t in theirs}
+            out = []
+            for i, t in enumerate(mine):
+                other = by_name.get(t.name) or (theirs[i] if i < len(theirs) else None)
+                if other is None or len(other.shape) != len(t.shape):
+                    out.append(t)
+                    continue
+                shape = tuple(o if isinstance(d, str) and isinstance(o, str) else d
+                              for d, o in zip(t.shape, other.shape, strict=True))
+                out.append(TensorSpec(t.name, t.dtype, shape))
+            return tuple(out)
+
+        return Signature(rename(self.inputs, names_from.inputs), rename(self.outputs, names_from.outputs))
+
     # ------------------------------------------------------------------ concrete shapes and inputs
 
     def resolve(self, given: Mapping[str, Sequence[int]] | None = None, batch: int = 1,
@@ -224,6 +270,42 @@ def parse_input_shapes(items: Iterable[str]) -> dict[str, list[int]]:
                 "single-input model")
         out[name.strip() if eq else ""] = shape
     return out
+
+
+def signature_from_options(shapes: Mapping[str, Sequence[int]], dtypes: Iterable[str] = (),
+                           dynamic: Iterable[str] = ()) -> Signature:
+    """The signature the export options describe: ``--input-shape NAME=1x128`` (inputs in that order),
+    ``--input-dtype NAME=int64`` (default float32) and ``--dynamic NAME=0:batch,1:sequence`` (default: axis 0,
+    ``batch``)."""
+    kinds = {name: dt for name, dt in (_named_option(d, "--input-dtype", "ids=int64") for d in dtypes)}
+    axes: dict[str, dict[int, str]] = {}
+    for item in dynamic:
+        name, text = _named_option(item, "--dynamic", "ids=0:batch,1:sequence")
+        try:
+            axes[name] = {int(a): _clean_dim_name(n) for a, _, n in (p.partition(":") for p in text.split(","))}
+        except ValueError:
+            raise SlimlineError(f"--dynamic {item!r}: write NAME=AXIS:DIM,..., e.g. ids=0:batch,1:sequence") from None
+    for name in (*kinds, *axes):
+        if name not in shapes:
+            raise SlimlineError(f"input {name!r} has no --input-shape {name}=...; give every input's shape")
+    inputs = []
+    for name, dims in shapes.items():
+        try:
+            dtype = str(np.dtype(kinds.get(name, "float32")))
+        except TypeError:
+            raise SlimlineError(f"--input-dtype {name}={kinds[name]}: not a dtype (float32, int64, bool...)") from None
+        dyn = axes.get(name, {0: BATCH})
+        if any(a < 0 or a >= len(dims) for a in dyn):
+            raise SlimlineError(f"--dynamic {name}: axes must lie in 0..{len(dims) - 1}, not {sorted(dyn)}")
+        inputs.append(TensorSpec(name, dtype, tuple(dyn.get(i, int(v)) for i, v in enumerate(dims))))
+    return Signature(tuple(inputs))
+
+
+def _named_option(item: str, option: str, example: str) -> tuple[str, str]:
+    name, eq, value = item.partition("=")
+    if not eq or not name.strip() or not value.strip():
+        raise SlimlineError(f"{option} {item!r}: write NAME=VALUE, e.g. {option} {example}")
+    return name.strip(), value.strip()
 
 
 def artifact_signature(artifact: Any) -> Signature:

@@ -25,8 +25,11 @@ def parse_shape(text: str | None) -> list[int] | None:
     return dims
 
 
-def _source(model: str, weights: Path | None, input_shape: list[int] | None) -> tuple[Any, dict[str, Any], list]:
-    """(nn.Module or onnx Artifact, meta, lineage) for whatever the user named."""
+def _source(
+    model: str, weights: Path | None, input_shape: list[int] | None, named_inputs: bool = False
+) -> tuple[Any, dict[str, Any], list]:
+    """(nn.Module or onnx Artifact, meta, lineage) for whatever the user named (``named_inputs``: the inputs come
+    from named --input-shape options, not a classifier's C,H,W)."""
     from slimline.artifact import Artifact, load_torch
     from slimline.bench.harness import is_artifact_dir
     from slimline.bench.targets import model_meta
@@ -36,8 +39,9 @@ def _source(model: str, weights: Path | None, input_shape: list[int] | None) -> 
     if is_artifact_dir(p):
         art = Artifact.load(p)
         meta = dict(art.meta)
-        if input_shape:
+        if input_shape:  # a new classifier input: the recorded signature no longer holds
             meta["input_shape"] = input_shape
+            meta.pop("signature", None)
         if art.kind == "torch":
             return load_torch(art), meta, list(art.lineage)
         if art.kind == "onnx":
@@ -52,7 +56,7 @@ def _source(model: str, weights: Path | None, input_shape: list[int] | None) -> 
         )
         meta = {"model": model, "input_shape": shape} if shape else {"model": model}
         return Artifact("onnx", p.parent, {"model": p.name}, meta, []), meta, [{"step": "baseline", "model": model}]
-    meta = model_meta(model, input_shape)
+    meta = {"model": model} if named_inputs else model_meta(model, input_shape)
     return (
         load_model(model, weights),
         meta,
@@ -67,7 +71,13 @@ def export(
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),
     output: Path = typer.Option(..., "--output", "-o", help="artifact folder to write"),
     weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
-    input_shape: str | None = typer.Option(None, help="C,H,W of one sample (default: the zoo entry's)"),
+    input_shape: list[str] | None = typer.Option(
+        None, help="C,H,W of one sample (default: the zoo entry's), or NAME=1x128 per input, batch included"
+    ),
+    input_dtype: list[str] | None = typer.Option(None, help="NAME=int64 (default float32) per named input"),
+    dynamic: list[str] | None = typer.Option(
+        None, help="NAME=0:batch,1:sequence: the dynamic axes of a named input (default 0:batch)"
+    ),
     opset: int | None = typer.Option(None, help="ONNX opset (default: suited to the installed onnxruntime)"),
     rtol: float = typer.Option(1e-4, help="max relative difference to the source on a random batch"),
     via: str = typer.Option("direct", help="openvino from PyTorch: 'direct' or through 'onnx'"),
@@ -75,30 +85,43 @@ def export(
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
-    """Export to ONNX (dynamic batch, checker, parity with PyTorch) or OpenVINO IR (.xml + .bin).
+    """Export to ONNX (dynamic axes, checker, parity with PyTorch) or OpenVINO IR (.xml + .bin).
 
     Example: slimline export cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -o out/r56
+
+    A model taking token ids (inputs in forward order; named dims are dynamic):
+    slimline export mypkg.text:tiny_bert -o out/bert --input-shape ids=1x128 --input-dtype ids=int64
+    --input-shape mask=1x128 --input-dtype mask=bool --dynamic ids=0:batch,1:sequence --dynamic mask=0:batch,1:sequence
 
     JSON keys: format, artifact (folder), files, parity {max_abs_diff, max_rel_diff, tolerance, against},
     file_bytes; onnx: opset, external_data; openvino: source, openvino_version.
     """
     from slimline.artifact import Artifact
-
-    shape = parse_shape(input_shape)
     from slimline.models import trusted_factories
+    from slimline.signature import parse_input_shapes, signature_from_options
 
+    shapes = parse_input_shapes(input_shape or [])
+    sample = shapes.pop("", None)
+    if sample is not None and shapes:
+        raise SlimlineError("--input-shape: give either C,H,W (one input) or NAME=... for every input, not both")
+    signature = signature_from_options(shapes, input_dtype or [], dynamic or []) if shapes else None
+    if signature is None and (input_dtype or dynamic):
+        raise SlimlineError("--input-dtype and --dynamic need the inputs named: add --input-shape NAME=1x128 per input")
     with trusted_factories(trust_code=trust_code):
-        source, meta, lineage = _source(model, weights, shape)
+        source, meta, lineage = _source(model, weights, sample, named_inputs=signature is not None)
+    if signature is not None:
+        meta["signature"] = signature.to_dict()
+    kw: dict[str, Any] = {"rtol": rtol, "seed": seed, "signature": signature, "shapes": shapes or None}
     if fmt == "onnx":
         if isinstance(source, Artifact):
             raise SlimlineError(f"{model} is already ONNX")
         from slimline.onnx_export import export_onnx_artifact
 
-        art, record = export_onnx_artifact(source, output, meta, lineage, opset=opset, rtol=rtol, seed=seed)
+        art, record = export_onnx_artifact(source, output, meta, lineage, opset=opset, **kw)
     elif fmt == "openvino":
         from slimline.openvino_export import export_openvino_artifact
 
-        art, record = export_openvino_artifact(source, output, meta, lineage, rtol=rtol, seed=seed, via=via)
+        art, record = export_openvino_artifact(source, output, meta, lineage, via=via, **kw)
     else:
         raise SlimlineError(f"--format must be onnx or openvino, not {fmt!r}")
     art.lineage = [*lineage, {"step": f"export_{fmt}", **record}]

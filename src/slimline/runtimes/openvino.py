@@ -253,4 +253,7 @@ class OpenVinoRuntime(Runtime):
             str(artifact.model_file), device, hint, streams, threads, precision, requests, static_shapes
         )
         session._desc["model_precision"] = artifact_precision(artifact)  # precision: the plugin's float type
+        recorded = artifact.meta.get("signature")
+        if session.signature is not None and isinstance(recorded, dict) and recorded.get("inputs"):
+            session.signature = session.signature.with_dim_names(Signature.from_dict(recorded))  # IR has no dim names
         return session
