@@ -15,22 +15,6 @@ from typing import Any
 from slimline.artifact import ARTIFACT_JSON, Artifact
 from slimline.errors import ModelError
 
-
-def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """``["ids=1x128", "x=1x3x224x224"]`` -> ``{"ids": (1, 128), "x": (1, 3, 224, 224)}``."""
-    out: dict[str, tuple[int, ...]] = {}
-    for spec in specs or []:
-        name, sep, dims = spec.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d < 1 for d in shape):
-            raise ModelError(f"--input-shape {spec!r} is not NAME=DxDx..., e.g. input=1x3x224x224")
-        out[name.strip()] = shape
-    return out
-
-
 # ------------------------------------------------------------------ ONNX
 
 
@@ -287,4 +271,4 @@ def format_inspection(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["format_inspection", "inspect_model", "parse_input_shapes"]
+__all__ = ["format_inspection", "inspect_model"]

@@ -25,9 +25,14 @@ def inspect_cmd(
 
     Example: slimline inspect model.onnx --input-shape input_ids=1x128
     """
-    from slimline.inspect import format_inspection, inspect_model, parse_input_shapes
+    from slimline.errors import SlimlineError
+    from slimline.inspect import format_inspection, inspect_model
+    from slimline.signature import parse_input_shapes
 
-    info = inspect_model(model, weights, parse_input_shapes(input_shape), top)
+    shapes = parse_input_shapes(input_shape or [])
+    if "" in shapes:
+        raise SlimlineError("inspect: give each shape with its input's name, e.g. --input-shape input=1x3x224x224")
+    info = inspect_model(model, weights, {k: tuple(v) for k, v in shapes.items()}, top)
     for line in format_inspection(info):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     dump_json(json_path, info)
