@@ -420,7 +420,10 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
             continue
         out = work / f"q_{backend}"
         shutil.rmtree(out, ignore_errors=True)
-        r, doc = step(key, ["quantize", "-m", onnx, "-d", str(data["calib"]), "-b", backend, "-o", str(out)])
+        # OpenVINO's int8 as QDQ ONNX (run by OpenVINO): one bench run then times fp32 and both int8 files on
+        # both runtimes (a native IR in the set would keep the plain .onnx off OpenVINO)
+        fmt = ["--format", "onnx"] if backend == "openvino" else []
+        r, doc = step(key, ["quantize", "-m", onnx, "-d", str(data["calib"]), "-b", backend, *fmt, "-o", str(out)])
         fid = fidelity_figures(doc)
         r["fidelity"] = fid
         r["figure"] = fid["min_cosine"]
