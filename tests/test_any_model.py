@@ -227,3 +227,33 @@ def test_eval_classification_with_labels(tmp_path: Path) -> None:
     assert m["top1"] == 100.0 and m["n"] == 8
     m = evaluate_model(model, NamedSamples({"x": x}, np.arange(8)), reference=model)
     assert m["fidelity"]["scores"]["top1_agreement"] == 100.0 and m["top1"] == 100.0
+
+
+def test_quantize_gru_with_state_input_on_batch_axis_1(tmp_path: Path) -> None:
+    """A GRU exported with h0 ([layers, batch, hidden]) as an input calibrates: samples stay first in the npz
+    and batches put them on the model's batch axis."""
+    import torch
+
+    class Cell(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru, self.fc = torch.nn.GRU(8, 16, batch_first=True), torch.nn.Linear(16, 5)
+
+        def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y, h = self.gru(x, h0)
+            return self.fc(y[:, -1]), h
+
+    model = tmp_path / "gru.onnx"
+    torch.onnx.export(Cell().eval(), (torch.randn(1, 6, 8), torch.zeros(1, 1, 16)), str(model),
+                      input_names=["x", "h0"], output_names=["logits", "hn"], opset_version=13, dynamo=False,
+                      dynamic_axes={"x": {0: "batch"}, "h0": {1: "batch"}, "logits": {0: "batch"}, "hn": {1: "batch"}})
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((20, 6, 8)).astype(np.float32),
+             h0=np.zeros((20, 1, 16), np.float32))
+    s = load_arrays(tmp_path / "c.npz").conform(Signature.from_onnx(model))
+    assert next(s.batches(4))["h0"].shape == (1, 4, 16)
+    js = tmp_path / "q.json"
+    r = runner.invoke(app, ["quantize", "-m", str(model), "-d", str(tmp_path / "c.npz"), "-o", str(tmp_path / "q"),
+                            "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(js.read_text())["fidelity"]["outputs"]) == {"logits", "hn"}
