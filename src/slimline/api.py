@@ -10,11 +10,14 @@ from torch import nn
 
 from slimline.artifact import ARTIFACT_JSON, Artifact
 from slimline.data import ArrayDataset, load_dataset
+from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
 from slimline.errors import SlimlineError
-from slimline.evaluate import evaluate, evaluate_artifact, predict_logits
+from slimline.evaluate import evaluate, evaluate_artifact, evaluate_named, predict_logits
 from slimline.models import factories_named, load_model, load_onnx, trusted_factories
 from slimline.pipeline import run_recipe
 from slimline.recipe import Recipe, load_recipe, parse_recipe
+from slimline.signature import artifact_signature
+from slimline.tasks.classification import signature_scores
 
 
 def open_model(model: str | Path, weights: str | Path | None = None, **kwargs: Any) -> nn.Module | Artifact:
@@ -34,7 +37,7 @@ def open_model(model: str | Path, weights: str | Path | None = None, **kwargs: A
 
 def evaluate_model(
     model: str | Path | nn.Module | Artifact,
-    data: str | ArrayDataset,
+    data: str | ArrayDataset | NamedSamples,
     split: str = "test",
     weights: str | Path | None = None,
     reference: str | Path | nn.Module | Artifact | None = None,
@@ -47,6 +50,12 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Top-1/top-5 (with sample size and 95% interval) and, with ``reference``, fidelity.
 
+    ``data`` may be named arrays (a ``.npz``/``.npy`` path, a folder of them, or :class:`NamedSamples`): any
+    ONNX/OpenVINO model then runs with every input fed by name, and the result holds ``fidelity`` per output
+    against ``reference``, and top-1/top-5 when the arrays have ``labels`` and the model one [batch, classes]
+    output. A model whose outputs are not one [batch, classes] array (a detector) gets the same per-output
+    fidelity on an image dataset.
+
     An artifact folder that names a ``module:factory`` is rebuilt only when ``model``/``reference``
     names that factory too, or with ``trust_code=True``; ``download=True`` may fetch the dataset.
     """
@@ -57,7 +66,7 @@ def evaluate_model(
 
 def _evaluate_model(
     model: str | Path | nn.Module | Artifact,
-    data: str | ArrayDataset,
+    data: str | ArrayDataset | NamedSamples,
     split: str,
     weights: str | Path | None,
     reference: str | Path | nn.Module | Artifact | None,
@@ -67,15 +76,45 @@ def _evaluate_model(
     data_dir: str | Path | None,
     download: bool,
 ) -> dict[str, Any]:
-    ds = data if isinstance(data, ArrayDataset) else load_dataset(data, split, data_dir, limit, download=download)
+    samples: NamedSamples | None = None
+    if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
+        samples = data if isinstance(data, NamedSamples) else load_arrays(data)
+    else:
+        ds = data if isinstance(data, ArrayDataset) else load_dataset(str(data), split, data_dir, limit,
+                                                                      download=download)
     m = open_model(model, weights) if isinstance(model, str | Path) else model
-    ref_logits = None
+    r = None
     if reference is not None:
         r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
+    if samples is not None:
+        return _evaluate_named_model(m, samples.take(limit), r, runtime)
+    if isinstance(m, Artifact) and not signature_scores(sig := artifact_signature(m)):
+        if len(sig.inputs) != 1:
+            raise SlimlineError(f"the model has inputs {', '.join(sig.input_names)} but {ds.spec.name} feeds one; "
+                                "give named arrays: -d data.npz (one array per input name)")
+        return _evaluate_named_model(m, NamedSamples({sig.inputs[0].name: ds.inputs()}, ds.y, ds.spec.name), r,
+                                     runtime)
+    ref_logits = None
+    if r is not None:
         ref_logits = predict_logits(r, ds) if isinstance(r, nn.Module) else evaluate_artifact(r, ds, return_logits=True)
     if isinstance(m, nn.Module):
         return evaluate(m, ds, reference=ref_logits) | {"runtime": "torch"}
     return evaluate_artifact(m, ds, runtime=runtime, reference=ref_logits)
+
+
+def _evaluate_named_model(m: nn.Module | Artifact, samples: NamedSamples, reference: nn.Module | Artifact | None,
+                          runtime: str | None) -> dict[str, Any]:
+    """Any ONNX/OpenVINO model (or artifact) on named arrays, by :func:`slimline.evaluate.evaluate_named`."""
+    from slimline.runtimes import default_runtime, open_session
+
+    if isinstance(m, nn.Module) or isinstance(reference, nn.Module):
+        raise SlimlineError("named arrays run ONNX/OpenVINO models and artifact folders; export the PyTorch model "
+                            "first (slimline export) and evaluate that")
+    name = runtime or default_runtime(m)
+    session = open_session(m, name)
+    samples = samples.conform(session.signature or artifact_signature(m))
+    ref = open_session(reference, default_runtime(reference)) if reference is not None else None
+    return evaluate_named(session, samples, ref) | {"runtime": name}
 
 
 def run(

@@ -98,3 +98,50 @@ def evaluate_artifact(
     if reference is not None:
         metrics.update(fidelity(logits, reference))
     return metrics | {"runtime": name}
+
+
+# --- any model: named inputs and outputs (slimline.tasks) -------------------------------------------------------
+
+DEFAULT_NAMED_BATCH = 64
+
+
+def named_batch_size(signature: Any, batch_size: int = DEFAULT_NAMED_BATCH) -> int:
+    """``batch_size``, or the fixed batch of an export whose first input has one (usually 1)."""
+    first = signature.inputs[0].shape[:1] if signature is not None and signature.inputs else ()
+    return int(first[0]) if first and isinstance(first[0], int) else batch_size
+
+
+def predict_named(session: Any, samples: Any, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """Every output by name for every sample of ``samples`` (:class:`slimline.data.arrays.NamedSamples`),
+    run through ``session.run_named`` in batches (the export's fixed batch when it has one)."""
+    bs = batch_size or named_batch_size(getattr(session, "signature", None))
+    parts: dict[str, list[np.ndarray]] = {}
+    for feeds in samples.batches(bs):
+        for name, out in session.run_named(feeds).items():
+            parts.setdefault(name, []).append(np.asarray(out))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluate_named(session: Any, samples: Any, reference: Any | None = None) -> dict[str, Any]:
+    """Any model on named arrays: with ``reference`` (a session), ``fidelity`` per output name (generic task);
+    with labels and one [batch, classes] output, top-1/top-5 (classification task). Without a reference and
+    without scores to score, one error saying so."""
+    from slimline.errors import SlimlineError
+    from slimline.tasks import get_task
+
+    outputs = predict_named(session, samples)
+    metrics: dict[str, Any] = {"n": len(samples)}
+    if reference is not None:
+        fid = get_task("generic").fidelity(outputs, predict_named(reference, samples))
+        metrics["fidelity"] = fid["outputs"]
+        metrics.update({k: fid[k] for k in ("min_cosine", "mean_cosine", "max_abs_diff")})
+    if samples.labels is not None:
+        try:
+            metrics.update(get_task("classification").metric(outputs, samples.labels))
+        except SlimlineError:
+            if reference is None:
+                raise
+    elif reference is None:
+        raise SlimlineError("the data has no labels, and without a reference only fidelity can be measured: give "
+                            "--reference REF (or a 'labels' array for a [batch, classes] model)")
+    return metrics

@@ -72,7 +72,8 @@ def train(
 @friendly
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, package.module:factory, artifact folder or .onnx"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name, or named arrays: a .npz/.npy file or a folder "
+                             "of them (one array per input name, optional 'labels')"),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
     split: str = typer.Option("test", help="train or test"),
     reference: str | None = typer.Option(None, help="reference model for fidelity (top-1 agreement, logit cosine)"),
@@ -88,8 +89,12 @@ def eval_cmd(
 
     Example: slimline eval -m cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -d cifar10-sample
 
+    Any model: slimline eval -m int8/model.onnx --reference model.onnx -d samples.npz
+
     JSON keys: top1, top5 (percent), n, top1_ci95 [lo, hi], runtime; with --reference also
-    top1_agreement (percent) and logit_cosine.
+    top1_agreement (percent) and logit_cosine. With named arrays (or a model whose outputs are not one
+    [batch, classes] array) and --reference: fidelity {output: {min_cosine, mean_cosine, max_abs_diff,
+    mean_abs_diff, top1_agreement?, top5_agreement?}}; top1/top5 too when the arrays have labels.
     """
     from slimline.api import evaluate_model
 
@@ -97,12 +102,16 @@ def eval_cmd(
         model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
         download=download, trust_code=trust_code,
     )
-    lo, hi = metrics["top1_ci95"]
-    line = f"top-1 {metrics['top1']:.2f}%  (95% CI {lo:.1f}–{hi:.1f}, n={metrics['n']})  top-5 {metrics['top5']:.2f}%"
-    if "top1_agreement" in metrics:
-        line += f"  agreement {metrics['top1_agreement']:.2f}%  cosine {metrics['logit_cosine']:.4f}"
-    console.print(line, highlight=False)
-    print(f"top1={metrics['top1']:.2f}")
+    for name, f in metrics.get("fidelity", {}).items():
+        console.print(fidelity_line(name, f, metrics["n"]), highlight=False)
+    if "top1" in metrics:
+        lo, hi = metrics["top1_ci95"]
+        line = (f"top-1 {metrics['top1']:.2f}%  (95% CI {lo:.1f}–{hi:.1f}, n={metrics['n']})  "
+                f"top-5 {metrics['top5']:.2f}%")
+        if "logit_cosine" in metrics:
+            line += f"  agreement {metrics['top1_agreement']:.2f}%  cosine {metrics['logit_cosine']:.4f}"
+        console.print(line, highlight=False)
+        print(f"top1={metrics['top1']:.2f}")
     dump_json(json_path, metrics | {"model": model, "data": data, "split": split})
 
 
@@ -156,6 +165,15 @@ def list_cmd(what: str = typer.Argument("all", help="models, datasets, steps, ru
     if what in ("runtimes", "all"):
         for n, (ok, why) in availability().items():
             console.print(f"runtime {n}: " + ("[green]available[/]" if ok else f"[red]unavailable[/] ({why})"))
+
+
+def fidelity_line(name: str, f: dict[str, Any], n: int) -> str:
+    """One output's fidelity in one line."""
+    line = (f"{name}: cosine min {f['min_cosine']:.4f} mean {f['mean_cosine']:.4f}; abs diff max "
+            f"{f['max_abs_diff']:.4g} mean {f['mean_abs_diff']:.4g}")
+    if "top1_agreement" in f:
+        line += f"; top-1 agreement {f['top1_agreement']:.2f}%"
+    return line + f" (n={n})"
 
 
 def _print_stages(results: dict[str, Any]) -> None:

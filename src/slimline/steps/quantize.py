@@ -9,6 +9,9 @@ ranked most sensitive by the simulated (fake-quant) pass to float until the drop
 the model in the step folder. Every written model is checked, loaded and run, and compared with fp32 on
 calibration inputs (``verification`` in the record); ``test_fidelity`` also compares them on the test
 split, for models whose outputs are not class logits.
+
+:func:`quantize_arrays` quantizes any ONNX/OpenVINO model calibrated on named arrays (every input fed by name)
+and compares int8 with fp32 on held-out samples (fidelity per output; top-1 too with labels).
 """
 
 from __future__ import annotations
@@ -178,20 +181,13 @@ class Quantize(Step):
 
                 report["test_fidelity"] = {"split": "test", **fidelity_vs_fp32(qres, final_dir, src,
                                                                                 ctx.data.test.inputs())}
-            float_bytes = _float_bytes(src, artifact)
             meta["quantization"] = {"backend": opts.backend, "precision": "int8", "mode": opts.mode,
                                     "activation_type": opts.activation_type, "weight_type": opts.weight_type,
                                     "per_channel": opts.per_channel, "calibration": opts.calibration,
                                     "kept_float": report["accuracy_aware"]["float_layers"] if aa else []}
             meta.update(qres.meta)
-            with ArtifactWriter(ctx.out_dir, qres.kind, meta, list(artifact.lineage)) as w:
-                for role, fname in qres.files.items():
-                    shutil.copyfile(final_dir / fname, w.add(role, fname))
-                int8_bytes = sum((w.tmp / f).stat().st_size for f in qres.files.values())
-                report["result"] = qres.record()
-                report["sizes"] = {"float_bytes": float_bytes, "int8_bytes": int8_bytes,
-                                   "compression": float_bytes / int8_bytes if int8_bytes else None}
-                write_json(w.tmp / "quantization.json", report)
+            written = write_quantized(ctx.out_dir, qres, final_dir, meta, list(artifact.lineage), report,
+                                      _float_bytes(src, artifact))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         record: dict[str, Any] = {
@@ -210,7 +206,7 @@ class Quantize(Step):
         kept = f", {len(aa.kept_float)} layer(s) kept float" if aa else ""
         ratio = record["compression"]
         record["summary"] = f"int8 via {opts.backend}" + (f": {ratio:.2f}x smaller{kept}" if ratio else "")
-        return StepOutput(w.artifact, record)
+        return StepOutput(written, record)
 
     @staticmethod
     def _float_metric(src: Any, val: Any, kind: str) -> float:
@@ -221,6 +217,95 @@ class Quantize(Step):
         art = Artifact("onnx", fp32.parent, {"model": fp32.name}, {})
         runtime = "openvino" if kind == "openvino" else "onnxruntime"
         return float(evaluate_artifact(art, val, runtime=runtime)["top1"])
+
+
+def write_quantized(out_dir: Path, qres: Any, final_dir: Path, meta: dict[str, Any], lineage: list[dict[str, Any]],
+                    report: dict[str, Any], float_bytes: int) -> Artifact:
+    """The int8 artifact in ``out_dir`` with ``quantization.json``; ``report`` gains ``result`` and ``sizes``."""
+    with ArtifactWriter(out_dir, qres.kind, meta, lineage) as w:
+        for role, fname in qres.files.items():
+            shutil.copyfile(final_dir / fname, w.add(role, fname))
+        int8_bytes = sum((w.tmp / f).stat().st_size for f in qres.files.values())
+        report["result"] = qres.record()
+        report["sizes"] = {"float_bytes": float_bytes, "int8_bytes": int8_bytes,
+                           "compression": float_bytes / int8_bytes if int8_bytes else None}
+        write_json(w.tmp / "quantization.json", report)
+    assert w.artifact is not None
+    return w.artifact
+
+
+def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, output: Path,
+                    held_out: float = 0.25, seed: int = 0, evaluate: bool = True) -> dict[str, Any]:
+    """Quantize an ONNX/OpenVINO model (file or artifact folder) calibrated on named arrays (``.npz``/``.npy`` or a
+    folder of them): every input is fed by name. A seeded ``held_out`` part of the samples is kept out of
+    calibration; on it the int8 model is compared with fp32 (``fidelity``: cosine, abs difference per output)
+    and, when the arrays have labels and the model one [batch, classes] output, scored (``float``, ``int8``:
+    top-1/top-5). Writes the artifact into ``output/01_quantize``; returns the summary ``slimline quantize`` prints.
+    """
+    from torch import nn
+
+    from slimline.api import open_model
+    from slimline.data.arrays import load_arrays
+    from slimline.quant.backends import FloatModel, get_backend
+    from slimline.quant.backends.base import fidelity_vs_fp32
+    from slimline.signature import artifact_signature
+    from slimline.tasks.classification import signature_scores
+
+    if opts.accuracy_aware or opts.sensitivity:
+        raise RecipeError("accuracy-aware quantization and sensitivity rank layers in PyTorch on image data; with "
+                          "named arrays leave --accuracy-aware off")
+    artifact = open_model(model)
+    if isinstance(artifact, nn.Module) or artifact.kind == "torch":
+        raise RecipeError("named arrays calibrate ONNX/OpenVINO models; export the model first (slimline export) "
+                          "and quantize the .onnx, or calibrate on a dataset name")
+    sig = artifact_signature(artifact)
+    samples = load_arrays(data).conform(sig)
+    calib, held = samples.split(held_out, seed) if evaluate else (samples, samples)
+    calib = calib.sample(opts.calibration_size, seed)
+    backend = get_backend(opts.backend)
+    ok, why = backend.available()
+    if not ok:
+        raise RuntimeUnavailable(f"quantization backend {opts.backend!r} is not usable here: {why}")
+    qcfg = opts.quant_config()
+    backend.check(qcfg)
+    output.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".quantize.work-", dir=output))
+    report: dict[str, Any] = {"backend": opts.backend, "options": opts.model_dump(mode="json"),
+                              "calibration": {"samples": len(calib), "source": str(data),
+                                              "inputs": calib.names}}
+    try:
+        src = FloatModel.from_artifact(artifact, work)
+        final_dir = work / "int8"
+        qres = backend.quantize(src, calib, qcfg, [], final_dir)
+        if evaluate:
+            fid = fidelity_vs_fp32(qres, final_dir, src, held, limit=len(held))
+            names = sig.output_names
+            fid["outputs"] = {names[i] if i < len(names) else str(i): o for i, o in enumerate(fid["outputs"])}
+            report["fidelity"] = {"split": "held-out", **fid}
+        meta = {**artifact.meta, "signature": sig.to_dict(), **qres.meta,
+                "quantization": {"backend": opts.backend, "precision": "int8", "mode": opts.mode,
+                                 "activation_type": opts.activation_type, "weight_type": opts.weight_type,
+                                 "per_channel": opts.per_channel, "calibration": opts.calibration,
+                                 "calibration_data": str(data), "kept_float": []}}
+        written = write_quantized(output / "01_quantize", qres, final_dir, meta, list(artifact.lineage), report,
+                                  _float_bytes(src, artifact))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary: dict[str, Any] = {
+        "backend": opts.backend, "artifact": str(written.path), "sizes": report["sizes"], "kept_float": [],
+        "left_float": qres.left_float, "warnings": qres.warnings, "verification": qres.verification,
+        "calibration": report["calibration"],
+    }
+    if "fidelity" in report:
+        summary["fidelity"] = report["fidelity"]
+    if evaluate and held.labels is not None and signature_scores(sig):
+        from slimline.evaluate import evaluate_named
+        from slimline.runtimes import default_runtime, open_session
+
+        fp32 = evaluate_named(open_session(artifact, default_runtime(artifact)), held)
+        int8 = evaluate_named(open_session(written, default_runtime(written)), held)
+        summary.update({"float": fp32, "int8": int8, "drop": fp32["top1"] - int8["top1"]})
+    return summary
 
 
 def _float_bytes(src: Any, artifact: Artifact) -> int:

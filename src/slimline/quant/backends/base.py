@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -24,12 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimline.data.arrays import NamedSamples
 from slimline.errors import RecipeError, SlimlineError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse", "default")
 # Operators that hold almost all of a CNN's / transformer's compute: the ones worth quantizing.
 HEAVY_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "GRU", "Einsum")
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
+# Calibration inputs: float32 NCHW samples for the first input (the image classifiers), or named arrays for
+# every input (any model: ``slimline.data.arrays``).
+Calibration = np.ndarray | NamedSamples
+# One model input feed: an array for the first input, or arrays by input name.
+Feed = np.ndarray | Mapping[str, np.ndarray]
 
 
 class QuantWarning(UserWarning):
@@ -223,6 +229,30 @@ def calibration_batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32) for i in range(0, len(x), batch_size)]
 
 
+def calibration_feeds(calib: Calibration, input_names: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Calibration batches as feeds of every input by name: named samples as they are (checked against
+    ``input_names``), a plain array for the first input (the image classifiers' single input)."""
+    if isinstance(calib, NamedSamples):
+        missing = [n for n in input_names if n not in calib.arrays]
+        if missing:
+            raise RecipeError(f"the calibration data has no array for input(s) {', '.join(missing)}; the model's "
+                              f"inputs are {', '.join(input_names)}: save one array per input name")
+        return [{n: b[n] for n in input_names} for b in calib.batches(batch_size)]
+    if len(input_names) != 1:
+        raise RecipeError(f"the model has {len(input_names)} inputs ({', '.join(input_names)}) but the calibration "
+                          "data feeds one; calibrate with named arrays: -d calib.npz (one array per input name)")
+    return [{input_names[0]: b} for b in calibration_batches(calib, batch_size)]
+
+
+def calibration_key(calib: Calibration) -> bytes:
+    """A digest of the calibration inputs (for calibration caches)."""
+    import hashlib
+
+    if isinstance(calib, NamedSamples):
+        return calib.fingerprint()
+    return hashlib.sha1(np.ascontiguousarray(calib).tobytes()).digest()
+
+
 class QuantBackend(ABC):
     """A quantization backend: float model + calibration inputs -> quantized model files."""
 
@@ -250,11 +280,12 @@ class QuantBackend(ABC):
     def available(cls) -> tuple[bool, str]:
         return True, ""
 
-    def quantize(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+    def quantize(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
                  out_dir: Path) -> QuantResult:
-        """Quantize ``src`` calibrated on ``calib`` (float32 NCHW), keeping ``keep_float`` layers
-        (module names) and ``cfg.exclude`` in float; write the files into ``out_dir``, then check that the
-        result is valid, loads and runs in its runtime and measure its fidelity (``result.verification``).
+        """Quantize ``src`` calibrated on ``calib`` (float32 NCHW, or named arrays for every input), keeping
+        ``keep_float`` layers (module names) and ``cfg.exclude`` in float; write the files into ``out_dir``, then
+        check that the result is valid, loads and runs in its runtime and measure its fidelity
+        (``result.verification``).
 
         Raises :class:`QuantizationError` when the written model fails any of those checks."""
         result = self.write(src, calib, cfg, keep_float, out_dir)
@@ -262,7 +293,7 @@ class QuantBackend(ABC):
         return result
 
     @abstractmethod
-    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
               out_dir: Path) -> QuantResult:
         """The backend's own work: write the quantized model files into ``out_dir`` (see :meth:`quantize`)."""
 
@@ -373,7 +404,7 @@ def working_directory(folder: Path) -> Iterator[None]:
 
 VERIFY_SAMPLES = 8  # calibration samples the written model is run on (one at a time: fixed-batch exports work)
 LOW_COSINE = 0.9  # below this (min over samples) the result is kept but a warning says it is far from fp32
-Runner = Callable[[np.ndarray], list[np.ndarray]]
+Runner = Callable[[Feed], list[np.ndarray]]
 _RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
@@ -391,7 +422,7 @@ def onnxruntime_runner(path: Path) -> Runner:
     so.log_severity_level = 4  # errors reach the caller as exceptions (one line each), not as log lines
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return lambda x: [np.asarray(o) for o in sess.run(None, {name: x})]
+    return lambda x: [np.asarray(o) for o in sess.run(None, dict(x) if isinstance(x, Mapping) else {name: x})]
 
 
 def openvino_runner(path: Path) -> Runner:
@@ -402,8 +433,8 @@ def openvino_runner(path: Path) -> Runner:
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     outputs = list(compiled.outputs)
 
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        res = compiled(x)
+    def run(x: Feed) -> list[np.ndarray]:
+        res = compiled(dict(x) if isinstance(x, Mapping) else x)
         return [np.asarray(res[o]) for o in outputs]
 
     return run
@@ -421,29 +452,30 @@ def _reference_runner(src: FloatModel) -> Runner:
 
 
 def output_fidelity(got: list[list[np.ndarray]], ref: list[list[np.ndarray]]) -> dict[str, Any]:
-    """Per-sample cosine similarity and max abs difference of each output (samples x outputs).
+    """Fidelity of each output (runs of single samples: samples x outputs), by
+    :func:`slimline.tasks.generic.output_fidelity`: per-sample cosine, max/mean abs difference, top-k agreement
+    of score outputs.
 
     Returns ``min_cosine`` (worst output and sample), ``mean_cosine`` and ``max_abs_diff`` over all
     outputs, and the same per output index under ``outputs``.
     """
-    per_output: list[dict[str, float]] = []
-    for k in range(len(ref[0]) if ref else 0):
-        cos, diff = [], 0.0
-        for g, r in zip(got, ref, strict=True):
-            a, b = g[k].astype(np.float64).ravel(), r[k].astype(np.float64).ravel()
-            if a.shape != b.shape:
-                raise QuantizationError(f"output {k} of the int8 model has shape {g[k].shape}, the fp32 model's "
-                                        f"{r[k].shape}; the quantized graph is wrong: report it with the model")
-            na, nb = np.linalg.norm(a), np.linalg.norm(b)
-            cos.append(1.0 if na == nb == 0 else float(a @ b / (na * nb + 1e-30)))
-            diff = max(diff, float(np.abs(a - b).max(initial=0.0)))
-        per_output.append({"min_cosine": min(cos), "mean_cosine": float(np.mean(cos)), "max_abs_diff": diff})
-    return {
-        "min_cosine": min((o["min_cosine"] for o in per_output), default=float("nan")),
-        "mean_cosine": float(np.mean([o["mean_cosine"] for o in per_output])) if per_output else float("nan"),
-        "max_abs_diff": max((o["max_abs_diff"] for o in per_output), default=float("nan")),
-        "outputs": per_output,
-    }
+    from slimline.tasks.generic import FidelityShapeError
+    from slimline.tasks.generic import output_fidelity as named_fidelity
+
+    def joined(runs: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for k in range(len(runs[0]) if runs else 0):
+            parts = [np.asarray(r[k]) for r in runs]
+            batched = all(p.ndim and p.shape[0] == 1 for p in parts)
+            out[str(k)] = np.concatenate(parts) if batched else np.stack(parts)
+        return out
+
+    try:
+        fid = named_fidelity(joined(got), joined(ref))
+    except FidelityShapeError as e:
+        raise QuantizationError(f"the int8 model's outputs differ in shape from the fp32 model's ({first_line(e)}); "
+                                "the quantized graph is wrong: report it with the model") from e
+    return fid | {"outputs": list(fid["outputs"].values())}
 
 
 def result_runtime(result: QuantResult) -> str:
@@ -457,12 +489,15 @@ def result_runner(result: QuantResult, out_dir: Path) -> Runner:
     return onnxruntime_runner(model) if result_runtime(result) == "onnxruntime" else openvino_runner(model)
 
 
-def samples_of(x: np.ndarray, limit: int) -> list[np.ndarray]:
-    """The first ``limit`` items of ``x`` as float32 batches of one (fixed-batch exports run them too)."""
+def samples_of(x: Calibration, limit: int) -> list[Feed]:
+    """The first ``limit`` items of ``x`` as feeds of one sample (fixed-batch exports run them too): float32
+    batches of one, or named arrays of one sample each."""
+    if isinstance(x, NamedSamples):
+        return list(x.take(limit).batches(1))
     return [np.ascontiguousarray(x[i : i + 1], dtype=np.float32) for i in range(min(len(x), limit))]
 
 
-def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: np.ndarray,
+def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: Calibration,
                      limit: int = 256) -> dict[str, Any]:
     """Cosine similarity and max abs difference of the quantized model's outputs against fp32's on ``x`` (the
     first ``limit`` items): the measure for models whose outputs are not class logits (detectors...)."""
@@ -472,7 +507,7 @@ def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: np.
     return {"n": len(samples), "runtime": result_runtime(result), **fid}
 
 
-def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: np.ndarray, out_dir: Path) -> None:
+def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Calibration, out_dir: Path) -> None:
     """Check the model ``backend`` wrote into ``out_dir``: the ONNX checker (ONNX files), loading it in its
     runtime, running it on a few calibration samples and comparing its outputs with the fp32 model's.
 

@@ -16,11 +16,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from slimline.errors import RecipeError
 from slimline.quant.backends import BACKENDS
-from slimline.quant.backends.base import FloatModel, QuantBackend, QuantConfig, QuantResult
+from slimline.quant.backends.base import (
+    Calibration,
+    FloatModel,
+    QuantBackend,
+    QuantConfig,
+    QuantResult,
+    calibration_feeds,
+)
 
 HEAVY_OV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 _QUANTIZERS = ("FakeQuantize", "FakeConvert")
@@ -62,6 +67,11 @@ def read_float_model(src: FloatModel) -> Any:
     except ImportError:  # pragma: no cover - the exporter is part of slimline
         return core.read_model(str(src.onnx()))
     return convert_openvino(src.onnx(), src.input_shape)
+
+
+def _port_name(port: Any) -> str:
+    """An input port's name (``any_name``: the ONNX input name for models read from ONNX)."""
+    return str(port.get_any_name())
 
 
 def _heavy_ops(model: Any) -> list[Any]:
@@ -150,7 +160,7 @@ class OpenVinoBackend(QuantBackend):
         if cfg.mode != "static":
             raise RecipeError("the openvino backend quantizes statically (NNCF); dynamic mode is onnxruntime's")
 
-    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
               out_dir: Path) -> QuantResult:
         self.check(cfg)
         if cfg.format == "onnx":
@@ -158,8 +168,9 @@ class OpenVinoBackend(QuantBackend):
         ov, nncf = import_nncf()
         model = read_float_model(src)
         excluded = resolve_ov_names([*cfg.exclude, *keep_float], src, model)
-        # one sample per item: NNCF's statistics (and subset_size) count items, and it advises batch 1
-        samples = [np.ascontiguousarray(calib[i : i + 1], dtype=np.float32) for i in range(len(calib))]
+        # one sample per item: NNCF's statistics (and subset_size) count items, and it advises batch 1; every
+        # input is fed by name
+        samples = calibration_feeds(calib, [_port_name(p) for p in model.inputs], 1)
         qmodel = _nncf_quantize(nncf, model, samples, cfg, excluded)
         out_dir.mkdir(parents=True, exist_ok=True)
         ov.save_model(qmodel, str(out_dir / "model.xml"), compress_to_fp16=False)
@@ -186,7 +197,7 @@ class OpenVinoBackend(QuantBackend):
         return result
 
     def _quantize_onnx(
-        self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
     ) -> QuantResult:
         """``format: onnx``: NNCF's ONNX backend writes a QDQ ONNX model with int8 weights, which OpenVINO
         reads and runs in int8 (its ONNX frontend turns each Quantize/DequantizeLinear pair into a
@@ -203,8 +214,8 @@ class OpenVinoBackend(QuantBackend):
         proto = onnx.load(str(prepared))
         excluded = resolve_onnx_nodes([*cfg.exclude, *keep_float], src, {n.name for n in proto.graph.node})
         result.excluded = excluded
-        name = proto.graph.input[0].name
-        samples = [{name: np.ascontiguousarray(calib[i : i + 1], dtype=np.float32)} for i in range(len(calib))]
+        inits = {i.name for i in proto.graph.initializer}
+        samples = calibration_feeds(calib, [i.name for i in proto.graph.input if i.name not in inits], 1)
         qproto = _nncf_quantize(nncf, proto, samples, cfg, excluded)
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / "model.onnx"

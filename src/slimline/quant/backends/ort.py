@@ -27,13 +27,15 @@ from slimline.errors import RecipeError
 from slimline.quant.backends import BACKENDS
 from slimline.quant.backends.base import (
     HEAVY_ONNX_OPS,
+    Calibration,
     FloatModel,
     QuantBackend,
     QuantConfig,
     QuantizationError,
     QuantResult,
     QuantWarning,
-    calibration_batches,
+    calibration_feeds,
+    calibration_key,
     prepare_onnx,
     resolve_onnx_nodes,
     working_directory,
@@ -47,17 +49,18 @@ def _reader_class() -> type:
     from onnxruntime.quantization import CalibrationDataReader
 
     class BatchReader(CalibrationDataReader):
-        """Feeds calibration batches; ``set_range`` lets ONNX Runtime calibrate in chunks (bounded memory)."""
+        """Feeds calibration batches (every input by name); ``set_range`` lets ONNX Runtime calibrate in chunks
+        (bounded memory)."""
 
-        def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
-            self.input_name, self.batches = input_name, batches
+        def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+            self.batches = batches
             self.set_range(0, len(batches))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             if self.pos >= self.end:
                 return None
             self.pos += 1
-            return {self.input_name: self.batches[self.pos - 1]}
+            return self.batches[self.pos - 1]
 
         def __len__(self) -> int:
             return len(self.batches)
@@ -188,7 +191,7 @@ class OrtBackend(QuantBackend):
             result.warn(message)
         return pre, dataclasses.replace(cfg, per_channel=per_channel)
 
-    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
               out_dir: Path) -> QuantResult:
         import onnx
         from onnxruntime.quantization import (
@@ -236,8 +239,10 @@ class OrtBackend(QuantBackend):
         else:
             if cfg.activation_type == "int8" and cfg.weight_type == "int8":
                 result.details["note"] = "S8S8: ONNX Runtime's x86 kernels favour U8S8 (uint8 activations)"
-            batches = calibration_batches(calib, cfg.batch_size)
-            reader = _reader_class()(proto.graph.input[0].name, batches)
+            inits = {i.name for i in proto.graph.initializer}
+            batches = calibration_feeds(calib, [i.name for i in proto.graph.input if i.name not in inits],
+                                        cfg.batch_size)
+            reader = _reader_class()(batches)
             method = getattr(CalibrationMethod, _METHODS[cfg.calibration])
             extra = {
                 "ActivationSymmetric": cfg.activation_symmetric,
@@ -271,10 +276,10 @@ class OrtBackend(QuantBackend):
             result.details["compact_names"] = compact_names(out, out)
         return result
 
-    def _cache_path(self, src: FloatModel, pre: Path, calib: np.ndarray, cfg: QuantConfig) -> Path:
+    def _cache_path(self, src: FloatModel, pre: Path, calib: Calibration, cfg: QuantConfig) -> Path:
         """Calibration ranges do not depend on which nodes stay float: compute them once per setting."""
         key_src = f"{pre}|{cfg.calibration}|{cfg.percentile}|{cfg.activation_symmetric}|{cfg.batch_size}|"
-        key = hashlib.sha1(key_src.encode() + hashlib.sha1(np.ascontiguousarray(calib).tobytes()).digest()).hexdigest()
+        key = hashlib.sha1(key_src.encode() + calibration_key(calib)).hexdigest()
         if key not in self._cache:
             self._cache[key] = src.work_dir.absolute() / f"calibration-{key[:12]}.json"
             self._cache[key].unlink(missing_ok=True)
