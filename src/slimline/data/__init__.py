@@ -19,8 +19,8 @@ def load_dataset(
 ) -> ArrayDataset:
     """Load dataset ``name`` (see ``DATASETS.names()``), ``split`` "train" or "test".
 
-    ``limit`` keeps the first ``limit`` samples. Nothing is downloaded unless ``download=True``. Loaders raise :class:`slimline.errors.DataError`
-    listing every place searched when the data cannot be found.
+    ``limit`` keeps the first ``limit`` samples. Nothing is downloaded unless ``download=True``. Loaders raise
+    :class:`slimline.errors.DataError` listing every place searched when the data cannot be found.
     """
     _import_loaders()
     if split not in ("train", "test"):
