@@ -403,7 +403,7 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
     if "fuse" in steps:
         out = work / "fused"
         shutil.rmtree(out, ignore_errors=True)
-        r, doc = step("fuse", ["fuse", onnx, "-o", str(out)])
+        r, doc = step("fuse", ["fuse", onnx, *shape_args(model.shapes), "-o", str(out)])
         parity = doc.get("parity") if isinstance(doc, dict) else None
         if parity is None and isinstance(doc, dict):
             parity = next((v for p, v in walk(doc) if p[-1] == "parity"), None)
