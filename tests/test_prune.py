@@ -1015,3 +1015,21 @@ def test_every_finetune_option_of_the_recipe_reaches_the_recovery() -> None:
         2.0,
         3,
     )
+
+
+def test_measured_speedup_is_the_median_of_interleaved_rounds(tiny: TinyResNet) -> None:
+    """Both graphs are timed in every round, one after the other: a slow spell that hits one round moves that
+    round's latencies, not the median ratio."""
+    from slimline.steps.prune import measured_speedup
+
+    small = nn.Sequential(nn.Identity())
+    load = iter([1, 1, 5, 5, 1, 1, 3, 3, 1, 1])  # per call: the machine's slowdown
+    calls: list[str] = []
+
+    def timed(m: nn.Module) -> float:
+        calls.append("big" if m is tiny else "small")
+        return (4.0 if m is tiny else 2.0) * next(load)
+
+    speedup, before, after = measured_speedup(tiny, small, timed, 5)
+    assert calls == ["big", "small"] * 5
+    assert speedup == pytest.approx(2.0) and before == pytest.approx(4.0) and after == pytest.approx(2.0)

@@ -26,6 +26,7 @@ with a small training set the teacher can also label altered images: ``mixup``, 
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,6 +71,10 @@ class LatencySettings(StepConfig):
     tolerance: float = Field(0.02, ge=0, lt=1, description="how far from the speed target a calibrated plan may be")
     allow_busy: bool = Field(
         False, description="keep a latency table measured while other processes used the CPUs (marked busy)"
+    )
+    rounds: int = Field(
+        7, ge=1, le=50, description="a measured speed-up is the median over this many rounds, each timing the "
+        "unpruned and the pruned graph one after the other (steady when other processes load the machine)"
     )
 
 
@@ -421,10 +426,9 @@ class Prune(Step):
             )
 
         plan = make_plan(tg)
-        t_before = None
         if lat_model is not None and cfg.calibrate_rounds():
-            plan, rec["latency_calibration"], t_before = _calibrate_plan(
-                make_plan, plan, tg, teacher, example, cfg.calibrate_rounds(), L.tolerance, timed
+            plan, rec["latency_calibration"], _ = _calibrate_plan(
+                make_plan, plan, tg, teacher, example, cfg.calibrate_rounds(), L.tolerance, timed, L.rounds
             )
         rec["plan"] = plan.to_dict()
 
@@ -467,9 +471,7 @@ class Prune(Step):
             }
         )
         if lat_model is not None:
-            if t_before is None:
-                t_before = timed(teacher)
-            t_after = timed(model)
+            speedup, t_before, t_after = measured_speedup(teacher, model, timed, L.rounds)
             kept = next((r for r in rec.get("latency_calibration") or [] if r.get("kept")), None)
             predicted = kept["predicted_speedup"] if kept else _predicted_speedup(plan)
             rec["latency_ms"] = {
@@ -478,11 +480,12 @@ class Prune(Step):
                 "threads": L.threads,
                 "before": t_before,
                 "after": t_after,
-                "measured_speedup": t_before / t_after,
+                "measured_speedup": speedup,
                 "table_speedup": _predicted_speedup(plan),
                 "predicted_speedup": predicted,
-                "prediction_error": predicted / (t_before / t_after),
-                "note": "medians measured one after the other on a shared machine",
+                "prediction_error": predicted / speedup,
+                "rounds": L.rounds,
+                "note": "the median speed-up of rounds that time both graphs one after the other",
             }
         return rec
 
@@ -500,6 +503,7 @@ def _calibrate_plan(
     rounds_max: int,
     tolerance: float,
     timed: Callable[[nn.Module], float],
+    timing_rounds: int = 1,
 ) -> tuple[Plan, list[dict[str, Any]], float]:
     """Time each plan's pruned graph (before recovery) and re-plan while the measured speed-up misses the
     one asked for by more than ``tolerance`` either way: with the target raised by the shortfall (the
@@ -515,13 +519,14 @@ def _calibrate_plan(
 
     want = 1.0 / (1.0 - normalise_targets(tg)["latency"])
     others = {k: v for k, v in tg.items() if k not in ("latency", "speedup")}
-    t_before = timed(model)
+    befores: list[float] = []
     asked, rounds, plans = want, [], []
     correction = 1.0  # measured / table speed-up of the last plan timed: the table's error on this model
     for i in range(rounds_max + 1):
         trial = copy.deepcopy(model)
         apply_plan(trial, example, plan)  # L1 channel choice: only the shapes matter for the time
-        measured = t_before / timed(trial)
+        measured, t_b, _ = measured_speedup(model, trial, timed, timing_rounds)
+        befores.append(t_b)
         table = _predicted_speedup(plan)
         predicted = table * correction  # what the planner expected before timing this plan
         rounds.append(
@@ -553,7 +558,23 @@ def _calibrate_plan(
         else max(range(len(speeds)), key=speeds.__getitem__)
     )
     rounds[kept]["kept"] = True
-    return plans[kept], rounds, t_before
+    return plans[kept], rounds, statistics.median(befores)
+
+
+def measured_speedup(
+    before: nn.Module, after: nn.Module, timed: Callable[[nn.Module], float], rounds: int
+) -> tuple[float, float, float]:
+    """(speed-up, latency before, latency after): medians over ``rounds`` rounds, each timing ``before`` and
+    then ``after``, the speed-up being the median of the rounds' ratios. Timed one after the other in every
+    round, both graphs see the same load, so a process running beside them moves the ratio far less than
+    it moves either latency."""
+    ratios, tb, ta = [], [], []
+    for _ in range(rounds):
+        b, a = timed(before), timed(after)
+        ratios.append(b / a)
+        tb.append(b)
+        ta.append(a)
+    return statistics.median(ratios), statistics.median(tb), statistics.median(ta)
 
 
 def _load_sensitivity(path: str) -> dict[str, Any]:
