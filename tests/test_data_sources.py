@@ -364,3 +364,13 @@ def test_imagefolder_load_signature_keeps_old_callers(tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     _image(root / "a" / "1.png", (4, 4))
     assert imagefolder.load("train", root, download=False).spec.preprocess == IMAGENET
+
+
+def test_eval_uses_the_artifacts_recorded_preprocess(tmp_path: Path) -> None:
+    from slimline.api import model_preprocess
+    from slimline.artifact import Artifact
+
+    pp = Preprocess(resize=(4, 4), mean=(0.5,), std=(0.5,))
+    art = Artifact("onnx", tmp_path, {"model": "model.onnx"}, {"data": {"preprocess": pp.to_dict()}})
+    assert model_preprocess(art) == pp
+    assert model_preprocess(Artifact("onnx", tmp_path)) is None and model_preprocess("small_cnn") is None

@@ -11,7 +11,7 @@ from torch import nn
 from slimline.artifact import ARTIFACT_JSON, Artifact
 from slimline.data import ArrayDataset, is_factory, load_dataset, load_factory
 from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
-from slimline.data.preprocess import Preprocess, parse_preprocess
+from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
 from slimline.data.text import is_text_path
 from slimline.errors import SlimlineError
 from slimline.evaluate import accuracy_metrics, evaluate_artifact, evaluate_named, fidelity, predict_logits
@@ -91,6 +91,8 @@ def _evaluate_model(
     if isinstance(data, str | Path) and is_text_path(data):
         raise SlimlineError(f"{data} is a text file, and slimline has no tokenizer to feed texts to a model yet; "
                             "give the token ids as named arrays (-d tokens.npz, one array per input name)")
+    if preprocess is None and data == "imagefolder":
+        preprocess = model_preprocess(model)
     samples: NamedSamples | None = None
     ds: ArrayDataset | None = None
     if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
@@ -132,6 +134,15 @@ def _evaluate_model(
             out.update(task.metric({"output": logits}, ds.y))
         return out | {"runtime": "torch"} | shown
     return evaluate_artifact(m, ds, runtime=runtime, reference=ref_logits) | shown
+
+
+def model_preprocess(model: Any) -> Preprocess | None:
+    """The preprocessing an artifact (or artifact folder) records in its data spec: imagefolder feeds the model
+    the way it was made unless told otherwise."""
+    art = model if isinstance(model, Artifact) else None
+    if isinstance(model, str | Path) and (Path(str(model)) / ARTIFACT_JSON).is_file():
+        art = Artifact.load(Path(str(model)))
+    return recorded_preprocess(art.meta) if art is not None else None
 
 
 def _evaluate_named_model(m: nn.Module | Artifact, samples: NamedSamples, reference: nn.Module | Artifact | None,

@@ -36,7 +36,8 @@ def run(
 @friendly
 def train(
     model: str = typer.Option(..., "--model", "-m", help="zoo name or package.module:factory"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name, or package.module:function (your data "
+                             "factory returning an ArrayDataset)"),
     weights: Path | None = typer.Option(None, help="start from these weights"),
     epochs: int = typer.Option(5, min=1),
     lr: float = typer.Option(0.05),
@@ -73,8 +74,9 @@ def train(
 @friendly
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, package.module:factory, artifact folder or .onnx"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name, or named arrays: a .npz/.npy file or a folder "
-                             "of them (one array per input name, optional 'labels')"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name, package.module:function (your data factory), "
+                             "or named arrays: a .npz/.npy file or a folder of them (one array per input name, "
+                             "optional 'labels')"),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
     split: str = typer.Option("test", help="train or test"),
     reference: str | None = typer.Option(None, help="reference model for fidelity (top-1 agreement, logit cosine)"),
@@ -98,7 +100,8 @@ def eval_cmd(
     JSON keys: top1, top5 (percent), n, top1_ci95 [lo, hi], runtime; with --reference also
     top1_agreement (percent) and logit_cosine. With named arrays (or a model whose outputs are not one
     [batch, classes] array) and --reference: fidelity {output: {min_cosine, mean_cosine, max_abs_diff,
-    mean_abs_diff, top1_agreement?, top5_agreement?}}; top1/top5 too when the arrays have labels.
+    mean_abs_diff, top1_agreement?, top5_agreement?}}; top1/top5 too when the arrays have labels. With
+    imagefolder: preprocess (the spec in force, every field); with --metric: your metric's figures.
     """
     from slimline.api import evaluate_model
 

@@ -195,6 +195,13 @@ def parse_preprocess(value: str | Path | Mapping[str, Any] | Preprocess | None) 
     return Preprocess.from_dict(raw)
 
 
+def recorded_preprocess(meta: Mapping[str, Any]) -> Preprocess | None:
+    """The preprocessing an artifact's ``meta`` records in its data spec (``meta["data"]["preprocess"]``)."""
+    data = meta.get("data")
+    recorded = data.get("preprocess") if isinstance(data, Mapping) else None
+    return Preprocess.from_dict(recorded) if isinstance(recorded, Mapping) else None
+
+
 def _bad(name: str, value: Any, want: str) -> NoReturn:
     raise DataError(f"preprocess: {name} {value!r} is not valid; give {want}")
 

@@ -297,7 +297,7 @@ def render(
     model = data.recipe.get("model") if isinstance(data.recipe.get("model"), dict) else {}
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sub = (
-        f"model {e(model.get('name', '?'))} · data {e(dcfg.get('name', '?'))} · run folder {e(data.run_dir)} · "
+        f"model {e(model.get('name', '?'))} · data {e(dcfg.get('name') or dcfg.get('factory') or '?')} · run folder {e(data.run_dir)} · "
         f"final artifact {e(data.results.get('final_artifact', '–'))} · written {e(now)}"
     )
     notes = [
