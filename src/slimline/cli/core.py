@@ -104,7 +104,6 @@ def eval_cmd(
     imagefolder: preprocess (the spec in force, every field); with --metric: your metric's figures.
     """
     from slimline.api import evaluate_model
-
     from slimline.data.preprocess import Preprocess
 
     metrics = evaluate_model(
@@ -112,7 +111,8 @@ def eval_cmd(
         download=download, trust_code=trust_code, preprocess=preprocess, metric=metric,
     )
     if metrics.get("preprocess"):
-        console.print(f"preprocess: {Preprocess.from_dict(metrics['preprocess']).describe()}", highlight=False)
+        console.print(f"preprocess: {Preprocess.from_dict(metrics['preprocess']).describe()}", highlight=False,
+                      soft_wrap=True)
     for name, f in metrics.get("fidelity", {}).items():
         console.print(fidelity_line(name, f, metrics["n"]), highlight=False)
     if "top1" in metrics:
@@ -125,7 +125,8 @@ def eval_cmd(
         print(f"top1={metrics['top1']:.2f}")
     if metric:
         mine = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in _SHOWN}
-        console.print(f"{metric}: " + ", ".join(f"{k} {v:.6g}" for k, v in mine.items()), highlight=False)
+        console.print(f"{metric}: " + ", ".join(f"{k} {v:.6g}" for k, v in mine.items()), highlight=False,
+                      soft_wrap=True)
     dump_json(json_path, metrics | {"model": model, "data": data, "split": split})
 
 
@@ -177,7 +178,7 @@ def list_cmd(what: str = typer.Argument("all", help="models, datasets, steps, ru
 
         console.print("datasets: " + ", ".join(DATASETS.names()), highlight=False)
         console.print(f"  imagefolder preprocess (default; --preprocess to declare yours): {IMAGENET.describe()}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         console.print("  also: package.module:function (your factory), .npz/.npy named arrays", highlight=False)
     if what in ("steps", "all"):
         console.print("steps: " + ", ".join(step_names()))

@@ -156,7 +156,8 @@ class Preprocess:
             c = self.center_crop
             parts.append(f"center crop {c}x{c}" if isinstance(c, int) else f"center crop {c[0]}x{c[1]}")
         inv = 1 / self.scale
-        parts.append(f"scale 1/{round(inv)}" if math.isclose(inv, round(inv), rel_tol=1e-9) else f"scale {self.scale:g}")
+        whole = math.isclose(inv, round(inv), rel_tol=1e-9)
+        parts.append(f"scale 1/{round(inv)}" if whole else f"scale {self.scale:g}")
         if self.mean is None and self.std is None:
             parts.append("mean/std none")
         else:
