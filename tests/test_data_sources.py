@@ -374,3 +374,29 @@ def test_eval_uses_the_artifacts_recorded_preprocess(tmp_path: Path) -> None:
     art = Artifact("onnx", tmp_path, {"model": "model.onnx"}, {"data": {"preprocess": pp.to_dict()}})
     assert model_preprocess(art) == pp
     assert model_preprocess(Artifact("onnx", tmp_path)) is None and model_preprocess("small_cnn") is None
+
+
+def test_recipe_run_records_preprocess_and_eval_reuses_it(tmp_path: Path, user_module: str) -> None:
+    import slimline
+    from slimline.api import evaluate_model
+    from slimline.artifact import Artifact
+
+    root = tmp_path / "imgs"
+    for split, cls in (("train", "a"), ("train", "b"), ("test", "a"), ("test", "b")):
+        for i, size in enumerate(((9, 7), (5, 6))):
+            _image(root / split / cls / f"{i}.png", size, (40 * i, 90, 200))
+    pp = {"resize": [4, 4], "scale": "1/255", "mean": [0.5], "std": [0.25]}
+    recipe = {"model": f"{user_module}:net", "output_dir": str(tmp_path / "run"), "steps": ["export_onnx"],
+              "data": {"name": "imagefolder", "data_dir": str(root), "preprocess": pp, "val_size": 1}}
+    slimline.run(recipe)
+    art = Artifact.load(tmp_path / "run" / "01_export_onnx")
+    recorded = art.meta["data"]["preprocess"]
+    assert recorded["resize"] == [4, 4] and recorded["mean"] == [0.5] and recorded["layout"] == "NCHW"
+    got = evaluate_model(art.path, "imagefolder", data_dir=root)  # no --preprocess: the artifact's own
+    assert got["n"] == 4 and got["preprocess"] == recorded
+    with pytest.raises(DataError, match="all images must share one size"):
+        evaluate_model(art.path, "imagefolder", data_dir=root, preprocess=IMAGENET)
+    fac = {"model": f"{user_module}:net", "output_dir": str(tmp_path / "run2"), "steps": ["evaluate"],
+           "data": {"factory": f"{user_module}:images", "kwargs": {"n": 10}, "val_size": 2}}
+    res = slimline.run(fac)
+    assert res["stages"][-1]["record"]["metrics"]["n"] == 10
