@@ -400,3 +400,12 @@ def test_recipe_run_records_preprocess_and_eval_reuses_it(tmp_path: Path, user_m
            "data": {"factory": f"{user_module}:images", "kwargs": {"n": 10}, "val_size": 2}}
     res = slimline.run(fac)
     assert res["stages"][-1]["record"]["metrics"]["n"] == 10
+
+
+def test_list_datasets_shows_imagefolders_default_preprocess() -> None:
+    from slimline.cli import app
+
+    res = CliRunner().invoke(app, ["list", "datasets"])
+    assert res.exit_code == 0, res.output
+    assert f"imagefolder preprocess (default; --preprocess to declare yours): {IMAGENET.describe()}" in res.output
+    assert "scale 1/255, mean 0.485,0.456,0.406, std 0.229,0.224,0.225, RGB, NCHW" in IMAGENET.describe()

@@ -65,6 +65,7 @@ def quantize(
     """
     from slimline.api import run as run_api
     from slimline.data.arrays import is_arrays_path
+    from slimline.errors import SlimlineError
 
     options: dict[str, Any] = {
         "backend": backend, "mode": mode, "calibration": calibration, "calibration_size": calibration_size,
@@ -73,6 +74,9 @@ def quantize(
         "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop, "format": model_format,
     }
     if is_arrays_path(data):
+        if preprocess is not None:
+            raise SlimlineError("--preprocess applies to imagefolder's images; named arrays are fed as saved: "
+                                "leave it out")
         from slimline.steps.quantize import QuantizeOptions, quantize_arrays
 
         summary = quantize_arrays(model, data, QuantizeOptions(**options), output, seed=seed, evaluate=evaluate)
