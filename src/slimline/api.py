@@ -9,14 +9,17 @@ import yaml
 from torch import nn
 
 from slimline.artifact import ARTIFACT_JSON, Artifact
-from slimline.data import ArrayDataset, load_dataset
+from slimline.data import ArrayDataset, is_factory, load_dataset, load_factory
 from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
+from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
+from slimline.data.text import is_text_path
 from slimline.errors import SlimlineError
-from slimline.evaluate import evaluate, evaluate_artifact, evaluate_named, predict_logits
+from slimline.evaluate import accuracy_metrics, evaluate_artifact, evaluate_named, fidelity, predict_logits
 from slimline.models import factories_named, load_model, load_onnx, trusted_factories
 from slimline.pipeline import run_recipe
 from slimline.recipe import Recipe, load_recipe, parse_recipe
 from slimline.signature import artifact_signature
+from slimline.tasks import get_task
 from slimline.tasks.classification import signature_scores
 
 
@@ -47,8 +50,15 @@ def evaluate_model(
     data_dir: str | Path | None = None,
     download: bool = False,
     trust_code: bool = False,
+    preprocess: Preprocess | dict[str, Any] | str | None = None,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5 (with sample size and 95% interval) and, with ``reference``, fidelity.
+
+    ``data`` may also be a ``package.module:function`` data factory (returning an ArrayDataset or NamedSamples);
+    ``preprocess`` declares how imagefolder's images become inputs (the one in force is returned under
+    ``preprocess``); ``metric`` is a user's ``package.module:function`` scoring the outputs against the labels
+    (see :mod:`slimline.tasks.metric`), whose figures join the result.
 
     ``data`` may be named arrays (a ``.npz``/``.npy`` path, a folder of them, or :class:`NamedSamples`): any
     ONNX/OpenVINO model then runs with every input fed by name, and the result holds ``fidelity`` per output
@@ -61,7 +71,7 @@ def evaluate_model(
     """
     with trusted_factories(*factories_named([model, reference]), trust_code=trust_code):
         return _evaluate_model(model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
-                               download)
+                               download, parse_preprocess(preprocess), metric)
 
 
 def _evaluate_model(
@@ -75,35 +85,68 @@ def _evaluate_model(
     limit: int | None,
     data_dir: str | Path | None,
     download: bool,
+    preprocess: Preprocess | None = None,
+    metric: str | None = None,
 ) -> dict[str, Any]:
+    if isinstance(data, str | Path) and is_text_path(data):
+        raise SlimlineError(f"{data} is a text file, and slimline has no tokenizer to feed texts to a model yet; "
+                            "give the token ids as named arrays (-d tokens.npz, one array per input name)")
+    if preprocess is None and data == "imagefolder":
+        preprocess = model_preprocess(model)
     samples: NamedSamples | None = None
+    ds: ArrayDataset | None = None
     if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
         samples = data if isinstance(data, NamedSamples) else load_arrays(data)
+    elif isinstance(data, str) and is_factory(data):
+        if preprocess is not None:
+            raise SlimlineError(f"preprocess applies to image files (imagefolder); data factory {data} "
+                                "preprocesses its own samples: leave --preprocess out")
+        got = load_factory(data, None, split)
+        samples, ds = (got, None) if isinstance(got, NamedSamples) else (None, got.take(limit))
     else:
         ds = data if isinstance(data, ArrayDataset) else load_dataset(str(data), split, data_dir, limit,
-                                                                      download=download)
+                                                                      download=download, preprocess=preprocess)
+    task = get_task(metric) if metric is not None else None  # a typo in --metric fails before any inference
     m = open_model(model, weights) if isinstance(model, str | Path) else model
     r = None
     if reference is not None:
         r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
     if samples is not None:
-        return _evaluate_named_model(m, samples.take(limit), r, runtime)
-    if isinstance(m, Artifact) and not signature_scores(sig := artifact_signature(m)):
+        return _evaluate_named_model(m, samples.take(limit), r, runtime, metric)
+    assert ds is not None
+    shown = {"preprocess": ds.spec.preprocess.to_dict()} if ds.spec.preprocess is not None else {}
+    if isinstance(m, Artifact) and (task is not None or not signature_scores(artifact_signature(m))):
+        sig = artifact_signature(m)
         if len(sig.inputs) != 1:
             raise SlimlineError(f"the model has inputs {', '.join(sig.input_names)} but {ds.spec.name} feeds one; "
                                 "give named arrays: -d data.npz (one array per input name)")
         return _evaluate_named_model(m, NamedSamples({sig.inputs[0].name: ds.inputs()}, ds.y, ds.spec.name), r,
-                                     runtime)
+                                     runtime, metric) | shown
     ref_logits = None
     if r is not None:
         ref_logits = predict_logits(r, ds) if isinstance(r, nn.Module) else evaluate_artifact(r, ds, return_logits=True)
     if isinstance(m, nn.Module):
-        return evaluate(m, ds, reference=ref_logits) | {"runtime": "torch"}
-    return evaluate_artifact(m, ds, runtime=runtime, reference=ref_logits)
+        logits = predict_logits(m, ds)
+        out = accuracy_metrics(logits, ds.y)
+        if ref_logits is not None:
+            out.update(fidelity(logits, ref_logits))
+        if task is not None:
+            out.update(task.metric({"output": logits}, ds.y))
+        return out | {"runtime": "torch"} | shown
+    return evaluate_artifact(m, ds, runtime=runtime, reference=ref_logits) | shown
+
+
+def model_preprocess(model: Any) -> Preprocess | None:
+    """The preprocessing an artifact (or artifact folder) records in its data spec: imagefolder feeds the model
+    the way it was made unless told otherwise."""
+    art = model if isinstance(model, Artifact) else None
+    if isinstance(model, str | Path) and (Path(str(model)) / ARTIFACT_JSON).is_file():
+        art = Artifact.load(Path(str(model)))
+    return recorded_preprocess(art.meta) if art is not None else None
 
 
 def _evaluate_named_model(m: nn.Module | Artifact, samples: NamedSamples, reference: nn.Module | Artifact | None,
-                          runtime: str | None) -> dict[str, Any]:
+                          runtime: str | None, metric: str | None = None) -> dict[str, Any]:
     """Any ONNX/OpenVINO model (or artifact) on named arrays, by :func:`slimline.evaluate.evaluate_named`."""
     from slimline.runtimes import default_runtime, open_session
 
@@ -114,7 +157,7 @@ def _evaluate_named_model(m: nn.Module | Artifact, samples: NamedSamples, refere
     session = open_session(m, name)
     samples = samples.conform(session.signature or artifact_signature(m))
     ref = open_session(reference, default_runtime(reference)) if reference is not None else None
-    return evaluate_named(session, samples, ref) | {"runtime": name}
+    return evaluate_named(session, samples, ref, metric) | {"runtime": name}
 
 
 def run(

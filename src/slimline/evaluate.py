@@ -122,13 +122,20 @@ def predict_named(session: Any, samples: Any, batch_size: int | None = None) -> 
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def evaluate_named(session: Any, samples: Any, reference: Any | None = None) -> dict[str, Any]:
+def evaluate_named(
+    session: Any, samples: Any, reference: Any | None = None, metric: str | None = None
+) -> dict[str, Any]:
     """Any model on named arrays: with ``reference`` (a session), ``fidelity`` per output name (generic task);
-    with labels and one [batch, classes] output, top-1/top-5 (classification task). Without a reference and
-    without scores to score, one error saying so."""
+    with labels and one [batch, classes] output, top-1/top-5 (classification task); with ``metric`` (a user's
+    ``package.module:function``, see :mod:`slimline.tasks.metric`) and labels, its figures. Without a reference
+    and without anything to score, one error saying so."""
     from slimline.errors import SlimlineError
     from slimline.tasks import get_task
 
+    user = get_task(metric) if metric is not None else None
+    if user is not None and samples.labels is None:
+        raise SlimlineError(f"metric {metric} scores outputs against labels but the data has none; add a 'labels' "
+                            "array to the data (or leave --metric out)")
     outputs = predict_named(session, samples)
     metrics: dict[str, Any] = {"n": len(samples)}
     if reference is not None:
@@ -139,9 +146,11 @@ def evaluate_named(session: Any, samples: Any, reference: Any | None = None) -> 
         try:
             metrics.update(get_task("classification").metric(outputs, samples.labels))
         except SlimlineError:
-            if reference is None:
+            if reference is None and user is None:
                 raise
     elif reference is None:
         raise SlimlineError("the data has no labels, and without a reference only fidelity can be measured: give "
                             "--reference REF (or a 'labels' array for a [batch, classes] model)")
+    if user is not None:
+        metrics.update(user.metric(outputs, samples.labels))
     return metrics

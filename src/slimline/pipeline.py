@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from slimline.artifact import Artifact, ArtifactWriter, model_signature, save_torch
-from slimline.data import ArrayDataset, DataSpec, load_dataset
+from slimline.data import ArrayDataset, DataSpec
 from slimline.environment import environment
 from slimline.errors import Interrupted, ModelError, SlimlineError
 from slimline.fileio import write_json
@@ -35,9 +35,7 @@ class DataBundle:
 
     @cached_property
     def train_full(self) -> ArrayDataset:
-        return load_dataset(
-            self.config.name, "train", self.config.data_dir, self.config.train_limit, download=self.config.download
-        )
+        return self.config.load("train", self.config.train_limit)
 
     @cached_property
     def _split(self) -> tuple[ArrayDataset, ArrayDataset]:
@@ -53,9 +51,7 @@ class DataBundle:
 
     @cached_property
     def test(self) -> ArrayDataset:
-        return load_dataset(
-            self.config.name, "test", self.config.data_dir, self.config.test_limit, download=self.config.download
-        )
+        return self.config.load("test", self.config.test_limit)
 
     def calibration(self, n: int = 300) -> ArrayDataset:
         """A seeded sample of the training part (never the test split)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimline.errors import RecipeError, SlimlineError
 from slimline.steps import StepConfig, get_step, step_names
@@ -24,12 +24,50 @@ class ModelSpec(BaseModel):
 
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str | None = Field(None, description="dataset name (slimline list datasets)")
+    factory: str | None = Field(None, description="'package.module:function' returning an ArrayDataset")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
+    preprocess: dict[str, Any] | None = Field(
+        None, description="imagefolder: how images become inputs (resize, center_crop, letterbox, scale, mean, std, "
+        "layout, channels); see slimline.data.preprocess"
+    )
     data_dir: str | None = None
     val_size: float | int = Field(0.1, description="validation slice of the training split (fraction or count)")
     train_limit: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_limit: int | None = Field(None, ge=1, description="use only the first N test samples")
     download: bool = Field(False, description="download the dataset when it is not found locally")
+
+    @field_validator("preprocess")
+    @classmethod
+    def _preprocess(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from slimline.data.preprocess import Preprocess
+
+        try:
+            return None if v is None else Preprocess.from_dict(v).to_dict()
+        except SlimlineError as e:
+            raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give a dataset name or a factory ('package.module:function'), one of the two")
+        if self.factory is not None and not _FACTORY.match(self.factory):
+            raise ValueError(f"factory {self.factory!r} must be written 'package.module:function'")
+        if self.kwargs and self.factory is None:
+            raise ValueError("kwargs are for a factory; a named dataset takes none")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The dataset name, or the factory."""
+        return self.factory or self.name or ""
+
+    def load(self, split: str, limit: int | None) -> Any:
+        """``split`` of this data (an :class:`slimline.data.ArrayDataset`), first ``limit`` samples."""
+        from slimline.data import load_dataset
+
+        return load_dataset(self.source, split, self.data_dir, limit, download=self.download,
+                            preprocess=self.preprocess, kwargs=self.kwargs)
 
 
 class BenchmarkConfig(BaseModel):
@@ -92,7 +130,7 @@ class Recipe(BaseModel):
     @field_validator("data", mode="before")
     @classmethod
     def _data_str(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
+        return ({"factory": v} if _FACTORY.match(v) else {"name": v}) if isinstance(v, str) else v
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -172,7 +210,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def recipe_factories(recipe: Recipe) -> list[str]:
-    """Every ``package.module:factory`` the recipe names (its model, a distill teacher or student...)."""
+    """Every ``package.module:factory`` the recipe names (its model, its data factory, a distill teacher...)."""
     found: list[str] = []
 
     def walk(v: Any) -> None:
@@ -186,6 +224,7 @@ def recipe_factories(recipe: Recipe) -> list[str]:
                 walk(x)
 
     walk(recipe.model.name)
+    walk(recipe.data.source)
     for s in recipe.steps:
         walk(s.config.model_dump(mode="json"))
     return found

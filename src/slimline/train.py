@@ -240,7 +240,10 @@ def data_identity(ds: ArrayDataset) -> dict[str, Any]:
     h = hashlib.blake2b(digest_size=16)
     h.update(np.ascontiguousarray(ds.y).tobytes())
     h.update(np.ascontiguousarray(ds.x[::97]).tobytes())
-    return {"name": ds.spec.name, "split": ds.split, "size": len(ds), "hash": h.hexdigest()}
+    ident = {"name": ds.spec.name, "split": ds.split, "size": len(ds), "hash": h.hexdigest()}
+    if ds.spec.preprocess is not None:  # the same images under another scale/mean/std are other inputs
+        ident["preprocess"] = ds.spec.preprocess.to_dict()
+    return ident
 
 
 def run_fingerprint(

@@ -17,6 +17,17 @@ TRUST_CODE_OPTION = typer.Option(
     "you name yourself)",
 )
 
+PREPROCESS_HELP = (
+    "imagefolder: how images become inputs, as YAML/JSON or a .yaml/.json file, e.g. "
+    "'{resize: [320, 320], scale: 1/255, mean: [0, 0, 0], std: [1, 1, 1], layout: NCHW, channels: RGB}' "
+    "(default: scale 1/255 and ImageNet mean/std, recorded in the artifact)"
+)
+
+
+def preprocess_option() -> Any:
+    """``--preprocess`` (a fresh option per command)."""
+    return typer.Option(None, "--preprocess", help=PREPROCESS_HELP)
+
 
 def data_section(
     name: str,
@@ -26,10 +37,17 @@ def data_section(
     test_limit: int | None = None,
     val_size: float | None = None,
     download: bool = False,
+    preprocess: str | None = None,
 ) -> dict[str, Any]:
-    """A recipe's ``data`` section; a ``val_size`` of 1 or more is a count, below 1 a fraction (None: the default)."""
+    """A recipe's ``data`` section; a ``val_size`` of 1 or more is a count, below 1 a fraction (None: the default).
+    ``name`` may be a ``package.module:function`` factory; ``preprocess`` is YAML/JSON text or a file."""
+    from slimline.data import is_factory
+    from slimline.data.preprocess import parse_preprocess
+
+    pp = parse_preprocess(preprocess)
     section: dict[str, Any] = {
-        "name": name,
+        "factory" if is_factory(name) else "name": name,
+        "preprocess": pp.to_dict() if pp else None,
         "data_dir": str(data_dir) if data_dir else None,
         "train_limit": train_limit,
         "test_limit": test_limit,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, data_section
+from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, data_section, preprocess_option
 from slimline.progress import console
 
 
@@ -36,7 +36,8 @@ def run(
 @friendly
 def train(
     model: str = typer.Option(..., "--model", "-m", help="zoo name or package.module:factory"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name, or package.module:function (your data "
+                             "factory returning an ArrayDataset)"),
     weights: Path | None = typer.Option(None, help="start from these weights"),
     epochs: int = typer.Option(5, min=1),
     lr: float = typer.Option(0.05),
@@ -44,6 +45,7 @@ def train(
     optimizer: str = typer.Option("sgd", help="sgd or adamw"),
     seed: int = typer.Option(0),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
+    preprocess: str | None = preprocess_option(),
     limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     download: bool = DOWNLOAD_OPTION,
     output: Path = typer.Option(Path("runs/train"), "--output", "-o", help="run folder"),
@@ -58,7 +60,7 @@ def train(
     recipe = {
         "name": "train",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": data_section(data, data_dir, train_limit=limit, download=download),
+        "data": data_section(data, data_dir, train_limit=limit, download=download, preprocess=preprocess),
         "seed": seed,
         "steps": [{"train": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer}}],
         "output_dir": str(output),
@@ -72,8 +74,9 @@ def train(
 @friendly
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, package.module:factory, artifact folder or .onnx"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name, or named arrays: a .npz/.npy file or a folder "
-                             "of them (one array per input name, optional 'labels')"),
+    data: str = typer.Option(..., "--data", "-d", help="dataset name, package.module:function (your data factory), "
+                             "or named arrays: a .npz/.npy file or a folder of them (one array per input name, "
+                             "optional 'labels')"),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
     split: str = typer.Option("test", help="train or test"),
     reference: str | None = typer.Option(None, help="reference model for fidelity (top-1 agreement, logit cosine)"),
@@ -81,6 +84,9 @@ def eval_cmd(
     runtime: str | None = typer.Option(None, help="runtime for artifacts (default: the artifact's own)"),
     limit: int | None = typer.Option(None, min=1, help="evaluate only the first N samples"),
     data_dir: Path | None = typer.Option(None),
+    preprocess: str | None = preprocess_option(),
+    metric: str | None = typer.Option(None, help="your metric, package.module:function, called as fn(outputs: "
+                                      "{output name: array}, labels) -> {name: number}; its figures are printed"),
     download: bool = DOWNLOAD_OPTION,
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
@@ -94,14 +100,19 @@ def eval_cmd(
     JSON keys: top1, top5 (percent), n, top1_ci95 [lo, hi], runtime; with --reference also
     top1_agreement (percent) and logit_cosine. With named arrays (or a model whose outputs are not one
     [batch, classes] array) and --reference: fidelity {output: {min_cosine, mean_cosine, max_abs_diff,
-    mean_abs_diff, top1_agreement?, top5_agreement?}}; top1/top5 too when the arrays have labels.
+    mean_abs_diff, top1_agreement?, top5_agreement?}}; top1/top5 too when the arrays have labels. With
+    imagefolder: preprocess (the spec in force, every field); with --metric: your metric's figures.
     """
     from slimline.api import evaluate_model
+    from slimline.data.preprocess import Preprocess
 
     metrics = evaluate_model(
         model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
-        download=download, trust_code=trust_code,
+        download=download, trust_code=trust_code, preprocess=preprocess, metric=metric,
     )
+    if metrics.get("preprocess"):
+        console.print(f"preprocess: {Preprocess.from_dict(metrics['preprocess']).describe()}", highlight=False,
+                      soft_wrap=True)
     for name, f in metrics.get("fidelity", {}).items():
         console.print(fidelity_line(name, f, metrics["n"]), highlight=False)
     if "top1" in metrics:
@@ -112,6 +123,10 @@ def eval_cmd(
             line += f"  agreement {metrics['top1_agreement']:.2f}%  cosine {metrics['logit_cosine']:.4f}"
         console.print(line, highlight=False)
         print(f"top1={metrics['top1']:.2f}")
+    if metric:
+        mine = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in _SHOWN}
+        console.print(f"{metric}: " + ", ".join(f"{k} {v:.6g}" for k, v in mine.items()), highlight=False,
+                      soft_wrap=True)
     dump_json(json_path, metrics | {"model": model, "data": data, "split": split})
 
 
@@ -159,12 +174,22 @@ def list_cmd(what: str = typer.Argument("all", help="models, datasets, steps, ru
             t.add_row(n, "x".join(map(str, e.input_shape)), str(e.num_classes), e.description)
         console.print(t)
     if what in ("datasets", "all"):
-        console.print("datasets: " + ", ".join(DATASETS.names()))
+        from slimline.data.preprocess import IMAGENET
+
+        console.print("datasets: " + ", ".join(DATASETS.names()), highlight=False)
+        console.print(f"  imagefolder preprocess (default; --preprocess to declare yours): {IMAGENET.describe()}",
+                      highlight=False, soft_wrap=True)
+        console.print("  also: package.module:function (your factory), .npz/.npy named arrays", highlight=False)
     if what in ("steps", "all"):
         console.print("steps: " + ", ".join(step_names()))
     if what in ("runtimes", "all"):
         for n, (ok, why) in availability().items():
             console.print(f"runtime {n}: " + ("[green]available[/]" if ok else f"[red]unavailable[/] ({why})"))
+
+
+# figures the eval lines above print already (a --metric line shows the rest)
+_SHOWN = frozenset({"top1", "top5", "n", "top1_agreement", "logit_cosine", "min_cosine", "mean_cosine",
+                    "max_abs_diff"})
 
 
 def fidelity_line(name: str, f: dict[str, Any], n: int) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, data_section
+from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, data_section, preprocess_option
 from slimline.progress import console
 
 
@@ -37,6 +37,7 @@ def distill(
     limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     test: bool = typer.Option(True, "--test/--no-test", help="evaluate the student on the test split at the end"),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
+    preprocess: str | None = preprocess_option(),
     download: bool = DOWNLOAD_OPTION,
     trust_code: bool = TRUST_CODE_OPTION,
     output: Path = typer.Option(Path("runs/distill"), "--output", "-o", help="run folder"),
@@ -89,7 +90,8 @@ def distill(
     recipe = {
         "name": "distill",
         "model": teacher_ref if teacher_first else student_ref,
-        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download),
+        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download,
+                             preprocess=preprocess),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION
+from slimline.cli.common import DOWNLOAD_OPTION, TRUST_CODE_OPTION, preprocess_option
 from slimline.errors import SlimlineError
 from slimline.progress import console
 
@@ -199,6 +199,7 @@ def predict(
     ),
     split: str = typer.Option("test", help="train or test"),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
+    preprocess: str | None = preprocess_option(),
     limit: int | None = typer.Option(None, min=1, help="only the first N samples"),
     runtime: str | None = typer.Option(None, help="runtime (default: the artifact's own)"),
     workers: int = typer.Option(1, min=1, help="worker processes, each with its own session"),
@@ -227,6 +228,7 @@ def predict(
         out,
         split=split,
         data_dir=data_dir,
+        preprocess=preprocess,
         limit=limit,
         runtime=runtime,
         workers=workers,

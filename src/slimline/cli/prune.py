@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import DOWNLOAD_OPTION, data_section
+from slimline.cli.common import DOWNLOAD_OPTION, data_section, preprocess_option
 from slimline.progress import console
 
 
@@ -57,6 +57,7 @@ def sensitivity(
     limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     seed: int = typer.Option(0),
     data_dir: Path | None = typer.Option(None),
+    preprocess: str | None = preprocess_option(),
     download: bool = DOWNLOAD_OPTION,
     output: Path = typer.Option(Path("runs/sensitivity"), "--output", "-o", help="folder for JSON and plots"),
     json_path: Path | None = JSON_OPTION,
@@ -84,7 +85,7 @@ def sensitivity(
         raise SlimlineError(f"--ratios must be numbers separated by commas, got {ratios!r}") from None
     kinds = _split_list(kind)
     net = load_model(model, weights)
-    train = load_dataset(data, "train", data_dir, limit, download=download)
+    train = load_dataset(data, "train", data_dir, limit, download=download, preprocess=preprocess)
     _, val = train.split_off(int(val_size) if val_size >= 1 else val_size, seed=seed)
     output.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
@@ -150,6 +151,7 @@ def prune(
     limit: int | None = typer.Option(None, min=1, help="use only the first N training samples"),
     test: bool = typer.Option(True, "--test/--no-test", help="evaluate on the test split at the end"),
     data_dir: Path | None = typer.Option(None),
+    preprocess: str | None = preprocess_option(),
     download: bool = DOWNLOAD_OPTION,
     output: Path = typer.Option(Path("runs/prune"), "--output", "-o", help="run folder"),
     json_path: Path | None = JSON_OPTION,
@@ -192,7 +194,8 @@ def prune(
     recipe = {
         "name": "prune",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download),
+        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download,
+                             preprocess=preprocess),
         "seed": seed,
         "steps": run_steps,
         "output_dir": str(output),

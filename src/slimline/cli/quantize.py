@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
-from slimline.cli.common import DOWNLOAD_OPTION, data_section
+from slimline.cli.common import DOWNLOAD_OPTION, data_section, preprocess_option
 from slimline.progress import console
 
 
@@ -44,6 +44,7 @@ def quantize(
     val_size: float = typer.Option(0.1, help="validation slice of the training data (fraction, or count if >= 1)"),
     seed: int = typer.Option(0),
     data_dir: Path | None = typer.Option(None),
+    preprocess: str | None = preprocess_option(),
     download: bool = DOWNLOAD_OPTION,
     output: Path = typer.Option(Path("runs/quantize"), "--output", "-o", help="run folder"),
     json_path: Path | None = JSON_OPTION,
@@ -64,6 +65,7 @@ def quantize(
     """
     from slimline.api import run as run_api
     from slimline.data.arrays import is_arrays_path
+    from slimline.errors import SlimlineError
 
     options: dict[str, Any] = {
         "backend": backend, "mode": mode, "calibration": calibration, "calibration_size": calibration_size,
@@ -72,6 +74,9 @@ def quantize(
         "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop, "format": model_format,
     }
     if is_arrays_path(data):
+        if preprocess is not None:
+            raise SlimlineError("--preprocess applies to imagefolder's images; named arrays are fed as saved: "
+                                "leave it out")
         from slimline.steps.quantize import QuantizeOptions, quantize_arrays
 
         summary = quantize_arrays(model, data, QuantizeOptions(**options), output, seed=seed, evaluate=evaluate)
@@ -86,7 +91,8 @@ def quantize(
     recipe = {
         "name": "quantize",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": data_section(data, data_dir, test_limit=test_limit, val_size=val_size, download=download),
+        "data": data_section(data, data_dir, test_limit=test_limit, val_size=val_size, download=download,
+                             preprocess=preprocess),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from slimline.data.preprocess import Preprocess
 from slimline.errors import DataError
 
 # A folder searched for data files, with where it came from (for messages).
@@ -51,26 +53,32 @@ def unique_places(places: Iterable[Place]) -> list[Place]:
 class DataSpec:
     """What a model needs to know about its input: shape, classes and preprocessing.
 
-    Images are stored as uint8 HWC; the model sees float32 NCHW, ``(x / 255 - mean) / std``.
+    Images are stored as uint8 HWC; the model sees float32 NCHW, ``(x / 255 - mean) / std``, or with a declared
+    ``preprocess`` (:class:`slimline.data.preprocess.Preprocess`) ``(x * scale - mean) / std`` in its layout.
     """
 
     name: str
-    input_shape: tuple[int, int, int]  # C, H, W
+    input_shape: tuple[int, int, int]  # C, H, W (H, W, C when preprocess.layout is NHWC)
     num_classes: int
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str = "none"  # "none" | "crop" | "crop_flip"
     pad: int = 0  # zero padding for random crops
+    preprocess: Preprocess | None = None  # declared in full where the data comes from image files
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["preprocess"] = self.preprocess.to_dict() if self.preprocess else None
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         d = dict(d)
         for k in ("input_shape", "class_names", "mean", "std"):
             d[k] = tuple(d[k])
+        if d.get("preprocess") is not None:
+            d["preprocess"] = Preprocess.from_dict(d["preprocess"])
         return cls(**d)
 
 
@@ -133,11 +141,24 @@ class ArrayDataset:
         return t, v
 
     def normalize(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 N x H x W x C -> normalised float32 N x C x H x W."""
-        t = torch.as_tensor(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.spec.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (t - mean) / std
+        """uint8 N x H x W x C -> normalised float32 N x C x H x W (N x H x W x C with a declared NHWC layout)."""
+        return self._layout(self._nchw(x))
+
+    def _nchw(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float()
+        pp = self.spec.preprocess
+        inv = 1 / pp.scale if pp else 255.0
+        t = t.div_(round(inv)) if math.isclose(inv, round(inv), rel_tol=1e-9) else t.mul_(pp.scale if pp else 1.0)
+        mean, std = (pp.mean, pp.std) if pp else (self.spec.mean, self.spec.std)
+        if mean is not None:
+            t = t - torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        if std is not None:
+            t = t / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        return t
+
+    def _layout(self, t: torch.Tensor) -> torch.Tensor:
+        pp = self.spec.preprocess
+        return t.permute(0, 2, 3, 1).contiguous() if pp is not None and pp.layout == "NHWC" else t
 
     def inputs(self) -> np.ndarray:
         """All samples, preprocessed, as one float32 NCHW array (for calibration and parity checks)."""
@@ -158,10 +179,10 @@ class ArrayDataset:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]
-            xb = self.normalize(self.x[idx])
+            xb = self._nchw(self.x[idx])
             if augment and self.spec.augment != "none":
                 xb = _augment(xb, self.spec, gen)
-            yield xb, torch.from_numpy(self.y[idx])
+            yield self._layout(xb), torch.from_numpy(self.y[idx])
 
 
 def _augment(x: torch.Tensor, spec: DataSpec, gen: torch.Generator) -> torch.Tensor:

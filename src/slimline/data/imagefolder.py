@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from slimline.data import DATASETS
 from slimline.data.base import ArrayDataset, DataSpec
+from slimline.data.preprocess import IMAGENET, Preprocess
 from slimline.errors import DataError
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 NAME = "imagefolder"
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -20,13 +17,15 @@ SPLITS = ("train", "test")
 
 
 @DATASETS.register(NAME)
-def load(split: str, data_dir: Path | None, download: bool) -> ArrayDataset:
-    """Every image of ``split``, converted to RGB; all images must share one size."""
+def load(split: str, data_dir: Path | None, download: bool, preprocess: Preprocess | None = None) -> ArrayDataset:
+    """Every image of ``split`` through ``preprocess`` (default :data:`IMAGENET`: RGB, scale 1/255, ImageNet
+    mean/std, NCHW, no resize); after it all images must share one size. The spec records the preprocessing."""
     if data_dir is None:
         raise DataError(
             f"{NAME} needs --data-dir: a folder with train/ and test/ sub-folders, "
             "each holding one sub-folder of images per class"
         )
+    pp = preprocess or IMAGENET
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{NAME}: {root} is not a folder")
@@ -34,18 +33,20 @@ def load(split: str, data_dir: Path | None, download: bool) -> ArrayDataset:
     classes = _class_names(train_dir if train_dir.is_dir() else split_dir)
     files, labels = _list_images(split_dir, classes)
     ref_file = _first_image(train_dir, classes) if train_dir.is_dir() else files[0]
-    ref_size = _open(ref_file).size
-    x = np.stack([_read(f, ref_file, ref_size) for f in files])
-    w, h = ref_size
+    ref = _read(ref_file, pp)
+    x = np.stack([_check_size(_read(f, pp), f, ref, ref_file) for f in files])
+    h, w = ref.shape[:2]
+    c = pp.num_channels
     spec = DataSpec(
         name=NAME,
-        input_shape=(3, h, w),
+        input_shape=pp.input_shape(h, w),
         num_classes=len(classes),
         class_names=tuple(classes),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
+        mean=pp.mean if pp.mean is not None else (0.0,) * c,
+        std=pp.std if pp.std is not None else (1.0,) * c,
         augment="crop_flip",
         pad=min(h, w) // 8,
+        preprocess=pp,
     )
     return ArrayDataset(x, np.asarray(labels, dtype=np.int64), spec, split, source=str(split_dir))
 
@@ -120,24 +121,24 @@ def _first_image(train_dir: Path, classes: list[str]) -> Path:
     raise DataError(f"{NAME}: no images in {train_dir}/<class>/ (supported: {', '.join(sorted(EXTENSIONS))})")
 
 
-def _open(path: Path) -> Image:
-    """The image at ``path``, fully decoded and converted to RGB."""
+def _read(path: Path, pp: Preprocess) -> np.ndarray:
+    """The image at ``path``, fully decoded and preprocessed (uint8 H x W x C)."""
     try:
         from PIL import Image
     except ImportError as e:
         raise DataError(f"{NAME} needs Pillow to read images: pip install pillow ({e})") from e
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            img.load()
+            return pp.image(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{NAME}: cannot read image {path} ({e}); delete or replace it") from e
 
 
-def _read(path: Path, ref_file: Path, ref_size: tuple[int, int]) -> np.ndarray:
-    img = _open(path)
-    if img.size != ref_size:
+def _check_size(a: np.ndarray, path: Path, ref: np.ndarray, ref_file: Path) -> np.ndarray:
+    if a.shape != ref.shape:
         raise DataError(
-            f"{NAME}: {path} is {img.size[0]} x {img.size[1]} but {ref_file} is {ref_size[0]} x {ref_size[1]}; "
-            "all images must share one size, resize them first (e.g. with Pillow's Image.resize)"
+            f"{NAME}: {path} is {a.shape[1]} x {a.shape[0]} but {ref_file} is {ref.shape[1]} x {ref.shape[0]}; "
+            "all images must share one size: declare preprocess: {resize: [H, W]} (or resize them first)"
         )
-    return np.asarray(img, dtype=np.uint8)
+    return a

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimline.errors import ModelError, first_line
+from slimline.errors import ModelError, SlimlineError, first_line
 from slimline.models.zoo import MODELS, ModelEntry
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -100,23 +100,29 @@ def check_trusted(spec: str, where: str) -> None:
     )
 
 
-def _call_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+def import_factory(spec: str, what: str = "model", error: type[SlimlineError] = ModelError) -> Callable[..., Any]:
+    """The callable ``package.module:function`` names (the working folder is importable). Call it only for a name
+    the user gave (or :func:`check_trusted` passed): importing runs the module's code."""
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
-        raise ModelError(f"user model must be given as 'package.module:factory', got {spec!r}")
+        raise error(f"user {what} must be given as 'package.module:factory', got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ModelError(
-            f"cannot import {mod_name!r} for model {spec!r}: {e}. "
+        raise error(
+            f"cannot import {mod_name!r} for {what} {spec!r}: {e}. "
             "Run from the folder that holds it or add it to PYTHONPATH"
         ) from e
     factory = getattr(module, fn_name, None)
     if not callable(factory):
-        raise ModelError(f"{mod_name!r} has no callable {fn_name!r}")
-    model = factory(**kwargs)
+        raise error(f"{mod_name!r} has no callable {fn_name!r} (for {what} {spec!r})")
+    return factory
+
+
+def _call_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    model = import_factory(spec)(**kwargs)
     if not isinstance(model, nn.Module):
         raise ModelError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -296,6 +302,7 @@ __all__ = [
     "build_from_source",
     "count_macs",
     "count_params",
+    "import_factory",
     "load_model",
     "load_onnx",
     "load_weights",

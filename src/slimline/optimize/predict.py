@@ -33,6 +33,7 @@ import numpy as np
 
 from slimline.artifact import Artifact
 from slimline.data import ArrayDataset, load_dataset
+from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
 from slimline.errors import DataError, SlimlineError
 from slimline.fileio import atomic_path, write_json
 
@@ -128,11 +129,12 @@ def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
 
 
 def _load_data(
-    data: str | ArrayDataset, split: str, data_dir: str | Path | None, limit: int | None, download: bool = False
+    data: str | ArrayDataset, split: str, data_dir: str | Path | None, limit: int | None, download: bool = False,
+    preprocess: Preprocess | None = None,
 ) -> ArrayDataset:
     if isinstance(data, ArrayDataset):
         return data.take(limit)
-    return load_dataset(data, split, data_dir, limit, download=download)
+    return load_dataset(data, split, data_dir, limit, download=download, preprocess=preprocess)
 
 
 def _prepare_shards(shard_dir: Path, manifest: dict[str, Any], resume: bool) -> None:
@@ -201,6 +203,7 @@ def predict(
     progress: bool = True,
     download: bool = False,
     trust_code: bool = False,
+    preprocess: Preprocess | dict[str, Any] | str | None = None,
     _stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``data`` (a dataset name or an ArrayDataset) with ``artifact``; write ``out``.
@@ -209,6 +212,7 @@ def predict(
     ``batch_size``: default the artifact's tuned ``runtime_config[runtime]["batch_size"]``, else 64.
     ``download``: fetch the dataset if it is not found locally. ``trust_code``: let a torch artifact import
     the ``module:factory`` its model.json names (otherwise only factories trusted by the caller).
+    ``preprocess``: imagefolder's (default: the one the artifact records, else imagefolder's own).
     ``_stop_after`` (testing): exit the process abruptly (``os._exit``) after that many new shards.
     """
     from slimline.models import trust_state, trusted_factories
@@ -220,7 +224,10 @@ def predict(
         raise SlimlineError(f"output must end in {' or '.join(FORMATS)}, not {out.name!r}")
     if workers < 1 or shard_size < 1:
         raise SlimlineError("workers and shard_size must be at least 1")
-    ds = _load_data(data, split, data_dir, limit, download)
+    pp = parse_preprocess(preprocess)
+    if pp is None and data == "imagefolder":
+        pp = recorded_preprocess(art.meta)
+    ds = _load_data(data, split, data_dir, limit, download, pp)
     if len(ds) == 0:
         raise DataError("the dataset is empty: nothing to predict")
     rt = runtime or default_runtime(art)

@@ -448,7 +448,7 @@ def reproduce_commands(data: RunData) -> list[dict[str, str]]:
         }
     )
     dcfg = data.recipe.get("data") if isinstance(data.recipe.get("data"), dict) else {}
-    dname = dcfg.get("name")
+    dname = dcfg.get("name") or (None if dcfg.get("kwargs") else dcfg.get("factory"))
     for st in data.stages:
         for ev in st.evaluations:
             if not dname:
@@ -468,6 +468,8 @@ def reproduce_commands(data: RunData) -> list[dict[str, str]]:
                 parts += ["--limit", _q(dcfg["test_limit"])]
             if dcfg.get("data_dir"):
                 parts += ["--data-dir", _q(dcfg["data_dir"])]
+            if dcfg.get("preprocess"):
+                parts += ["--preprocess", _q(json.dumps(dcfg["preprocess"], separators=(",", ":")))]
             if ev.agreement is not None and data.stages and data.stages[0].name != st.name:
                 parts += ["--reference", _q(run / data.stages[0].name)]
             cmds.append({"what": f"accuracy of {st.name} on {ev.runtime or 'its runtime'}", "command": " ".join(parts)})

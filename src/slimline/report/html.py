@@ -296,8 +296,9 @@ def render(
     dcfg = data.recipe.get("data") if isinstance(data.recipe.get("data"), dict) else {}
     model = data.recipe.get("model") if isinstance(data.recipe.get("model"), dict) else {}
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    dname = dcfg.get("name") or dcfg.get("factory") or "?"
     sub = (
-        f"model {e(model.get('name', '?'))} · data {e(dcfg.get('name', '?'))} · run folder {e(data.run_dir)} · "
+        f"model {e(model.get('name', '?'))} · data {e(dname)} · run folder {e(data.run_dir)} · "
         f"final artifact {e(data.results.get('final_artifact', '–'))} · written {e(now)}"
     )
     notes = [

@@ -35,8 +35,15 @@ TASKS: dict[str, Task] = {}
 
 
 def get_task(name: str) -> Task:
+    """A registered task, or a user's metric ``package.module:function`` (imported, then registered under that
+    name): call it only with a metric the user named."""
     from slimline import tasks  # noqa: F401 - registers the built-in tasks
 
+    if name not in TASKS and ":" in name:
+        from slimline.tasks.metric import metric_task
+
+        TASKS[name] = metric_task(name)
     if name not in TASKS:
-        raise SlimlineError(f"no task {name!r}; tasks: {', '.join(sorted(TASKS))}")
+        raise SlimlineError(f"no task {name!r}; tasks: {', '.join(sorted(TASKS))}, or a metric "
+                            "'package.module:function'")
     return TASKS[name]
