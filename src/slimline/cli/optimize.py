@@ -47,9 +47,9 @@ def _artifact(model: str, weights: Path | None, workdir: Path) -> Any:
 
 
 def _context(out_dir: Path, seed: int) -> Any:
-    from slimline.pipeline import RunContext
+    from slimline.context import RunContext
 
-    return RunContext(run_dir=out_dir.parent, data=None, seed=seed, out_dir=out_dir)  # type: ignore[arg-type]
+    return RunContext(run_dir=out_dir.parent, seed=seed, out_dir=out_dir)
 
 
 @app.command()
