@@ -45,7 +45,7 @@ def test_a_step_that_makes_no_artifact_returns_its_input(baseline: Artifact, tmp
 def test_wrong_kind_is_one_line_before_any_work(baseline: Artifact, tmp_path: Path) -> None:
     onnx = slimline.apply_step("export_onnx", baseline, tmp_path / "onnx")
     with pytest.raises(RecipeError) as e:
-        slimline.apply_step("prune", onnx, tmp_path / "pruned", data="digits")
+        slimline.apply_step("prune", onnx, tmp_path / "pruned", data="digits", ratio=0.5)
     msg = str(e.value)
     assert msg == f"step 'prune' takes torch artifacts; {onnx.path} is onnx: give it a torch artifact instead"
     assert not (tmp_path / "pruned").exists()
@@ -65,3 +65,8 @@ def test_options_and_data_are_validated(baseline: Artifact, tmp_path: Path) -> N
 def test_a_step_that_reads_data_without_data_says_so(baseline: Artifact, tmp_path: Path) -> None:
     with pytest.raises(SlimlineError, match=r"this step reads data but none was given: name a dataset"):
         slimline.apply_step("train", baseline, tmp_path / "t", epochs=1)
+
+
+def test_a_rule_over_several_options_is_one_line(baseline: Artifact, tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"^step 'prune': method channel needs a target \(e\.g\. \{macs: 0\.5\}\)"):
+        slimline.apply_step("prune", baseline, tmp_path / "p", data="digits")

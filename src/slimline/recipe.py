@@ -143,7 +143,7 @@ def format_errors(e: ValidationError, prefix: str = "") -> str:
             msg = "unknown field"
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
             msg = str(err["ctx"]["error"])
-        lines.append(f"{path}: {msg}")
+        lines.append(f"{path}: {msg}" if path else msg)
     return "; ".join(lines)
 
 

@@ -16,11 +16,11 @@ from pydantic import Field
 from torch import nn
 
 from slimline.artifact import ARTIFACT_JSON, Artifact, load_torch
+from slimline.context import RunContext
 from slimline.distill import check_outputs, distill
 from slimline.errors import ModelError, SlimlineError
 from slimline.evaluate import evaluate
 from slimline.models import count_macs, count_params, load_model
-from slimline.context import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 from slimline.steps.train import TrainOptions

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from slimline.artifact import Artifact
-from slimline.evaluate import evaluate_artifact
 from slimline.context import RunContext
+from slimline.evaluate import evaluate_artifact
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 

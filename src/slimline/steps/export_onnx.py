@@ -11,8 +11,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from slimline.artifact import Artifact, load_torch
-from slimline.onnx_export import EXTERNAL_DATA_THRESHOLD, export_onnx_artifact
 from slimline.context import RunContext
+from slimline.onnx_export import EXTERNAL_DATA_THRESHOLD, export_onnx_artifact
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 

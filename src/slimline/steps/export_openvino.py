@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact, load_torch
-from slimline.openvino_export import export_openvino_artifact
 from slimline.context import RunContext
+from slimline.openvino_export import export_openvino_artifact
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 

@@ -34,8 +34,8 @@ import torch
 from pydantic import Field
 
 from slimline.artifact import Artifact, ArtifactWriter, load_torch, save_torch
-from slimline.errors import ModelError, SlimlineError
 from slimline.context import RunContext
+from slimline.errors import ModelError, SlimlineError
 from slimline.progress import console
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput

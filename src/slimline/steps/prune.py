@@ -34,9 +34,9 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from slimline.artifact import Artifact, load_torch
+from slimline.context import RunContext
 from slimline.errors import RecipeError, SlimlineError
 from slimline.evaluate import evaluate
-from slimline.context import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 

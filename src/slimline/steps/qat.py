@@ -19,9 +19,9 @@ from pydantic import Field
 from torch import nn
 
 from slimline.artifact import Artifact, ArtifactWriter, load_torch
+from slimline.context import RunContext
 from slimline.errors import ExportError
 from slimline.evaluate import evaluate, predict_logits
-from slimline.context import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 from slimline.train import Criterion, TrainConfig, fit

@@ -25,10 +25,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact, ArtifactWriter
+from slimline.context import RunContext
 from slimline.errors import RecipeError, RuntimeUnavailable
 from slimline.evaluate import evaluate, evaluate_artifact
 from slimline.fileio import write_json
-from slimline.context import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from slimline.artifact import Artifact, load_torch
-from slimline.fileio import write_json
 from slimline.context import RunContext
+from slimline.fileio import write_json
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact, load_torch
-from slimline.evaluate import evaluate
 from slimline.context import RunContext
+from slimline.evaluate import evaluate
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 from slimline.train import TrainConfig, fit

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact
-from slimline.optimize.tune import DEFAULT_BATCHES, copy_artifact, summary, tune, tuned_meta
 from slimline.context import RunContext
+from slimline.optimize.tune import DEFAULT_BATCHES, copy_artifact, summary, tune, tuned_meta
 from slimline.progress import console
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
