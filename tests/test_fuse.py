@@ -14,11 +14,11 @@ from tests.conftest import RESNET56
 from torch import nn
 
 from slimline.artifact import Artifact, load_torch, save_torch
+from slimline.context import RunContext
 from slimline.errors import ModelError, SlimlineError
 from slimline.models import load_model
 from slimline.optimize.fold_bn import fold_batchnorm
 from slimline.optimize.fx_fuse import ConvAct2d, ConvAddAct2d, fx_fuse
-from slimline.pipeline import RunContext
 from slimline.steps.fuse import Fuse, FuseOptions
 
 
@@ -204,7 +204,7 @@ def test_torch_runtime_fuse_option(tmp_path: Path) -> None:
 
 
 def _ctx(tmp_path: Path, name: str) -> RunContext:
-    return RunContext(run_dir=tmp_path, data=None, seed=0, out_dir=tmp_path / name)  # type: ignore[arg-type]
+    return RunContext(run_dir=tmp_path, seed=0, out_dir=tmp_path / name)
 
 
 def test_fuse_step_on_torch_artifact(tmp_path: Path) -> None:

@@ -41,8 +41,11 @@ def test_run_saves_every_stage(tmp_path: Path) -> None:
 
 def test_failed_step_keeps_earlier_stages(tmp_path: Path) -> None:
     steps = [{"train": {"epochs": 1, "augment": False}}, "export_onnx", {"train": {"epochs": 1}}]
-    with pytest.raises(SlimlineError, match="train needs a PyTorch model"):
+    with pytest.raises(SlimlineError) as e:
         slimline.run(_recipe(tmp_path, steps))
+    assert str(e.value) == (
+        "step 'train' takes torch artifacts; 02_export_onnx is onnx: give it input: train (or an earlier torch stage)"
+    )
     run = tmp_path / "run"
     assert Artifact.load(run / "01_train").kind == "torch"
     assert Artifact.load(run / "02_export_onnx").kind == "onnx"
@@ -57,6 +60,10 @@ def test_onnx_model_as_input(tmp_path: Path) -> None:
     res = slimline.run(recipe)
     assert res["stages"][0]["record"]["model"] == str(onnx_file)
     assert res["stages"][1]["record"]["metrics"]["runtime"] == "onnxruntime"
+    trains = _recipe(tmp_path, ["train"]) | {"model": str(onnx_file), "output_dir": str(tmp_path / "run3")}
+    want = r"^step 'train' takes torch artifacts; 00_baseline is onnx: no stage of this run is torch: start the"
+    with pytest.raises(SlimlineError, match=want):
+        slimline.run(trains)
 
 
 def test_step_input_branches_from_an_earlier_stage(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from slimline.artifact import Artifact, save_torch
+from slimline.context import RunContext
 from slimline.errors import SlimlineError
 from slimline.models import load_model
 from slimline.optimize.tune import (
@@ -20,7 +21,6 @@ from slimline.optimize.tune import (
     tune_runtime,
     tuned_meta,
 )
-from slimline.pipeline import RunContext
 from slimline.steps.tune import Tune, TuneOptions
 
 FAST = {"rounds": 1, "round_seconds": 0.02, "warmup": 1}
@@ -149,7 +149,7 @@ def test_tuned_meta_keeps_other_options() -> None:
 def test_tune_step_writes_runtime_config_used_by_open_session(torch_art: Artifact, tmp_path: Path) -> None:
     from slimline.runtimes import open_session
 
-    ctx = RunContext(run_dir=tmp_path, data=None, seed=0, out_dir=tmp_path / "02_tune")  # type: ignore[arg-type]
+    ctx = RunContext(run_dir=tmp_path, seed=0, out_dir=tmp_path / "02_tune")
     out = Tune(TuneOptions(runtimes=["torch"], threads=[1], rounds=1, round_seconds=0.02)).apply(torch_art, ctx)
     assert out.artifact is not None
     cfg = out.artifact.meta["runtime_config"]["torch"]

@@ -29,6 +29,7 @@ _API = {
     "load_model": "slimline.models",
     "load_onnx": "slimline.models",
     "load_dataset": "slimline.data",
+    "apply_step": "slimline.api",
     "evaluate_model": "slimline.api",
     "open_model": "slimline.api",
     "run": "slimline.api",

@@ -6,21 +6,25 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from torch import nn
 
 from slimline.artifact import ARTIFACT_JSON, Artifact
+from slimline.context import DataBundle, RunContext
 from slimline.data import ArrayDataset, is_factory, load_dataset, load_factory
 from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
 from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
 from slimline.data.text import is_text_path
-from slimline.errors import SlimlineError
+from slimline.errors import RecipeError, SlimlineError
 from slimline.evaluate import accuracy_metrics, evaluate_artifact, evaluate_named, fidelity, predict_logits
 from slimline.models import factories_named, load_model, load_onnx, trusted_factories
-from slimline.pipeline import run_recipe
-from slimline.recipe import Recipe, load_recipe, parse_recipe
+from slimline.pipeline import apply_stage, run_recipe
+from slimline.recipe import DataConfig, Recipe, format_errors, load_recipe, named_factories, parse_recipe
 from slimline.signature import artifact_signature
+from slimline.steps import get_step
 from slimline.tasks import get_task
 from slimline.tasks.classification import signature_scores
+from slimline.train import seed_everything
 
 
 def open_model(model: str | Path, weights: str | Path | None = None, **kwargs: Any) -> nn.Module | Artifact:
@@ -176,6 +180,65 @@ def run(
         r = load_recipe(recipe)
     with trusted_factories(trust_code=trust_code):
         return run_recipe(r, output_dir)
+
+
+def apply_step(
+    step_name: str,
+    artifact: str | Path | Artifact,
+    output_dir: str | Path,
+    data: str | dict[str, Any] | DataConfig | None = None,
+    *,
+    seed: int = 0,
+    trust_code: bool = False,
+    **options: Any,
+) -> Artifact:
+    """Apply one recipe step to one artifact, as a run does; returns the artifact it wrote in ``output_dir``
+    (``artifact`` itself when the step passes it through, e.g. ``evaluate``).
+
+    ``artifact``: an artifact folder, a .onnx/.xml file or an :class:`Artifact`. ``options``: the step's options,
+    validated by its ``Config`` (``apply_step("fuse", "runs/r/01_train", "out/fuse", layout="nchw")``). ``data``: a
+    dataset name or a recipe's ``data:`` mapping, for the steps that read data (train, prune, quantize...).
+    ``output_dir`` also gets the step's ``record.json``; the new artifact's lineage is ``artifact``'s plus that
+    record. There is no run baseline: ``distill`` needs ``teacher=``, ``evaluate`` reports no fidelity.
+    """
+    step_cls = get_step(step_name)
+    try:
+        config = step_cls.Config.model_validate(options)
+    except ValidationError as e:
+        raise RecipeError(f"step {step_name!r}: {format_errors(e)}") from None
+    src = artifact if isinstance(artifact, Artifact) else _open_artifact(artifact)
+    out_dir = Path(output_dir)
+    ctx = RunContext(run_dir=out_dir.parent, data=DataBundle(_data_config(data), seed), seed=seed, out_dir=out_dir,
+                     artifacts=[src])
+    step = step_cls(config)
+    fix = f"give it a {' or '.join(step.accepts)} artifact instead"
+    with trusted_factories(*named_factories(config.model_dump(mode="json")), trust_code=trust_code):
+        seed_everything(seed)
+        made, _ = apply_stage(step, src, ctx, fix, where=str(src.path))
+    return made if made is not None else src
+
+
+def _open_artifact(source: str | Path) -> Artifact:
+    """An artifact folder or a .onnx/.xml file as an Artifact (never a zoo name: save or export that first)."""
+    p = Path(source)
+    if not p.exists():
+        raise SlimlineError(f"{p} does not exist; give an artifact folder or a .onnx/.xml file")
+    if p.is_dir() or p.suffix in (".onnx", ".xml"):
+        opened = open_model(p)
+        assert isinstance(opened, Artifact)
+        return opened
+    raise SlimlineError(
+        f"{source} is not an artifact folder nor a .onnx/.xml file; save the model first (slimline.save_torch)"
+    )
+
+
+def _data_config(data: str | dict[str, Any] | DataConfig | None) -> DataConfig | None:
+    if data is None or isinstance(data, DataConfig):
+        return data
+    try:
+        return DataConfig.model_validate({"name": data} if isinstance(data, str) else data)
+    except ValidationError as e:
+        raise RecipeError(f"data: {format_errors(e)}") from None
 
 
 def demo_recipe(quick: bool = False) -> dict[str, Any]:

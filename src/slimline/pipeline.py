@@ -5,76 +5,24 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from slimline.artifact import Artifact, ArtifactWriter, model_signature, save_torch
-from slimline.data import ArrayDataset, DataSpec
+from slimline.artifact import ARTIFACT_JSON, Artifact, ArtifactWriter, model_signature, save_torch
+from slimline.context import DataBundle, RunContext  # also re-exported: older code imports them from here
+from slimline.data import DataSpec
 from slimline.environment import environment
 from slimline.errors import Interrupted, ModelError, SlimlineError
 from slimline.fileio import write_json
 from slimline.models import load_model, load_onnx
 from slimline.progress import console
-from slimline.recipe import DataConfig, ModelSpec, Recipe, trusts_own_factories
+from slimline.recipe import ModelSpec, Recipe, trusts_own_factories
 from slimline.runlock import remove_leftovers, run_lock
 from slimline.signature import Signature
-from slimline.steps import get_step
+from slimline.steps import Step, get_step
 from slimline.train import seed_everything
 
 RESULTS_JSON = "results.json"
-
-
-@dataclass
-class DataBundle:
-    """The splits a run uses. Steps train, calibrate and choose settings on ``train``/``val`` only."""
-
-    config: DataConfig
-    seed: int = 0
-
-    @cached_property
-    def train_full(self) -> ArrayDataset:
-        return self.config.load("train", self.config.train_limit)
-
-    @cached_property
-    def _split(self) -> tuple[ArrayDataset, ArrayDataset]:
-        return self.train_full.split_off(self.config.val_size, seed=self.seed)
-
-    @property
-    def train(self) -> ArrayDataset:
-        return self._split[0]
-
-    @property
-    def val(self) -> ArrayDataset:
-        return self._split[1]
-
-    @cached_property
-    def test(self) -> ArrayDataset:
-        return self.config.load("test", self.config.test_limit)
-
-    def calibration(self, n: int = 300) -> ArrayDataset:
-        """A seeded sample of the training part (never the test split)."""
-        return self.train.sample(n, seed=self.seed)
-
-    @property
-    def spec(self) -> DataSpec:
-        return self.train_full.spec
-
-
-@dataclass
-class RunContext:
-    run_dir: Path
-    data: DataBundle
-    seed: int = 0
-    out_dir: Path = Path(".")
-    baseline: Artifact | None = None
-    artifacts: list[Artifact] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def save_model(self, model: Any, source: Artifact) -> Artifact:
-        """Save a PyTorch model as this step's artifact, carrying ``source``'s meta and lineage."""
-        return save_torch(model, self.out_dir, source.meta, source.lineage)
 
 
 def model_meta(spec: DataSpec, model_name: str) -> dict[str, Any]:
@@ -175,6 +123,49 @@ def _find_stage(artifacts: list[Artifact], name: str) -> Artifact:
     raise SlimlineError(f"input: no earlier stage named {name!r} (stages so far: {have})")
 
 
+def apply_stage(
+    step: Step[Any], src: Artifact, ctx: RunContext, fix: str, *, where: str | None = None, index: int | None = None
+) -> tuple[Artifact | None, dict[str, Any]]:
+    """Apply ``step`` to ``src`` into ``ctx.out_dir`` as a run does: check that it takes ``src``'s kind (``where``
+    names ``src``, default its folder; ``fix`` says what to give instead), write its ``record.json``, give a new
+    artifact ``src``'s lineage plus the record and add it to ``ctx.artifacts``.
+
+    Returns the new artifact (None: ``src`` passes through unchanged) and the record.
+    """
+    step.check_kind(src, where or src.path.name, fix)
+    t0 = time.perf_counter()
+    out = step.apply(src, ctx)
+    record = {
+        "step": step.name,
+        **({"index": index} if index is not None else {}),
+        "config": step.config.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "input": src.path.name,
+        **out.record,
+    }
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(ctx.out_dir / "record.json", record)
+    if out.artifact is not None:
+        out.artifact.lineage = [*src.lineage, record]
+        write_json(out.artifact.path / ARTIFACT_JSON, out.artifact.to_json())
+        ctx.artifacts.append(out.artifact)
+    ctx.records.append(record)
+    return out.artifact, record
+
+
+def _kind_fix(step: Step[Any], artifacts: list[Artifact]) -> str:
+    """What a recipe gives ``step`` instead of an artifact of a kind it does not take: the latest stage it takes."""
+    kinds = " or ".join(step.accepts)
+    fits = [a for a in artifacts if a.kind in step.accepts]
+    if not fits:
+        return f"no stage of this run is {kinds}: start the recipe from a {kinds} model"
+    name = fits[-1].path.name
+    short = name.partition("_")[2]
+    if _find_stage(artifacts, short) is fits[-1]:  # the step name alone finds it
+        name = short
+    return f"give it input: {name}" + (f" (or an earlier {kinds} stage)" if len(fits) > 1 else "")
+
+
 @trusts_own_factories
 def run_recipe(recipe: Recipe, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every step of ``recipe``; returns (and writes) the run's results.json content.
@@ -215,10 +206,9 @@ def _run_locked(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
         step = get_step(spec.name)(spec.config)
         ctx.out_dir = run_dir / f"{i:02d}_{spec.name}"
         console.print(f"[bold]step {i}/{len(recipe.steps)}[/] {spec.name}")
-        t0 = time.perf_counter()
         try:
             src = _find_stage(ctx.artifacts, spec.input) if spec.input is not None else art
-            out = step.apply(src, ctx)
+            made, record = apply_stage(step, src, ctx, _kind_fix(step, ctx.artifacts), index=i)
         except SlimlineError:
             write_json(run_dir / RESULTS_JSON, results | {"failed_step": f"{i:02d}_{spec.name}"})
             raise
@@ -230,24 +220,10 @@ def _run_locked(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
                 f"stopped during step {i} ({spec.name}); kept in {run_dir}: {kept}. Run the same command again "
                 "to resume: a training step continues from its last finished epoch",
             ) from None
-        record = {
-            "step": spec.name,
-            "index": i,
-            "config": spec.config.model_dump(mode="json"),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "input": src.path.name,
-            **out.record,
-        }
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(ctx.out_dir / "record.json", record)
-        if out.artifact is not None:
-            out.artifact.lineage = [*src.lineage, record]
-            write_json(out.artifact.path / "artifact.json", out.artifact.to_json())
-            art = out.artifact
-            ctx.artifacts.append(art)
-        ctx.records.append(record)
+        if made is not None:
+            art = made
         results["stages"].append(
-            {"index": i, "step": spec.name, "artifact": art.path.name if out.artifact else None, "record": record}
+            {"index": i, "step": spec.name, "artifact": made.path.name if made else None, "record": record}
         )
         write_json(run_dir / RESULTS_JSON, results)
     results["final_artifact"] = art.path.name

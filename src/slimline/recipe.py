@@ -166,11 +166,12 @@ def parse_step(item: Any, index: int) -> StepSpec:
     try:
         config = step_cls.Config.model_validate(options)
     except ValidationError as e:
-        raise ValueError(_format_errors(e, f"steps[{index}].{name}")) from None
+        raise ValueError(format_errors(e, f"steps[{index}].{name}")) from None
     return StepSpec(name=name, config=config, input=source)
 
 
-def _format_errors(e: ValidationError, prefix: str = "") -> str:
+def format_errors(e: ValidationError, prefix: str = "") -> str:
+    """A pydantic error as one line: ``path: message`` per error, joined by "; "."""
     lines = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -180,7 +181,7 @@ def _format_errors(e: ValidationError, prefix: str = "") -> str:
             msg = "unknown field"
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
             msg = str(err["ctx"]["error"])
-        lines.append(f"{path}: {msg}")
+        lines.append(f"{path}: {msg}" if path else msg)
     return "; ".join(lines)
 
 
@@ -202,32 +203,29 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise RecipeError(f"{source} is invalid: {_format_errors(e)}") from None
+        raise RecipeError(f"{source} is invalid: {format_errors(e)}") from None
 
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def named_factories(value: Any) -> list[str]:
+    """Every ``package.module:factory`` string in ``value`` (a string, or dicts/lists of them, e.g. step options)."""
+    if isinstance(value, str):
+        return [value] if _FACTORY.match(value) else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [f for v in value for f in named_factories(v)]
+    return []
+
+
 def recipe_factories(recipe: Recipe) -> list[str]:
     """Every ``package.module:factory`` the recipe names (its model, its data factory, a distill teacher...)."""
-    found: list[str] = []
-
-    def walk(v: Any) -> None:
-        if isinstance(v, str) and _FACTORY.match(v):
-            found.append(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list | tuple):
-            for x in v:
-                walk(x)
-
-    walk(recipe.model.name)
-    walk(recipe.data.source)
-    for s in recipe.steps:
-        walk(s.config.model_dump(mode="json"))
-    return found
+    return named_factories(
+        [recipe.model.name, recipe.data.source, *(s.config.model_dump(mode="json") for s in recipe.steps)]
+    )
 
 
 def trusts_own_factories(fn: F) -> F:

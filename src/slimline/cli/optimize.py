@@ -47,9 +47,9 @@ def _artifact(model: str, weights: Path | None, workdir: Path) -> Any:
 
 
 def _context(out_dir: Path, seed: int) -> Any:
-    from slimline.pipeline import RunContext
+    from slimline.context import RunContext
 
-    return RunContext(run_dir=out_dir.parent, data=None, seed=seed, out_dir=out_dir)  # type: ignore[arg-type]
+    return RunContext(run_dir=out_dir.parent, seed=seed, out_dir=out_dir)
 
 
 @app.command()
@@ -86,6 +86,7 @@ def fuse(
     summary.
     """
     from slimline.models import factories_named, trusted_factories
+    from slimline.pipeline import apply_stage
     from slimline.signature import parse_input_shapes
     from slimline.steps.fuse import Fuse, FuseOptions
 
@@ -102,16 +103,10 @@ def fuse(
     trust = trusted_factories(*factories_named([model]), trust_code=trust_code)
     with trust, tempfile.TemporaryDirectory(prefix="slimline-fuse-") as tmp:
         art = _artifact(model, weights, Path(tmp))
-        out = Fuse(cfg).apply(art, _context(output, seed))
-        record = {"step": "fuse", "config": cfg.model_dump(mode="json"), **out.record}
-        if out.artifact is not None:
-            from slimline.fileio import write_json
-
-            out.artifact.lineage = [*art.lineage, record]
-            write_json(out.artifact.path / "artifact.json", out.artifact.to_json())
+        made, record = apply_stage(Fuse(cfg), art, _context(output, seed), "fuse takes every kind")
     console.print(f"fuse: {record.get('summary', record.get('note', ''))}", highlight=False)
-    if out.artifact is not None:
-        console.print(f"wrote {out.artifact.path}")
+    if made is not None:
+        console.print(f"wrote {made.path}")
     dump_json(json_path, record)
 
 

@@ -5,20 +5,26 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from slimline.artifact import Artifact
+from slimline.errors import RecipeError
 
 if TYPE_CHECKING:
-    from slimline.pipeline import RunContext
+    from slimline.context import RunContext
+
+ARTIFACT_KINDS = ("torch", "onnx", "openvino")
 
 
 class StepConfig(BaseModel):
     """Base of every step's options; unknown fields are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+C = TypeVar("C", bound=StepConfig)
 
 
 @dataclass
@@ -30,12 +36,24 @@ class StepOutput:
     files: list[Path] = field(default_factory=list)  # extra outputs (plots, JSON) in the step folder
 
 
-class Step(ABC):
-    name: ClassVar[str]
-    Config: ClassVar[type[StepConfig]] = StepConfig
+class Step(ABC, Generic[C]):
+    """One technique over artifacts. ``accepts``: the artifact kinds ``apply`` takes; the pipeline and
+    :func:`slimline.api.apply_step` check it (:meth:`check_kind`) before calling ``apply``."""
 
-    def __init__(self, config: StepConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+    name: ClassVar[str]
+    Config: type[C]
+    accepts: ClassVar[tuple[str, ...]] = ARTIFACT_KINDS
+
+    def __init__(self, config: C | None = None) -> None:
+        self.config: C = config if config is not None else self.Config()
+
+    def check_kind(self, artifact: Artifact, where: str, fix: str) -> None:
+        """Raise one line when ``artifact`` is of a kind this step does not take: ``where`` names it, ``fix``
+        says what to give instead."""
+        if artifact.kind not in self.accepts:
+            raise RecipeError(
+                f"step {self.name!r} takes {' or '.join(self.accepts)} artifacts; {where} is {artifact.kind}: {fix}"
+            )
 
     @abstractmethod
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:

@@ -16,11 +16,11 @@ from pydantic import Field
 from torch import nn
 
 from slimline.artifact import ARTIFACT_JSON, Artifact, load_torch
+from slimline.context import RunContext
 from slimline.distill import check_outputs, distill
 from slimline.errors import ModelError, SlimlineError
 from slimline.evaluate import evaluate
 from slimline.models import count_macs, count_params, load_model
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 from slimline.steps.train import TrainOptions
@@ -76,12 +76,15 @@ def _from_artifact(art: Artifact, ref: ModelRef) -> nn.Module:
 
 
 @STEPS.register("distill")
-class Distill(Step):
+class Distill(Step[DistillOptions]):
+    """Train a PyTorch student from a teacher (any current artifact when ``student`` names the student)."""
+
     name = "distill"
     Config = DistillOptions
+    accepts = ("torch", "onnx", "openvino")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        cfg: DistillOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.student is not None:
             student, student_desc = resolve_model(cfg.student, ctx)
             source = Artifact(artifact.kind, artifact.path, dict(artifact.files), dict(artifact.meta), artifact.lineage)

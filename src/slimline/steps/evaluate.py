@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from slimline.artifact import Artifact
+from slimline.context import RunContext
 from slimline.evaluate import evaluate_artifact
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -18,12 +18,15 @@ class EvaluateOptions(StepConfig):
 
 
 @STEPS.register("evaluate")
-class Evaluate(Step):
+class Evaluate(Step[EvaluateOptions]):
+    """Top-1/top-5 of the current artifact on the test (or validation) split, and fidelity to the baseline."""
+
     name = "evaluate"
     Config = EvaluateOptions
+    accepts = ("torch", "onnx", "openvino")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        cfg: EvaluateOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         ds = ctx.data.test if cfg.split == "test" else ctx.data.val
         reference = None
         if cfg.fidelity and ctx.baseline is not None and ctx.baseline.path != artifact.path:

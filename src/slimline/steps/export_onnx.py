@@ -11,9 +11,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from slimline.artifact import Artifact, load_torch
-from slimline.errors import SlimlineError
+from slimline.context import RunContext
 from slimline.onnx_export import EXTERNAL_DATA_THRESHOLD, export_onnx_artifact
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -28,16 +27,17 @@ class ExportOnnxOptions(StepConfig):
 
 
 @STEPS.register("export_onnx")
-class ExportOnnx(Step):
+class ExportOnnx(Step[ExportOnnxOptions]):
+    """PyTorch -> ONNX, parity-checked against PyTorch (an ONNX artifact passes through)."""
+
     name = "export_onnx"
     Config = ExportOnnxOptions
+    accepts = ("torch", "onnx")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        cfg: ExportOnnxOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         if artifact.kind == "onnx":
             return StepOutput(None, {"note": "already ONNX; nothing to do"})
-        if artifact.kind != "torch":
-            raise SlimlineError(f"export_onnx needs a PyTorch model, not {artifact.kind}")
         model = load_torch(artifact)
         art, record = export_onnx_artifact(
             model,

@@ -13,9 +13,8 @@ from typing import Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact, load_torch
-from slimline.errors import SlimlineError
+from slimline.context import RunContext
 from slimline.openvino_export import export_openvino_artifact
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -27,20 +26,21 @@ class ExportOpenVinoOptions(StepConfig):
 
 
 @STEPS.register("export_openvino")
-class ExportOpenVino(Step):
+class ExportOpenVino(Step[ExportOpenVinoOptions]):
+    """PyTorch or ONNX -> OpenVINO IR, parity-checked (an OpenVINO artifact passes through)."""
+
     name = "export_openvino"
     Config = ExportOpenVinoOptions
+    accepts = ("torch", "onnx", "openvino")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        cfg: ExportOpenVinoOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         if artifact.kind == "openvino":
             return StepOutput(None, {"note": "already OpenVINO IR; nothing to do"})
         if artifact.kind == "torch":
             source: object = load_torch(artifact)
-        elif artifact.kind == "onnx":
+        else:  # onnx
             source = artifact
-        else:
-            raise SlimlineError(f"export_openvino needs a PyTorch or ONNX model, not {artifact.kind}")
         art, record = export_openvino_artifact(
             source,  # type: ignore[arg-type]
             ctx.out_dir,

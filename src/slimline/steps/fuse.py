@@ -34,8 +34,8 @@ import torch
 from pydantic import Field
 
 from slimline.artifact import Artifact, ArtifactWriter, load_torch, save_torch
+from slimline.context import RunContext
 from slimline.errors import ModelError, SlimlineError
-from slimline.pipeline import RunContext
 from slimline.progress import console
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
@@ -116,9 +116,12 @@ def _max_abs_diff(got: np.ndarray | None, ref: np.ndarray) -> float:
 
 
 @STEPS.register("fuse")
-class Fuse(Step):
+class Fuse(Step[FuseOptions]):
+    """Fold BatchNorm and pick the layout (PyTorch); simplify and optimize the graph (ONNX); nothing for OpenVINO."""
+
     name = "fuse"
     Config = FuseOptions
+    accepts = ("torch", "onnx", "openvino")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         if artifact.kind == "torch":
@@ -132,7 +135,7 @@ class Fuse(Step):
         from slimline.optimize.fold_bn import fold_batchnorm, module_counts
         from slimline.optimize.fx_fuse import fx_fuse, graph_ops, trace
 
-        cfg: FuseOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         shape = tuple(int(s) for s in artifact.meta["input_shape"])
         original = load_torch(artifact)
         model = copy.deepcopy(original)
@@ -210,7 +213,7 @@ class Fuse(Step):
     def _onnx(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         from slimline.optimize import onnx_graph as og
 
-        cfg: FuseOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         shape = [int(s) for s in artifact.meta.get("input_shape") or []]
         record: dict[str, Any] = {"original": og.graph_stats(artifact.model_file)}
         meta = dict(artifact.meta)

@@ -35,9 +35,9 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from slimline.artifact import Artifact, load_torch
+from slimline.context import RunContext
 from slimline.errors import RecipeError, SlimlineError
 from slimline.evaluate import evaluate
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -195,14 +195,15 @@ def _find_sensitivity(
 
 
 @STEPS.register("prune")
-class Prune(Step):
+class Prune(Step[PruneOptions]):
+    """Prune the current PyTorch model (weights or whole channels) to a target ratio."""
+
     name = "prune"
     Config = PruneOptions
+    accepts = ("torch",)
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        cfg: PruneOptions = self.config  # type: ignore[assignment]
-        if artifact.kind != "torch":
-            raise SlimlineError(f"prune needs a PyTorch model, but the current artifact is {artifact.kind}")
+        cfg = self.config
         model = load_torch(artifact)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         self._measured: dict[str, dict[str, Any]] = {}  # sensitivity results measured here, by kind

@@ -19,9 +19,9 @@ from pydantic import Field
 from torch import nn
 
 from slimline.artifact import Artifact, ArtifactWriter, load_torch
-from slimline.errors import ExportError, RecipeError
+from slimline.context import RunContext
+from slimline.errors import ExportError
 from slimline.evaluate import evaluate, predict_logits
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 from slimline.train import Criterion, TrainConfig, fit
@@ -66,17 +66,17 @@ def distill_criterion(teacher: nn.Module, weight: float, temperature: float) -> 
 
 
 @STEPS.register("qat")
-class Qat(Step):
+class Qat(Step[QatOptions]):
+    """Quantization-aware fine-tuning of the current PyTorch model, exported as a QDQ ONNX model."""
+
     name = "qat"
     Config = QatOptions
+    accepts = ("torch",)
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         from slimline.quant.qat import QATConfig, export_qat_onnx, prepare_qat
 
-        opts: QatOptions = self.config  # type: ignore[assignment]
-        if artifact.kind != "torch":
-            raise RecipeError(f"qat fine-tunes a PyTorch model; the current artifact is {artifact.kind} "
-                              "(put qat before the export steps)")
+        opts = self.config
         model = load_torch(artifact)
         qcfg = QATConfig(per_channel=opts.per_channel, activation_symmetric=opts.activation_symmetric,
                          reduce_range=opts.reduce_range, calibration=opts.calibration,

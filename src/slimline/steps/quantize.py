@@ -25,10 +25,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact, ArtifactWriter
+from slimline.context import RunContext
 from slimline.errors import RecipeError, RuntimeUnavailable
 from slimline.evaluate import evaluate, evaluate_artifact
 from slimline.fileio import write_json
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -98,15 +98,18 @@ def exported_from(artifact: Artifact, earlier: list[Artifact]) -> Artifact | Non
 
 
 @STEPS.register("quantize")
-class Quantize(Step):
+class Quantize(Step[QuantizeOptions]):
+    """Int8 post-training quantization through a backend, optionally accuracy-aware."""
+
     name = "quantize"
     Config = QuantizeOptions
+    accepts = ("torch", "onnx", "openvino")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         from slimline.quant.accuracy_aware import accuracy_aware_quantize
         from slimline.quant.backends import FloatModel, get_backend
 
-        opts: QuantizeOptions = self.config  # type: ignore[assignment]
+        opts = self.config
         backend = get_backend(opts.backend)
         ok, why = backend.available()
         if not ok:

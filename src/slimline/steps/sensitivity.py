@@ -12,9 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from slimline.artifact import Artifact, load_torch
-from slimline.errors import SlimlineError
+from slimline.context import RunContext
 from slimline.fileio import write_json
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
@@ -66,16 +65,17 @@ def summarise(result: dict[str, Any], metric: str, top: int = 5) -> list[dict[st
 
 
 @STEPS.register("sensitivity")
-class Sensitivity(Step):
+class Sensitivity(Step[SensitivityOptions]):
+    """Per-layer pruning sensitivity curves of the current PyTorch model on the validation slice."""
+
     name = "sensitivity"
     Config = SensitivityOptions
+    accepts = ("torch",)
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         from slimline.prune.sensitivity import plot_sensitivity, sensitivity
 
-        cfg: SensitivityOptions = self.config  # type: ignore[assignment]
-        if artifact.kind != "torch":
-            raise SlimlineError(f"sensitivity needs a PyTorch model, but the current artifact is {artifact.kind}")
+        cfg = self.config
         model = load_torch(artifact)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         results: dict[str, Any] = {}

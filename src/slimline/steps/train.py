@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact, load_torch
-from slimline.errors import SlimlineError
+from slimline.context import RunContext
 from slimline.evaluate import evaluate
-from slimline.pipeline import RunContext
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 from slimline.train import TrainConfig, fit
@@ -33,14 +32,15 @@ class TrainOptions(StepConfig):
 
 
 @STEPS.register("train")
-class Train(Step):
+class Train(Step[TrainOptions]):
+    """(Re)train the current PyTorch model on the training part of the data."""
+
     name = "train"
     Config = TrainOptions
+    accepts = ("torch",)
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        if artifact.kind != "torch":
-            raise SlimlineError(f"train needs a PyTorch model, but the current artifact is {artifact.kind}")
-        cfg: TrainOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         model = load_torch(artifact)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         tc = cfg.train_config(ctx.seed)

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from slimline.artifact import Artifact
+from slimline.context import RunContext
 from slimline.optimize.tune import DEFAULT_BATCHES, copy_artifact, summary, tune, tuned_meta
-from slimline.pipeline import RunContext
 from slimline.progress import console
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
@@ -37,12 +37,15 @@ class TuneOptions(StepConfig):
 
 
 @STEPS.register("tune")
-class Tune(Step):
+class Tune(Step[TuneOptions]):
+    """Search runtime settings for a latency or throughput target and write the best into runtime_config."""
+
     name = "tune"
     Config = TuneOptions
+    accepts = ("torch", "onnx", "openvino")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
-        cfg: TuneOptions = self.config  # type: ignore[assignment]
+        cfg = self.config
         results = tune(
             artifact,
             cfg.runtimes,
