@@ -72,6 +72,19 @@ class QuantizeOptions(StepConfig):
         return QuantConfig(**{k: getattr(self, k) for k in keys})
 
 
+def usable_backend(opts: QuantizeOptions) -> tuple[Any, Any]:
+    """The backend ``opts`` names and its config, checked: one line when it is not usable here."""
+    from slimline.quant.backends import get_backend
+
+    backend = get_backend(opts.backend)
+    ok, why = backend.available()
+    if not ok:
+        raise RuntimeUnavailable(f"quantization backend {opts.backend!r} is not usable here: {why}")
+    qcfg = opts.quant_config()
+    backend.check(qcfg)
+    return backend, qcfg
+
+
 def simulated_sensitivity(model: Any, calib: Any, opts: QuantizeOptions) -> Any:
     """The fake-quant per-layer report with the backend's schemes (observer: the same method when we have it)."""
     from slimline.quant.fakequant import layer_sensitivity
@@ -107,15 +120,10 @@ class Quantize(Step[QuantizeOptions]):
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         from slimline.quant.accuracy_aware import accuracy_aware_quantize
-        from slimline.quant.backends import FloatModel, get_backend
+        from slimline.quant.backends import FloatModel
 
         opts = self.config
-        backend = get_backend(opts.backend)
-        ok, why = backend.available()
-        if not ok:
-            raise RuntimeUnavailable(f"quantization backend {opts.backend!r} is not usable here: {why}")
-        qcfg = opts.quant_config()
-        backend.check(qcfg)
+        backend, qcfg = usable_backend(opts)
         torch_source = None
         if opts.accuracy_aware and artifact.kind != "torch":
             torch_source = exported_from(artifact, ctx.artifacts)
@@ -249,7 +257,7 @@ def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, 
 
     from slimline.api import open_model
     from slimline.data.arrays import load_arrays
-    from slimline.quant.backends import FloatModel, get_backend
+    from slimline.quant.backends import FloatModel
     from slimline.quant.backends.base import fidelity_vs_fp32
     from slimline.signature import artifact_signature
     from slimline.tasks.classification import signature_scores
@@ -265,12 +273,7 @@ def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, 
     samples = load_arrays(data).conform(sig)
     calib, held = samples.split(held_out, seed) if evaluate else (samples, samples)
     calib = calib.sample(opts.calibration_size, seed)
-    backend = get_backend(opts.backend)
-    ok, why = backend.available()
-    if not ok:
-        raise RuntimeUnavailable(f"quantization backend {opts.backend!r} is not usable here: {why}")
-    qcfg = opts.quant_config()
-    backend.check(qcfg)
+    backend, qcfg = usable_backend(opts)
     output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".quantize.work-", dir=output))
     report: dict[str, Any] = {"backend": opts.backend, "options": opts.model_dump(mode="json"),
