@@ -17,7 +17,11 @@ from slimline.data.base import ArrayDataset, DataSpec
 from slimline.data.preprocess import Preprocess, parse_preprocess
 from slimline.registry import Registry
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry(
+    "dataset",
+    [f"slimline.data.{m}" for m in ("cifar10", "digits", "fashion_mnist", "imagefolder")],
+    group="slimline.datasets",
+)
 
 
 def is_factory(name: str) -> bool:
@@ -98,7 +102,7 @@ def _takes(fn: Any, parameter: str) -> bool:
 
 
 def _import_loaders() -> None:
-    from slimline.data import cifar10, digits, fashion_mnist, imagefolder  # noqa: F401
+    DATASETS.load()
 
 
 __all__ = [

@@ -26,12 +26,7 @@ _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
 def _import_zoo() -> None:
-    from slimline.models import cifar_resnet, resnet, small_cnn  # noqa: F401
-
-    try:  # optional extra; the module imports its packages only when the model is built
-        from slimline.models import efficientnet_lite  # noqa: F401
-    except ImportError:  # pragma: no cover - the zoo must load without it
-        pass
+    MODELS.load()
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:

@@ -19,4 +19,9 @@ class ModelEntry:
     description: str = ""
 
 
-MODELS: Registry[ModelEntry] = Registry("model")
+MODELS: Registry[ModelEntry] = Registry(
+    "model",
+    [f"slimline.models.{m}" for m in ("cifar_resnet", "resnet", "small_cnn", "efficientnet_lite")],
+    group="slimline.models",
+    optional=["slimline.models.efficientnet_lite"],
+)

@@ -11,18 +11,15 @@ from slimline.errors import RuntimeUnavailable, SlimlineError
 from slimline.registry import Registry
 from slimline.runtimes.base import Runtime, Session
 
-RUNTIMES: Registry[type[Runtime]] = Registry("runtime")
+RUNTIMES: Registry[type[Runtime]] = Registry(
+    "runtime",
+    [f"slimline.runtimes.{m}" for m in ("onnxruntime", "torch_eager", "torch_compile", "openvino")],
+    group="slimline.runtimes",
+)
 
 
 def _import_runtimes() -> None:
-    from slimline.runtimes import onnxruntime, torch_eager  # noqa: F401
-
-    for optional in ("torch_compile", "openvino"):
-        try:
-            __import__(f"slimline.runtimes.{optional}")
-        except ModuleNotFoundError as e:  # the file itself is missing, not its backend
-            if e.name != f"slimline.runtimes.{optional}":
-                raise
+    RUNTIMES.load()
 
 
 def get_runtime(name: str) -> type[Runtime]:

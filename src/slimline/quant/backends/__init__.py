@@ -6,23 +6,19 @@
 
 from __future__ import annotations
 
-import importlib
-
 from slimline.quant.backends.base import FloatModel, QuantBackend, QuantConfig, QuantResult, QuantWarning
 from slimline.registry import Registry
 
-BACKENDS: Registry[type[QuantBackend]] = Registry("quantization backend")
+BACKENDS: Registry[type[QuantBackend]] = Registry(
+    "quantization backend",
+    [f"slimline.quant.backends.{m}" for m in ("ort", "openvino", "torch_fx")],
+    group="slimline.quant_backends",
+)
 
-_BACKEND_MODULES = ("ort", "openvino", "torch_fx")
 
 
 def _import_backends() -> None:
-    for mod in _BACKEND_MODULES:
-        try:
-            importlib.import_module(f"slimline.quant.backends.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"slimline.quant.backends.{mod}":
-                raise
+    BACKENDS.load()
 
 
 def get_backend(name: str) -> QuantBackend:
