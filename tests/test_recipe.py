@@ -62,7 +62,7 @@ def test_shipped_recipes_validate() -> None:
         ({"threads": 0}, "benchmark.threads: must be a whole number of at least 1, or 'auto'"),
         ({"threads": "many"}, "benchmark.threads: must be a whole number of at least 1, or 'auto'"),
         ({"min_runs": 0}, "benchmark.min_runs: Input should be greater than or equal to 1"),
-        ({"min_seconds": 0}, "benchmark.min_seconds: Input should be greater than 0"),
+        ({"min_seconds": -1}, "benchmark.min_seconds: Input should be greater than or equal to 0"),
         ({"warmup": -1}, "benchmark.warmup: Input should be greater than or equal to 0"),
         ({"runtimes": []}, "benchmark.runtimes: List should have at least 1 item"),
         ({"runtimes": ["torch", "onnx"]}, "benchmark.runtimes: unknown runtime 'onnx'; valid names: onnxruntime"),

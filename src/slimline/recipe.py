@@ -6,11 +6,12 @@ import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slimline.bench.settings import BenchSettings
 from slimline.errors import RecipeError, SlimlineError
 from slimline.steps import StepConfig, get_step, step_names
 
@@ -70,25 +71,12 @@ class DataConfig(BaseModel):
                             preprocess=self.preprocess, kwargs=self.kwargs)
 
 
-class BenchmarkConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BenchmarkConfig(BenchSettings):
+    """A recipe's ``benchmark:`` section: the measuring settings of ``slimline bench`` plus what to measure."""
+
     runtimes: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"], min_length=1)
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], min_length=1)
-    threads: int | Literal["auto"] | None = Field(
-        None, description="threads per runtime; None or 'auto': the runtime's default"
-    )
-    min_runs: int = Field(20, ge=1)
-    min_seconds: float = Field(1.0, gt=0)
-    warmup: int = Field(5, ge=0)
-    repeats: int = Field(1, ge=1, description="fresh processes per combination; the median one is kept")
     artifacts: list[str] | None = Field(None, description="step folders to bench (default: every artifact)")
-
-    @field_validator("threads", mode="before")
-    @classmethod
-    def _threads(cls, v: Any) -> Any:
-        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-            return v
-        raise ValueError(f"must be a whole number of at least 1, or 'auto' (the runtime's default), not {v!r}")
 
     @field_validator("runtimes")
     @classmethod

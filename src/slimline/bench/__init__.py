@@ -100,16 +100,7 @@ def bench_run(ctx: RunContext, cfg: BenchmarkConfig) -> dict[str, Any]:
         f"batch {', '.join(map(str, cfg.batch_sizes))}"
         + (f", {cfg.repeats} rounds of fresh processes" if cfg.repeats > 1 else "")
     )
-    doc = bench_targets(
-        [BenchTarget.from_artifact(a) for a in arts],
-        cfg.runtimes,
-        cfg.batch_sizes,
-        threads=None if cfg.threads == "auto" else cfg.threads,
-        warmup=cfg.warmup,
-        min_runs=cfg.min_runs,
-        min_seconds=cfg.min_seconds,
-        repeats=cfg.repeats,
-    )
+    doc = bench_targets([BenchTarget.from_artifact(a) for a in arts], cfg.runtimes, **cfg.kwargs())
     write_json(ctx.run_dir / BENCHMARK_JSON, doc)
     console.print(results_table(doc, title=f"benchmark: {ctx.run_dir.name}"))
     for line in error_lines(doc):

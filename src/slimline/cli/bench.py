@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from slimline.bench.settings import BenchSettings as S
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
 from slimline.cli.common import TRUST_CODE_OPTION
 from slimline.errors import SlimlineError
@@ -28,15 +29,15 @@ def bench(
         help="repeatable: torch, torch:channels_last, torch-compile, onnxruntime, "
         "openvino, openvino:hint=throughput,streams=2 ...",
     ),
-    batch: list[int] = typer.Option([1], "--batch", "-b", min=1, help="repeatable batch size (at least 1)"),
-    threads: int | None = typer.Option(None, "--threads", "-t", min=1, help="threads per runtime (default: its own)"),
-    min_runs: int = typer.Option(20, min=1, help="timed calls at least"),
-    min_seconds: float = typer.Option(1.0, min=0, help="timed seconds at least"),
-    max_seconds: float | None = typer.Option(None, help="stop timing a combination after this long regardless"),
-    warmup: int = typer.Option(5, min=0, help="untimed calls first"),
-    repeats: int = typer.Option(
-        1, min=1, help="fresh processes per combination, in rounds over all of them; the median by throughput is kept"
+    batch: list[int] = typer.Option(
+        S.default("batch_sizes"), "--batch", "-b", help="repeatable: " + S.help("batch_sizes")
     ),
+    threads: int | None = typer.Option(None, "--threads", "-t", help=S.help("threads")),
+    min_runs: int = typer.Option(S.default("min_runs"), help=S.help("min_runs")),
+    min_seconds: float = typer.Option(S.default("min_seconds"), help=S.help("min_seconds")),
+    max_seconds: float | None = typer.Option(None, help=S.help("max_seconds")),
+    warmup: int = typer.Option(S.default("warmup"), help=S.help("warmup")),
+    repeats: int = typer.Option(S.default("repeats"), help=S.help("repeats")),
     weights: Path | None = typer.Option(None, help="weights for a model given by name"),
     input_shape: list[str] = typer.Option(
         [],
@@ -50,9 +51,9 @@ def bench(
     peak: bool = typer.Option(True, "--peak/--no-peak", help="measure the GEMM peak first, for efficiency"),
     peak_gflops: float | None = typer.Option(None, help="use this fp32 peak (GFLOP/s) instead of measuring it"),
     compare: Path | None = typer.Option(None, "--compare", help="an earlier results JSON: print speed ratios"),
-    timeout: float = typer.Option(1800, min=1, help="seconds allowed per combination"),
+    timeout: float = typer.Option(S.default("timeout"), help=S.help("timeout")),
     tuned_batch: bool = typer.Option(
-        True, "--tuned-batch/--no-tuned-batch", help="also measure each artifact at the batch size `tune` chose"
+        S.default("tuned_batch"), "--tuned-batch/--no-tuned-batch", help=S.help("tuned_batch")
     ),
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
@@ -83,6 +84,10 @@ def bench(
     from slimline.runtimes import validate_runtime_spec
     from slimline.signature import parse_input_shapes
 
+    settings = bench_settings(
+        batch_sizes=batch, threads=threads, min_runs=min_runs, min_seconds=min_seconds, max_seconds=max_seconds,
+        warmup=warmup, repeats=repeats, timeout=timeout, tuned_batch=tuned_batch,
+    )
     for r in runtime:  # a misspelt option fails here, not after the other combinations ran
         validate_runtime_spec(r)
     shapes = parse_input_shapes(input_shape)
@@ -119,17 +124,9 @@ def bench(
         doc = bench_targets(
             resolved,
             runtime,
-            batch,
-            threads=threads,
-            warmup=warmup,
-            min_runs=min_runs,
-            min_seconds=min_seconds,
-            max_seconds=max_seconds,
+            **settings.kwargs(),
             peak=peak_gflops if peak_gflops is not None else peak,
-            timeout=timeout,
             on_result=show,
-            tuned_batch=tuned_batch,
-            repeats=repeats,
             input_shapes=shapes,
         )
     console.print(results_table(doc))
@@ -187,3 +184,15 @@ def peak(
     print(f"fp32_gflops={out['fp32_gflops']:.2f}")
     doc = {k: v for k, v in out.items() if k not in ("status", "error")} | {"environment": environment()}
     dump_json(json_path, doc)
+
+
+def bench_settings(**values: object) -> S:
+    """The command line's measuring settings, checked by the model a recipe's ``benchmark:`` uses: one line."""
+    from pydantic import ValidationError
+
+    from slimline.recipe import format_errors
+
+    try:
+        return S.model_validate(values)
+    except ValidationError as e:
+        raise SlimlineError("bench: " + format_errors(e)) from None
