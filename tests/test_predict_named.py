@@ -1,0 +1,83 @@
+"""``slimline predict`` on any ONNX model: named arrays in, every output by name out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from slimline.artifact import Artifact
+from slimline.errors import SlimlineError
+from slimline.optimize.predict import predict
+
+
+def _two_input_model(path: Path) -> Path:
+    """x float [batch, 4], ids int64 [batch, 3] -> y = x @ w [batch, 2], z = Gather(emb, ids) [batch, 3, 5]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 2)).astype(np.float32)
+    emb = rng.standard_normal((10, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Gather", ["emb", "ids"], ["z"])],
+        "two_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 3, 5])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(emb, "emb")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.fixture
+def art(tmp_path: Path) -> Artifact:
+    from slimline.bench.targets import file_artifact
+
+    return file_artifact(_two_input_model(tmp_path / "two.onnx"), tmp_path / "arts")
+
+
+@pytest.fixture
+def feeds(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    arrays = {"x": rng.standard_normal((23, 4)).astype(np.float32), "ids": rng.integers(0, 10, (23, 3))}
+    np.savez(tmp_path / "inputs.npz", **arrays)
+    return tmp_path / "inputs.npz", arrays
+
+
+def test_outputs_by_name_equal_onnxruntime(art: Artifact, feeds: tuple[Path, dict[str, np.ndarray]],
+                                           tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path, arrays = feeds
+    res = predict(art, path, tmp_path / "out.npz", batch_size=5, progress=False)
+    assert res["n"] == 23 and res["format"] == "npz" and res["outputs"] == {"y": [23, 2], "z": [23, 3, 5]}
+    want = dict(zip(["y", "z"], ort.InferenceSession(str(art.model_file)).run(None, arrays), strict=True))
+    with np.load(tmp_path / "out.npz") as got:
+        assert sorted(got.files) == ["y", "z"]
+        for name in ("y", "z"):
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+    part = predict(art, path, tmp_path / "part.npz", limit=7, progress=False)
+    assert part["n"] == 7 and part["outputs"]["y"] == [7, 2]
+
+
+def test_cli_and_one_line_errors(art: Artifact, feeds: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    from slimline.cli import app
+
+    path, _ = feeds
+    r = CliRunner().invoke(app, ["predict", str(art.path), "-d", str(path), "--out", str(tmp_path / "o.npz"),
+                                 "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert "outputs y, z" in r.output
+    assert json.loads((tmp_path / "r.json").read_text())["outputs"]["z"] == [23, 3, 5]
+    with pytest.raises(SlimlineError, match="one process.*--workers at 1"):
+        predict(art, path, tmp_path / "o.npz", workers=2, progress=False)
+    with pytest.raises(SlimlineError, match="write a .npz file"):
+        predict(art, path, tmp_path / "o.parquet", progress=False)
+    with pytest.raises(SlimlineError, match="outputs y, z; write a .npz file"):
+        predict(art, path, tmp_path / "o.npy", progress=False)
