@@ -9,8 +9,9 @@ import pytest
 from scipy.io import wavfile
 
 from slimline.data.arrays import is_arrays_path, load_arrays
-from slimline.data.audio import fit_window, is_audio_path, load_audio, to_float_mono
+from slimline.data.audio import fit_window, is_audio_path, load_audio, model_framing, to_float_mono
 from slimline.errors import DataError
+from slimline.signature import Signature, TensorSpec
 
 
 def _tone(rate: int, seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -61,6 +62,18 @@ def test_window_crops_centred_and_frames(speech: Path) -> None:
     assert framed.shape == (3, 4, 4800)  # 16000 samples in chunks of 4800: 4 chunks, the last padded
     np.testing.assert_array_equal(framed.reshape(3, -1)[:, :16000], s.arrays["wave"])
     assert not framed.reshape(3, -1)[:, 16000:].any()
+
+
+def test_model_signature_sets_the_window(speech: Path) -> None:
+    def sig(*shape: int | str) -> Signature:
+        return Signature((TensorSpec("wave", "float32", ("batch", *shape)),), ())
+
+    assert model_framing(sig(16000)) == (16000, None)
+    assert model_framing(sig(5, 320)) == (1600, 320)
+    assert model_framing(sig("time")) == (None, None) and model_framing(None) == (None, None)
+    assert load_arrays(speech, sig(8000)).arrays["audio"].shape == (3, 8000)
+    assert load_audio(speech, signature=sig(4, 400)).arrays["audio"].shape == (3, 4, 400)
+    assert load_audio(speech, window_seconds=1.0, signature=sig(8000)).arrays["audio"].shape == (3, 16000)
 
 
 def test_flat_folder_has_no_labels(tmp_path: Path) -> None:

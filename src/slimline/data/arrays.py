@@ -147,9 +147,10 @@ class NamedSamples:
         return NamedSamples(out, self.labels, self.source, axes, self.label_names)
 
 
-def load_arrays(path: str | Path) -> NamedSamples:
+def load_arrays(path: str | Path, signature: Any = None) -> NamedSamples:
     """Read a ``.npz``, a ``.npy`` (named after its file stem) or a folder of them (read in name order); a folder
-    of .wav files is read by :func:`slimline.data.audio.load_audio` with its defaults."""
+    of .wav files is read by :func:`slimline.data.audio.load_audio` (16 kHz), framed to the fixed input size of
+    the model's ``signature`` when it has one."""
     from slimline.data.audio import is_audio_path, load_audio
 
     p = Path(str(path))
@@ -157,7 +158,7 @@ def load_arrays(path: str | Path) -> NamedSamples:
         raise DataError(f"{p} does not exist; give a .npz file, a .npy file or a folder of them")
     files = sorted(f for f in p.iterdir() if f.suffix.lower() in ARRAY_SUFFIXES) if p.is_dir() else [p]
     if not files and is_audio_path(p):
-        return load_audio(p)
+        return load_audio(p, signature=signature)
     if not files:
         raise DataError(f"{p} holds no .npz or .npy files; save the inputs with np.savez(path, **{{name: array}})")
     arrays: dict[str, np.ndarray] = {}

@@ -5,7 +5,8 @@
 uint8 and float files), resampled to ``sample_rate`` with :func:`scipy.signal.resample_poly` and framed to the
 model's window: ``window_seconds`` pads with zeros at the end or crops the centre (default: the longest clip),
 giving ``[samples, window]``; with ``chunk_seconds`` the window is cut into streaming frames,
-``[samples, n_chunks, chunk]`` (the last chunk zero-padded).
+``[samples, n_chunks, chunk]`` (the last chunk zero-padded). Given the model's ``signature``, a single input with
+fixed sizes sets what the options leave out: ``[batch, W]`` a window of W samples, ``[batch, N, C]`` N chunks of C.
 
     samples = load_audio("speech/", sample_rate=16000, window_seconds=1.0)   # NamedSamples: {"audio": ...}
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +75,17 @@ def fit_window(x: np.ndarray, window: int) -> np.ndarray:
     return np.pad(x, (0, window - len(x)))
 
 
+def model_framing(signature: Any) -> tuple[int | None, int | None]:
+    """(window, chunk) in samples that a single-input model's fixed shape asks for: ``[batch, W]`` gives
+    (W, None), ``[batch, N, C]`` gives (N * C, C); (None, None) otherwise."""
+    if signature is None or len(signature.inputs) != 1:
+        return None, None
+    dims = signature.inputs[0].shape[1:]
+    if not dims or len(dims) > 2 or not all(isinstance(d, int) and d > 0 for d in dims):
+        return None, None
+    return (dims[0], None) if len(dims) == 1 else (dims[0] * dims[1], dims[1])
+
+
 def read_wav(path: Path, sample_rate: int) -> np.ndarray:
     """One ``.wav`` file as float32 mono at ``sample_rate`` Hz."""
     from scipy.io import wavfile
@@ -93,8 +106,10 @@ def load_audio(
     window_seconds: float | None = None,
     chunk_seconds: float | None = None,
     input_name: str = DEFAULT_INPUT_NAME,
+    signature: Any = None,
 ) -> NamedSamples:
-    """Read a folder of ``.wav`` files (see the module's docstring); errors are one line each."""
+    """Read a folder of ``.wav`` files (see the module's docstring); errors are one line each. ``signature``
+    (a :class:`slimline.signature.Signature`) frames the clips to the model's fixed input size."""
     p = Path(str(path))
     if sample_rate <= 0:
         raise DataError(f"sample_rate must be positive, not {sample_rate}; give the model's rate, e.g. 16000")
@@ -118,11 +133,16 @@ def load_audio(
             files += found
             labels += [i] * len(found)
     clips = [read_wav(f, sample_rate) for f in files]
-    window = round(window_seconds * sample_rate) if window_seconds is not None else max(len(c) for c in clips)
+    model_window, chunk = model_framing(signature)
+    if window_seconds is not None:
+        window = round(window_seconds * sample_rate)
+    else:
+        window = model_window or max(len(c) for c in clips)
     window = max(window, 1)
     x = np.stack([fit_window(c, window) for c in clips]).astype(np.float32)
     if chunk_seconds is not None:
         chunk = max(round(chunk_seconds * sample_rate), 1)
+    if chunk is not None:
         n_chunks = math.ceil(window / chunk)
         x = np.pad(x, ((0, 0), (0, n_chunks * chunk - window))).reshape(len(x), n_chunks, chunk)
     return NamedSamples({input_name: x}, np.asarray(labels, np.int64) if label_names else None, str(p),

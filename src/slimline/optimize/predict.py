@@ -316,7 +316,7 @@ def predict_named(
     if out.suffix == ".npy" and len(sig.outputs) != 1:
         raise SlimlineError(f"a .npy file holds one array but the model has outputs {', '.join(sig.output_names)}; "
                             "write a .npz file")
-    samples = (data if isinstance(data, NamedSamples) else load_arrays(data)).conform(sig).take(limit)
+    samples = (data if isinstance(data, NamedSamples) else load_arrays(data, sig)).conform(sig).take(limit)
     rt = runtime or default_runtime(art)
     bs = int(batch_size or art.meta.get("runtime_config", {}).get(rt, {}).get("batch_size") or 64)
     opts = dict(options or {})
