@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.io import wavfile
 from typer.testing import CliRunner
 
 from slimline.artifact import Artifact
@@ -83,29 +84,50 @@ def test_cli_and_one_line_errors(art: Artifact, feeds: tuple[Path, dict[str, np.
         predict(art, path, tmp_path / "o.npy", progress=False)
 
 
-def test_audio_folder_predicts_with_labels(tmp_path: Path) -> None:
-    """A wav folder in class subfolders feeds a single-input model under any input name; labels give top-1."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    from scipy.io import wavfile
-
-    from slimline.bench.targets import file_artifact
-
-    amps = {"loud": [0.5, 0.7, 0.9], "quiet": [0.02, 0.05, 0.1]}  # label indices: sorted folders, loud = 0
+def _clips(root: Path) -> Path:
+    """Two class folders of constant 8 kHz clips: loud (label 0, sorted first) and quiet (label 1)."""
+    amps = {"loud": [0.5, 0.7, 0.9], "quiet": [0.02, 0.05, 0.1]}
     for label, levels in amps.items():
-        (tmp_path / "clips" / label).mkdir(parents=True)
+        (root / label).mkdir(parents=True)
         for i, amp in enumerate(levels):
             n = 6000 if i == 2 else 4000  # a longer clip: cropped to the model's 8000-sample window at 16 kHz
-            wavfile.write(tmp_path / "clips" / label / f"{i}.wav", 8000, np.full(n, amp, np.float32))
-    w = np.stack([np.ones(8000), -np.ones(8000)], axis=1).astype(np.float32) / 8000  # [mean, -mean] + bias
+            wavfile.write(root / label / f"{i}.wav", 8000, np.full(n, amp, np.float32))
+    return root
+
+
+def _kws_model(path: Path) -> Path:
+    """wave float [batch, 8000] -> logits [batch, 2] = [mean - 0.25, 0.25 - mean]: loud is class 0."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.stack([np.ones(8000), -np.ones(8000)], axis=1).astype(np.float32) / 8000
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["wave", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["logits"])], "kws",
         [helper.make_tensor_value_info("wave", TensorProto.FLOAT, ["batch", 8000])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-0.25, 0.25], np.float32), "b")],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "kws.onnx"))
-    art = file_artifact(tmp_path / "kws.onnx", tmp_path / "arts")
-    res = predict(art, tmp_path / "clips", tmp_path / "o.npy", progress=False)  # 0.5 s at 8 kHz -> 8000 at 16 kHz
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_audio_folder_predicts_with_labels(tmp_path: Path) -> None:
+    """A wav folder in class subfolders feeds a single-input model under any input name, framed to its window;
+    labels give top-1."""
+    from slimline.bench.targets import file_artifact
+
+    art = file_artifact(_kws_model(tmp_path / "kws.onnx"), tmp_path / "arts")
+    res = predict(art, _clips(tmp_path / "clips"), tmp_path / "o.npy", progress=False)  # 8 kHz clips -> 16 kHz
     assert res["outputs"] == {"logits": [6, 2]} and res["format"] == "npy" and res["top1"] == 100.0
     assert np.load(tmp_path / "o.npy").argmax(1).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_quantize_calibrates_on_a_wav_folder(tmp_path: Path) -> None:
+    from slimline.cli import app
+
+    model, clips = _kws_model(tmp_path / "kws.onnx"), _clips(tmp_path / "clips")
+    r = CliRunner().invoke(app, ["quantize", "-m", str(model), "-d", str(clips), "-b", "onnxruntime",
+                                 "-o", str(tmp_path / "q"), "--json", str(tmp_path / "q.json")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "q.json").read_text())
+    assert summary["calibration"]["source"] == str(clips)
