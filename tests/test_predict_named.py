@@ -131,3 +131,12 @@ def test_quantize_calibrates_on_a_wav_folder(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "q.json").read_text())
     assert summary["calibration"]["source"] == str(clips)
+
+
+def test_evaluate_frames_a_wav_folder_to_the_model(tmp_path: Path) -> None:
+    """eval reads an audio folder once the model is open, so the clips (one longer) fit its 8000-sample window."""
+    from slimline.api import evaluate_model
+
+    res = evaluate_model(str(_kws_model(tmp_path / "kws.onnx")), str(_clips(tmp_path / "clips")))
+    assert res["n"] == 6
+    assert res["top1"] == 100.0
