@@ -13,6 +13,7 @@ from slimline.artifact import ARTIFACT_JSON, Artifact
 from slimline.context import DataBundle, RunContext
 from slimline.data import ArrayDataset, is_factory, load_dataset, load_factory
 from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
+from slimline.data.audio import is_audio_path
 from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
 from slimline.data.text import is_text_path
 from slimline.errors import RecipeError, SlimlineError
@@ -100,7 +101,8 @@ def _evaluate_model(
     samples: NamedSamples | None = None
     ds: ArrayDataset | None = None
     if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
-        samples = data if isinstance(data, NamedSamples) else load_arrays(data)
+        audio = not isinstance(data, NamedSamples) and is_audio_path(data)  # read once the model is open
+        samples = data if isinstance(data, NamedSamples) else None if audio else load_arrays(data)
     elif isinstance(data, str) and is_factory(data):
         if preprocess is not None:
             raise SlimlineError(f"preprocess applies to image files (imagefolder); data factory {data} "
@@ -115,6 +117,8 @@ def _evaluate_model(
     r = None
     if reference is not None:
         r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
+    if samples is None and isinstance(data, str | Path) and is_audio_path(data):  # framed to the model's input size
+        samples = load_arrays(data, artifact_signature(m) if isinstance(m, Artifact) else None)
     if samples is not None:
         return _evaluate_named_model(m, samples.take(limit), r, runtime, metric)
     assert ds is not None

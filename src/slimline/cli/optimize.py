@@ -188,9 +188,12 @@ def tune(
 @friendly
 def predict(
     artifact: Path = typer.Argument(..., help="artifact folder"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name"),
+    data: str = typer.Option(
+        ..., "--data", "-d", help="dataset name, or named arrays (.npz/.npy, a folder of them or of .wav files)"
+    ),
     out: Path = typer.Option(
-        ..., "--out", help="predictions file: .npy (classes, or logits with --logits) or .parquet"
+        ..., "--out", help="predictions file: .npy (classes, or logits with --logits) or .parquet; for named "
+        "arrays .npz (every output by name)"
     ),
     split: str = typer.Option("test", help="train or test"),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),
@@ -212,8 +215,11 @@ def predict(
 
     Example: slimline predict runs/demo/03_fuse --data fashion-mnist --out preds.npy --workers 2
 
+    Any ONNX/OpenVINO artifact: slimline predict ART -d inputs.npz --out outputs.npz feeds the arrays by input
+    name and writes every output by name (one worker, no shards).
+
     JSON keys: output, n, shards, shards_reused, workers, threads_per_worker, runtime, batch_size,
-    format, top1 (when the data has labels).
+    format, top1 (when the data has labels); outputs (name: shape) instead of the shard keys for named arrays.
     """
     from slimline.optimize.predict import predict as predict_api
 
@@ -236,7 +242,11 @@ def predict(
         download=download,
         trust_code=trust_code,
     )
-    line = f"wrote {res['output']}: {res['n']} samples, {res['shards']} shards ({res['shards_reused']} reused)"
+    line = f"wrote {res['output']}: {res['n']} samples"
+    if "shards" in res:
+        line += f", {res['shards']} shards ({res['shards_reused']} reused)"
+    else:
+        line += f", outputs {', '.join(res['outputs'])}"
     if "top1" in res:
         line += f", top-1 {res['top1']:.2f}%"
     console.print(line, highlight=False)

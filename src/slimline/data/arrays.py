@@ -25,11 +25,14 @@ ARRAY_SUFFIXES = (".npz", ".npy")
 
 
 def is_arrays_path(data: str | Path) -> bool:
-    """Whether ``data`` (a ``-d/--data`` value) names an arrays source: a .npz/.npy path, or a folder of them."""
+    """Whether ``data`` (a ``-d/--data`` value) names an arrays source: a .npz/.npy path, a folder of them, or
+    a folder of .wav files (:mod:`slimline.data.audio`)."""
+    from slimline.data.audio import is_audio_path
+
     p = Path(str(data))
     if p.suffix.lower() in ARRAY_SUFFIXES:
         return True
-    return p.is_dir() and any(f.suffix.lower() in ARRAY_SUFFIXES for f in p.iterdir())
+    return p.is_dir() and (any(f.suffix.lower() in ARRAY_SUFFIXES for f in p.iterdir()) or is_audio_path(p))
 
 
 @dataclass
@@ -42,6 +45,7 @@ class NamedSamples:
     # input name -> the model's batch axis when it is not the first (a GRU's h0: [layers, batch, hidden]); the
     # arrays keep the samples first and batches move them there
     batch_axes: dict[str, int] = field(default_factory=dict)
+    label_names: tuple[str, ...] = ()  # what each label index means (an audio folder's class folders)
 
     def __post_init__(self) -> None:
         where = self.source or "the arrays"
@@ -69,7 +73,8 @@ class NamedSamples:
 
     def subset(self, idx: np.ndarray | slice) -> NamedSamples:
         return NamedSamples({k: v[idx] for k, v in self.arrays.items()},
-                            None if self.labels is None else self.labels[idx], self.source, self.batch_axes)
+                            None if self.labels is None else self.labels[idx], self.source, self.batch_axes,
+                            self.label_names)
 
     def take(self, n: int | None) -> NamedSamples:
         """The first ``n`` samples (all when ``n`` is None or at least the count)."""
@@ -139,15 +144,21 @@ class NamedSamples:
                                     f"its samples on the first axis with size 1 at axis {axis}, e.g. "
                                     f"{(len(a), *a.shape[1:axis], 1, *a.shape[axis + 1:])}")
                 axes[t.name] = axis
-        return NamedSamples(out, self.labels, self.source, axes)
+        return NamedSamples(out, self.labels, self.source, axes, self.label_names)
 
 
-def load_arrays(path: str | Path) -> NamedSamples:
-    """Read a ``.npz``, a ``.npy`` (named after its file stem) or a folder of them (read in name order)."""
+def load_arrays(path: str | Path, signature: Any = None) -> NamedSamples:
+    """Read a ``.npz``, a ``.npy`` (named after its file stem) or a folder of them (read in name order); a folder
+    of .wav files is read by :func:`slimline.data.audio.load_audio` (16 kHz), framed to the fixed input size of
+    the model's ``signature`` when it has one."""
+    from slimline.data.audio import is_audio_path, load_audio
+
     p = Path(str(path))
     if not p.exists():
         raise DataError(f"{p} does not exist; give a .npz file, a .npy file or a folder of them")
     files = sorted(f for f in p.iterdir() if f.suffix.lower() in ARRAY_SUFFIXES) if p.is_dir() else [p]
+    if not files and is_audio_path(p):
+        return load_audio(p, signature=signature)
     if not files:
         raise DataError(f"{p} holds no .npz or .npy files; save the inputs with np.savez(path, **{{name: array}})")
     arrays: dict[str, np.ndarray] = {}

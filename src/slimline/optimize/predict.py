@@ -10,6 +10,11 @@ takes shard numbers from a queue, and writes each shard's logits atomically to
 - ``.parquet`` (needs pyarrow): columns ``index``, ``pred``, ``confidence`` (softmax of the top
   class), ``label`` (when the data has labels) and, with ``logits=True``, ``logits`` (list of floats).
 
+Named arrays (a ``.npz``/``.npy`` source, a folder of ``.wav`` files, or a
+:class:`~slimline.data.arrays.NamedSamples`) are predicted with any artifact: each batch goes through
+``session.run_named`` and ``OUT`` (``.npz``) holds every output by name, samples on each output's batch axis
+(``.npy`` holds the lone output of a single-output model). They run in one process, without shards.
+
 Interrupted runs (Ctrl-C, a kill, a crash) keep their finished shards; running the same command
 again computes only the missing ones. ``manifest.json`` in the shard folder records what the shards
 belong to (model files, data, shard size, batch size, runtime), so shards of another model or data
@@ -33,11 +38,13 @@ import numpy as np
 
 from slimline.artifact import Artifact
 from slimline.data import ArrayDataset, load_dataset
+from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
 from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
 from slimline.errors import DataError, SlimlineError
 from slimline.fileio import atomic_path, write_json
 
 FORMATS = (".npy", ".parquet")
+NAMED_FORMATS = (".npz", ".npy")
 
 
 @dataclass
@@ -186,7 +193,7 @@ def _write_output(out: Path, logits: np.ndarray, ds: ArrayDataset, with_logits: 
 
 def predict(
     artifact: Artifact | str | Path,
-    data: str | ArrayDataset,
+    data: str | Path | ArrayDataset | NamedSamples,
     out: str | Path,
     split: str = "test",
     data_dir: str | Path | None = None,
@@ -207,6 +214,8 @@ def predict(
     _stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Predict every sample of ``data`` (a dataset name or an ArrayDataset) with ``artifact``; write ``out``.
+    Named arrays (a path :func:`~slimline.data.arrays.is_arrays_path` accepts, or NamedSamples) go to
+    :func:`predict_named` (one worker, outputs by name).
 
     ``threads``: the total for all workers (default: the CPU count); each worker gets an equal share.
     ``batch_size``: default the artifact's tuned ``runtime_config[runtime]["batch_size"]``, else 64.
@@ -220,6 +229,17 @@ def predict(
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     out = Path(out)
+    if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
+        if preprocess is not None:
+            raise SlimlineError("preprocess applies to imagefolder's images; named arrays are fed as saved: "
+                                "leave it out")
+        if workers != 1:
+            raise SlimlineError(f"named arrays are predicted in one process, not {workers} workers; leave "
+                                "--workers at 1")
+        return predict_named(art, data, out, limit=limit, runtime=runtime, threads=threads,
+                             batch_size=batch_size, options=options, progress=progress, trust_code=trust_code)
+    if isinstance(data, Path):
+        data = str(data)
     if out.suffix not in FORMATS:
         raise SlimlineError(f"output must end in {' or '.join(FORMATS)}, not {out.name!r}")
     if workers < 1 or shard_size < 1:
@@ -267,6 +287,77 @@ def predict(
     }
     if len(ds.y) == len(all_logits):
         result["top1"] = float((all_logits.argmax(1) == ds.y).mean() * 100)
+    return result
+
+
+def predict_named(
+    artifact: Artifact | str | Path,
+    data: str | Path | NamedSamples,
+    out: str | Path,
+    limit: int | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    options: dict[str, Any] | None = None,
+    progress: bool = True,
+    trust_code: bool = False,
+) -> dict[str, Any]:
+    """Predict named arrays with any artifact in one process: ``session.run_named`` per batch; ``out`` (.npz)
+    holds every output by name, its samples on the output's batch axis (.npy: a single-output model's output)."""
+    from slimline.models import trust_state, trusted_factories
+    from slimline.runtimes import default_runtime
+    from slimline.signature import BATCH, artifact_signature
+
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    out = Path(out)
+    if out.suffix not in NAMED_FORMATS:
+        raise SlimlineError(f"named arrays predict every output by name: write a .npz file, not {out.name!r}")
+    sig = artifact_signature(art)
+    if out.suffix == ".npy" and len(sig.outputs) != 1:
+        raise SlimlineError(f"a .npy file holds one array but the model has outputs {', '.join(sig.output_names)}; "
+                            "write a .npz file")
+    samples = (data if isinstance(data, NamedSamples) else load_arrays(data, sig)).conform(sig).take(limit)
+    rt = runtime or default_runtime(art)
+    bs = int(batch_size or art.meta.get("runtime_config", {}).get(rt, {}).get("batch_size") or 64)
+    opts = dict(options or {})
+    if threads:
+        opts["threads"] = threads
+    with trusted_factories(trust_code=trust_code):
+        trust = trust_state()
+    job = _Job(str(art.path), rt, opts, bs, bs, "", trust)
+    axes = {t.name: next((i for i, d in enumerate(t.shape) if d == BATCH), 0) for t in sig.outputs}
+    parts: dict[str, list[np.ndarray]] = {}
+    import torch
+
+    from slimline.progress import make_progress
+
+    threads_before = torch.get_num_threads()  # a torch session sets the process-wide count
+    bar = make_progress(transient=True) if progress else _NullBar()
+    try:
+        session = _open(job)
+        with bar:
+            task = bar.add_task("predict", total=len(samples), info="")
+            for feeds in samples.batches(bs):
+                for name, value in session.run_named(feeds).items():
+                    parts.setdefault(name, []).append(np.asarray(value))
+                bar.advance(task, len(next(iter(feeds.values()))))
+    finally:
+        torch.set_num_threads(threads_before)
+    outputs = {name: np.concatenate(p, axis=axes.get(name, 0)) if p[0].ndim else np.stack(p)
+               for name, p in parts.items()}
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        if out.suffix == ".npz":
+            np.savez(f, **outputs)
+        else:
+            np.save(f, next(iter(outputs.values())))
+    result: dict[str, Any] = {
+        "output": str(out), "n": len(samples), "workers": 1, "threads_per_worker": opts.get("threads"),
+        "runtime": rt, "batch_size": bs, "format": out.suffix[1:],
+        "outputs": {name: list(v.shape) for name, v in outputs.items()},
+    }
+    only = next(iter(outputs.values()))
+    if samples.labels is not None and len(outputs) == 1 and only.ndim == 2 and len(only) == len(samples.labels):
+        result["top1"] = float((only.argmax(1) == samples.labels).mean() * 100)
     return result
 
 

@@ -270,7 +270,7 @@ def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, 
         raise RecipeError("named arrays calibrate ONNX/OpenVINO models; export the model first (slimline export) "
                           "and quantize the .onnx, or calibrate on a dataset name")
     sig = artifact_signature(artifact)
-    samples = load_arrays(data).conform(sig)
+    samples = load_arrays(data, sig).conform(sig)
     calib, held = samples.split(held_out, seed) if evaluate else (samples, samples)
     calib = calib.sample(opts.calibration_size, seed)
     backend, qcfg = usable_backend(opts)
