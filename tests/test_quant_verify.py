@@ -256,3 +256,24 @@ def test_cli_quantize_of_a_detector_reports_fidelity_instead_of_top1(tmp_path: P
     s = json.loads(out.read_text())
     assert "int8" not in s and s["fidelity"]["n"] == 20 and 0.9 < s["fidelity"]["min_cosine"] <= 1.0 + 1e-9
     assert s["verification"]["runs"] == "ok"
+
+
+def test_a_model_wrong_at_batch_above_one_is_refused() -> None:
+    """Verification also runs the samples as one batch: outputs that differ from the same samples run one at a
+    time (seen with OpenVINO on an int8 transformer) refuse the model; a model that cannot take a batch passes."""
+    import numpy as np
+
+    from slimline.quant.backends.base import QuantizationError, _check_batched
+
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    singles = [[x[i : i + 1] * 2] for i in range(4)]
+    assert _check_batched(lambda b: [b * 2], x, singles, "m") == pytest.approx(1.0)
+    with pytest.raises(QuantizationError, match="batch of 4 than for the same samples one at a time"):
+        _check_batched(lambda b: [b[::-1] * 2], x, singles, "m")
+
+    def fixed(b: np.ndarray) -> list[np.ndarray]:
+        if len(b) != 1:
+            raise RuntimeError("expected batch 1")
+        return [b * 2]
+
+    assert _check_batched(fixed, x, singles, "m").startswith("not run: expected batch 1")

@@ -402,6 +402,7 @@ def working_directory(folder: Path) -> Iterator[None]:
 
 # --- verifying the written model ----------------------------------------------------------------------------
 
+BATCH_COSINE = 0.99  # a batch's outputs vs the same samples one at a time, below which the model is refused
 VERIFY_SAMPLES = 8  # calibration samples the written model is run on (one at a time: fixed-batch exports work)
 LOW_COSINE = 0.9  # below this (min over samples) the result is kept but a warning says it is far from fp32
 Runner = Callable[[Feed], list[np.ndarray]]
@@ -507,6 +508,37 @@ def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: Cal
     return {"n": len(samples), "runtime": result_runtime(result), **fid}
 
 
+def _check_batched(run: Runner, calib: Calibration, singles: list[list[np.ndarray]], what: str) -> Any:
+    """Run the verification samples as one batch and compare with the same samples run one at a time: a model
+    that is right at batch 1 and wrong at batch N (seen with OpenVINO on an int8 transformer) is refused.
+    Returns the worst per-sample cosine, or why no batch was run (a fixed-batch export, a single sample)."""
+    n = len(singles)
+    if n < 2:
+        return "not run: fewer than two samples"
+    batch: Feed = next(iter(calib.take(n).batches(n))) if isinstance(calib, NamedSamples) else (
+        np.ascontiguousarray(calib[:n], dtype=np.float32))
+    try:
+        outs = run(batch)
+    except Exception as e:  # noqa: BLE001 - a fixed-batch export cannot run a batch: nothing to compare
+        return f"not run: {first_line(e)}"
+    worst = 1.0
+    for k, out in enumerate(outs):
+        parts = [np.asarray(r[k]) for r in singles]
+        if not all(p.ndim and p.shape[0] == 1 for p in parts) or np.shape(out)[0] != n:
+            return "not compared: an output without a leading batch axis"
+        one = np.concatenate(parts).reshape(n, -1).astype(np.float64)
+        many = np.asarray(out).reshape(n, -1).astype(np.float64)
+        num = (one * many).sum(1)
+        den = np.linalg.norm(one, axis=1) * np.linalg.norm(many, axis=1)
+        cos = np.where(den > 0, num / np.maximum(den, 1e-30), (np.abs(one - many).max(1) == 0).astype(float))
+        worst = min(worst, float(np.nan_to_num(cos, nan=-1.0).min()))
+    if worst < BATCH_COSINE:
+        raise QuantizationError(
+            f"{what} gives other outputs for a batch of {n} than for the same samples one at a time (min cosine "
+            f"{worst:.3f}): it is wrong at batch > 1; run it at batch 1, use the other backend, or exclude: [...]")
+    return worst
+
+
 def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Calibration, out_dir: Path) -> None:
     """Check the model ``backend`` wrote into ``out_dir``: the ONNX checker (ONNX files), loading it in its
     runtime, running it on a few calibration samples and comparing its outputs with the fp32 model's.
@@ -558,6 +590,7 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Cal
     ver.update({k: fid[k] for k in ("min_cosine", "mean_cosine", "max_abs_diff")})
     if len(fid["outputs"]) > 1:
         ver["outputs"] = fid["outputs"]
+    ver["batched"] = _check_batched(run, calib, got, f"{what} in {where}")
     result.verification = ver
     if fid["min_cosine"] < LOW_COSINE:
         result.warn(f"the int8 model's outputs are far from fp32 on the calibration inputs (min cosine "
