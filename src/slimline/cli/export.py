@@ -13,18 +13,6 @@ from slimline.errors import SlimlineError
 from slimline.progress import console
 
 
-def parse_shape(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
-    except ValueError:
-        raise SlimlineError(f"--input-shape must look like 3,224,224, not {text!r}") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise SlimlineError(f"--input-shape must be positive sizes like 3,224,224, not {text!r}")
-    return dims
-
-
 def _source(
     model: str, weights: Path | None, input_shape: list[int] | None, named_inputs: bool = False
 ) -> tuple[Any, dict[str, Any], list]:
