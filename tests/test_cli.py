@@ -105,3 +105,27 @@ def test_bench_refuses_a_misspelt_runtime_option_at_once(tmp_path: Path) -> None
     assert res.exit_code == 1
     assert "runtime onnxruntime has no option 'thread' (did you mean 'threads'?)" in " ".join(res.output.split())
     assert not (tmp_path / "w").exists()  # nothing was built or exported
+
+
+def test_options_mirroring_a_settings_model_are_declared_there() -> None:
+    """`quantize` and `bench` options take default and help from QuantizeOptions / BenchSettings (declared once)."""
+    import typer
+
+    from slimline.bench.settings import BenchSettings
+    from slimline.steps.quantize import QuantizeOptions
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    pairs = {"quantize": (QuantizeOptions, {"model_format": "format", "symmetric_activations": "activation_symmetric"}),
+             "bench": (BenchSettings, {"batch": "batch_sizes"})}
+    for command, (model, renamed) in pairs.items():
+        checked = 0
+        for param in commands[command].params:
+            field = renamed.get(param.name, param.name)
+            if field not in model.model_fields or not model.model_fields[field].description:
+                continue
+            checked += 1
+            assert model.model_fields[field].description in (param.help or ""), (command, param.name)
+            default = model.model_fields[field].get_default(call_default_factory=True)
+            if field not in ("threads", "exclude", "max_seconds"):
+                assert param.default == default, (command, param.name, param.default, default)
+        assert checked >= 8, (command, checked)

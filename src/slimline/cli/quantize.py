@@ -11,6 +11,7 @@ from rich.table import Table
 from slimline.cli.app import JSON_OPTION, app, dump_json, friendly
 from slimline.cli.common import DOWNLOAD_OPTION, data_section, preprocess_option
 from slimline.progress import console
+from slimline.steps.quantize import QuantizeOptions as Q
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -24,21 +25,24 @@ def quantize(
     data: str = typer.Option(..., "--data", "-d", help="dataset name (calibration: its training split), or named "
                              "arrays: a .npz/.npy file or a folder of them (one array per input name)"),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime, openvino or torch"),
-    mode: str = typer.Option("static", help="static (calibrated) or dynamic (onnxruntime, Linear-heavy models)"),
-    calibration: str = typer.Option("minmax", help="minmax, percentile, entropy, mse or default (the backend's own)"),
-    calibration_size: int = typer.Option(300, min=1, help="training samples used to calibrate"),
-    per_tensor: bool = typer.Option(False, "--per-tensor", help="one weight scale per tensor (default: per channel)"),
-    activation_type: str = typer.Option("uint8", help="uint8 (U8S8, fastest on x86) or int8"),
-    symmetric_activations: bool = typer.Option(False, "--symmetric-activations"),
-    reduce_range: bool | None = typer.Option(None, "--reduce-range/--full-range",
-                                             help="7-bit weights (default: on x86 CPUs without VNNI)"),
-    exclude: list[str] | None = typer.Option(None, "--exclude", "-x", help="layer kept in float (repeatable)"),
-    model_format: str = typer.Option(
-        "native", "--format", help="openvino: 'onnx' writes QDQ ONNX that OpenVINO runs (smaller than the IR)"
+    backend: str = typer.Option(Q.default("backend"), "--backend", "-b", help=Q.help("backend")),
+    mode: str = typer.Option(Q.default("mode"), help=Q.help("mode")),
+    calibration: str = typer.Option(Q.default("calibration"), help=Q.help("calibration")),
+    calibration_size: int = typer.Option(Q.default("calibration_size"), min=1, help=Q.help("calibration_size")),
+    per_tensor: bool = typer.Option(
+        not Q.default("per_channel"), "--per-tensor", help="one weight scale per tensor (default: per channel)"
     ),
-    accuracy_aware: bool = typer.Option(False, "--accuracy-aware", help="return sensitive layers to float"),
-    max_drop: float = typer.Option(1.0, min=0, help="accuracy-aware budget: top-1 points on the validation slice"),
+    activation_type: str = typer.Option(Q.default("activation_type"), help=Q.help("activation_type")),
+    symmetric_activations: bool = typer.Option(
+        Q.default("activation_symmetric"), "--symmetric-activations", help=Q.help("activation_symmetric")
+    ),
+    reduce_range: bool | None = typer.Option(
+        Q.default("reduce_range"), "--reduce-range/--full-range", help=Q.help("reduce_range")
+    ),
+    exclude: list[str] | None = typer.Option(None, "--exclude", "-x", help="repeatable: " + Q.help("exclude")),
+    model_format: str = typer.Option(Q.default("format"), "--format", help=Q.help("format")),
+    accuracy_aware: bool = typer.Option(Q.default("accuracy_aware"), "--accuracy-aware", help=Q.help("accuracy_aware")),
+    max_drop: float = typer.Option(Q.default("max_drop"), min=0, help=Q.help("max_drop")),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate float and int8 on the test split"),
     test_limit: int | None = typer.Option(None, min=1, help="evaluate on the first N test samples"),
     val_size: float = typer.Option(0.1, help="validation slice of the training data (fraction, or count if >= 1)"),

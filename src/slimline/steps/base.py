@@ -23,6 +23,16 @@ class StepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The field's default: command-line options take theirs from here, so each is declared once."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The field's description, the help text of the matching command-line option."""
+        return cls.model_fields[name].description or ""
+
 
 C = TypeVar("C", bound=StepConfig)
 

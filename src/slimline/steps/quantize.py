@@ -34,28 +34,34 @@ from slimline.steps.base import Step, StepConfig, StepOutput
 
 
 class QuantizeOptions(StepConfig):
-    backend: Literal["onnxruntime", "openvino", "torch"] = "onnxruntime"
-    mode: Literal["static", "dynamic"] = Field("static", description="dynamic: onnxruntime, for Linear-heavy models")
-    calibration: Literal["minmax", "percentile", "entropy", "mse", "default"] = "minmax"
-    percentile: float = Field(99.999, gt=50, le=100)
-    calibration_size: int = Field(300, ge=1, description="training samples used for calibration")
+    backend: Literal["onnxruntime", "openvino", "torch"] = Field(
+        "onnxruntime", description="onnxruntime, openvino or torch"
+    )
+    mode: Literal["static", "dynamic"] = Field(
+        "static", description="static (calibrated) or dynamic (onnxruntime, Linear-heavy models)"
+    )
+    calibration: Literal["minmax", "percentile", "entropy", "mse", "default"] = Field(
+        "minmax", description="minmax, percentile, entropy, mse or default (the backend's own)"
+    )
+    percentile: float = Field(99.999, gt=50, le=100, description="percentile calibration's clipping percentile")
+    calibration_size: int = Field(300, ge=1, description="training samples used to calibrate")
     batch_size: int = Field(16, ge=1, description="calibration batch size")
-    per_channel: bool = True
-    weight_symmetric: bool = True
-    activation_symmetric: bool = False
-    activation_type: Literal["uint8", "int8"] = "uint8"
-    weight_type: Literal["int8", "uint8"] = "int8"
-    reduce_range: bool | None = Field(None, description="7-bit weights; default: on x86 CPUs without VNNI")
-    exclude: list[str] = Field(default_factory=list, description="layers kept in float (module or node names)")
+    per_channel: bool = Field(True, description="one weight scale per output channel (off: one per tensor)")
+    weight_symmetric: bool = Field(True, description="symmetric weight ranges")
+    activation_symmetric: bool = Field(False, description="symmetric activation ranges")
+    activation_type: Literal["uint8", "int8"] = Field("uint8", description="uint8 (U8S8, fastest on x86) or int8")
+    weight_type: Literal["int8", "uint8"] = Field("int8", description="int8 or uint8 weights")
+    reduce_range: bool | None = Field(None, description="7-bit weights (default: on x86 CPUs without VNNI)")
+    exclude: list[str] = Field(default_factory=list, description="layer kept in float (module or node name)")
     compact_names: bool = Field(True, description="ONNX results: short tensor names and no node names in the file")
     format: Literal["native", "onnx"] = Field(
         "native",
         description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR)",
     )
-    accuracy_aware: bool = False
+    accuracy_aware: bool = Field(False, description="return the most sensitive layers to float until within max_drop")
     max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")
-    layers_per_step: int = Field(1, ge=1)
-    max_iterations: int | None = Field(None, ge=1)
+    layers_per_step: int = Field(1, ge=1, description="accuracy-aware: layers returned to float per step")
+    max_iterations: int | None = Field(None, ge=1, description="accuracy-aware: at most this many steps")
     sensitivity: bool = Field(False, description="also write the simulated per-layer sensitivity (not accuracy-aware)")
     sensitivity_samples: int = Field(128, ge=8, description="calibration samples the sensitivity is measured on")
     test_fidelity: bool = Field(
