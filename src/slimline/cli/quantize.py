@@ -24,7 +24,8 @@ def quantize(
     data: str = typer.Option(..., "--data", "-d", help="dataset name (calibration: its training split), or named "
                              "arrays: a .npz/.npy file or a folder of them (one array per input name)"),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime, openvino or torch"),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b",
+                                 help="onnxruntime, openvino, torch or litert (.tflite)"),
     mode: str = typer.Option("static", help="static (calibrated) or dynamic (onnxruntime, Linear-heavy models)"),
     calibration: str = typer.Option("minmax", help="minmax, percentile, entropy, mse or default (the backend's own)"),
     calibration_size: int = typer.Option(300, min=1, help="training samples used to calibrate"),
@@ -35,7 +36,8 @@ def quantize(
                                              help="7-bit weights (default: on x86 CPUs without VNNI)"),
     exclude: list[str] | None = typer.Option(None, "--exclude", "-x", help="layer kept in float (repeatable)"),
     model_format: str = typer.Option(
-        "native", "--format", help="openvino: 'onnx' writes QDQ ONNX that OpenVINO runs (smaller than the IR)"
+        "native", "--format", help="openvino: 'onnx' writes QDQ ONNX that OpenVINO runs (smaller than the IR); "
+        "litert: 'int8_io' gives the .tflite int8 inputs/outputs"
     ),
     accuracy_aware: bool = typer.Option(False, "--accuracy-aware", help="return sensitive layers to float"),
     max_drop: float = typer.Option(1.0, min=0, help="accuracy-aware budget: top-1 points on the validation slice"),

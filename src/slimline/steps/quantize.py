@@ -34,7 +34,7 @@ from slimline.steps.base import Step, StepConfig, StepOutput
 
 
 class QuantizeOptions(StepConfig):
-    backend: Literal["onnxruntime", "openvino", "torch"] = "onnxruntime"
+    backend: Literal["onnxruntime", "openvino", "torch", "litert"] = "onnxruntime"
     mode: Literal["static", "dynamic"] = Field("static", description="dynamic: onnxruntime, for Linear-heavy models")
     calibration: Literal["minmax", "percentile", "entropy", "mse", "default"] = "minmax"
     percentile: float = Field(99.999, gt=50, le=100)
@@ -48,9 +48,10 @@ class QuantizeOptions(StepConfig):
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on x86 CPUs without VNNI")
     exclude: list[str] = Field(default_factory=list, description="layers kept in float (module or node names)")
     compact_names: bool = Field(True, description="ONNX results: short tensor names and no node names in the file")
-    format: Literal["native", "onnx"] = Field(
+    format: Literal["native", "onnx", "int8_io"] = Field(
         "native",
-        description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR)",
+        description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR); "
+        "litert: 'int8_io' makes the .tflite's inputs and outputs int8 too",
     )
     accuracy_aware: bool = False
     max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")
