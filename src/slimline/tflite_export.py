@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,8 @@ def quantize_tflite(model: bytes, feeds: Iterable[Mapping[str, np.ndarray]], int
     key = "serving_default"
     import tqdm  # the calibrator's per-tensor progress bar is noise in slimline's output
 
-    with _quiet(), contextlib.redirect_stderr(io.StringIO()), _tqdm_off(tqdm):
+    with _quiet(), contextlib.redirect_stderr(io.StringIO()), _tqdm_off(tqdm), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # its calibrator's own
         cal = q.calibrate({key: data}, num_threads=max(1, threads))
         res = q.quantize(cal, enable_progress_bar=False, enable_progress_report=False)
     if res.quantized_model is None:
