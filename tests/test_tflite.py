@@ -131,10 +131,9 @@ def test_litert_runs_named_inputs_like_pytorch_at_the_exported_shapes(tmp_path: 
     at sequence 5: named inputs of any batch give PyTorch's outputs; another sequence is one error saying how to
     re-export (TFLite shapes are fixed)."""
     sys.path.insert(0, str(Path(__file__).parent))
+    from slimline.models import load_model
     from slimline.tflite_export import export_tflite_artifact
     from test_runtime_contract import FACTORY, feeds, reference
-
-    from slimline.models import load_model
 
     torch.manual_seed(0)
     model = load_model(FACTORY)
