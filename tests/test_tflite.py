@@ -210,3 +210,41 @@ def test_importing_slimline_and_listing_runtimes_loads_no_litert() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
     assert get_runtime("litert").available() == (True, "")
+
+
+NET_CHILD = r"""
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+import slimline
+from slimline.quant.backends import FloatModel, QuantConfig, get_backend
+from slimline.runtimes import open_session
+from slimline.tflite_export import export_tflite_artifact
+from test_tflite import tiny_resnet
+out = sys.argv[1]
+model = tiny_resnet()
+art, _ = export_tflite_artifact(model, out + "/fp32", {"input_shape": [3, 16, 16]}, [])
+calib = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+get_backend("litert").quantize(FloatModel((3, 16, 16), __import__("pathlib").Path(out) / "w", torch_model=model),
+                               calib, QuantConfig(), [], __import__("pathlib").Path(out) / "q")
+open_session(art, "litert", threads=1).run(calib)
+time.sleep(3)
+"""
+
+
+def test_export_quantize_and_run_reach_nothing_beyond_loopback(tmp_path: Path) -> None:
+    """litert-torch, ai-edge-quantizer and ai-edge-litert traced in a network namespace: no connection attempts."""
+    netcheck = pytest.importorskip("netcheck")
+    why = netcheck.unavailable()
+    if why:
+        pytest.skip(f"network check unavailable: {why}")
+    import os
+
+    script = tmp_path / "child.py"
+    script.write_text(NET_CHILD)
+    env = dict(os.environ) | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+                              "SLIMLINE_PROGRESS": "0", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    cmd = [sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)]
+    rc, attempts = netcheck.non_loopback_attempts(cmd, env, timeout=150)
+    assert rc == 0, f"the child failed (exit {rc})"
+    assert attempts == [], "traffic beyond loopback:\n" + "\n".join(attempts)
