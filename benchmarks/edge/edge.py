@@ -124,6 +124,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmarks" / "edge")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="200 test images and short timing: a smoke test")
+    ap.add_argument("--pruned", type=Path, default=None,
+                    help=f"a pruned ResNet-56 torch artifact (default: the last prune stage in {PRUNED_RUN}, if any)")
     args = ap.parse_args()
     from slimline.data import load_dataset
     from slimline.environment import environment
@@ -135,7 +137,7 @@ def main() -> int:
     test = load_dataset("cifar10-sample", "test", limit=200 if args.quick else None)
     calib = load_dataset("cifar10-sample", "train").sample(CALIBRATION, seed=0).inputs()
     sources: dict[str, Path | None] = {"resnet56": None}
-    pruned = pruned_artifact()
+    pruned = args.pruned.resolve() if args.pruned else pruned_artifact()
     if pruned is not None:
         sources["resnet56_pruned"] = pruned
     else:

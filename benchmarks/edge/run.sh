@@ -6,7 +6,8 @@
 # run (fresh process per artifact, runtime litert, XNNPACK). Writes runs/benchmarks/edge/results.json with
 # fp32_top1, int8_top1, size_ratio, litert_fp32_ms, litert_int8_ms, the checks of issue 23 and the environment.
 # Needs slimline[edge] (make installs it) and ../shared/data/cifar10. About 2 minutes on 2 cores per model.
-# Options: --quick (200 test images, shorter timing: a smoke test, not the figures), --threads N.
+# Options: --quick (200 test images, shorter timing: a smoke test, not the figures), --threads N,
+# --pruned ARTIFACT (another pruned ResNet-56 torch artifact).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
