@@ -228,7 +228,7 @@ calib = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float
 get_backend("litert").quantize(FloatModel((3, 16, 16), __import__("pathlib").Path(out) / "w", torch_model=model),
                                calib, QuantConfig(), [], __import__("pathlib").Path(out) / "q")
 open_session(art, "litert", threads=1).run(calib)
-time.sleep(3)
+time.sleep(1)
 """
 
 
@@ -248,3 +248,41 @@ def test_export_quantize_and_run_reach_nothing_beyond_loopback(tmp_path: Path) -
     rc, attempts = netcheck.non_loopback_attempts(cmd, env, timeout=150)
     assert rc == 0, f"the child failed (exit {rc})"
     assert attempts == [], "traffic beyond loopback:\n" + "\n".join(attempts)
+
+
+class KeywordLSTM(nn.Module):
+    """A speech-shaped model: features [batch, time, 13] through an LSTM to 4 keyword scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(13, 32, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(feats)[0][:, -1])
+
+
+@pytest.mark.parametrize("case", ["text_transformer", "speech_lstm"])
+def test_text_and_speech_models_export_with_parity(case: str, tmp_path: Path) -> None:
+    """A transformer encoder over int64 token ids and an LSTM over audio features, at a fixed sequence length."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from slimline.signature import Signature, TensorSpec
+    from slimline.tflite_export import export_tflite_artifact
+    from test_runtime_contract import TinyTransformer
+
+    torch.manual_seed(0)
+    if case == "text_transformer":
+        model: nn.Module = TinyTransformer().eval()
+        spec, shape = TensorSpec("ids", "int64", ("batch", "sequence")), [1, 12]
+        x = np.random.default_rng(3).integers(0, 50, (3, 12)).astype(np.int64)
+    else:
+        model = KeywordLSTM().eval()
+        spec, shape = TensorSpec("feats", "float32", ("batch", "time", 13)), [1, 20, 13]
+        x = np.random.default_rng(3).standard_normal((3, 20, 13)).astype(np.float32)
+    meta = {"signature": Signature((spec,)).to_dict()}
+    art, rec = export_tflite_artifact(model, tmp_path / case, meta, [], shapes={spec.name: shape})
+    assert rec["parity"]["passed"]
+    sig = artifact_signature(Artifact.load(art.path))
+    assert sig.inputs[0].dtype == spec.dtype and sig.inputs[0].shape == ("batch", *shape[1:])
+    got = open_session(Artifact.load(art.path), "litert").run_named({spec.name: x})
+    np.testing.assert_allclose(next(iter(got.values())), _reference(model, x), rtol=1e-4, atol=1e-5)
