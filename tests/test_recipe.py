@@ -65,7 +65,7 @@ def test_shipped_recipes_validate() -> None:
         ({"min_seconds": -1}, "benchmark.min_seconds: Input should be greater than or equal to 0"),
         ({"warmup": -1}, "benchmark.warmup: Input should be greater than or equal to 0"),
         ({"runtimes": []}, "benchmark.runtimes: List should have at least 1 item"),
-        ({"runtimes": ["torch", "onnx"]}, "benchmark.runtimes: unknown runtime 'onnx'; valid names: onnxruntime"),
+        ({"runtimes": ["torch", "onnx"]}, "benchmark.runtimes: unknown runtime 'onnx'; valid names: "),
         ({"runtimes": ["onnxruntime:thread=2"]}, "runtime onnxruntime has no option 'thread' (did you mean"),
     ],
 )

@@ -22,7 +22,7 @@ from slimline.errors import ModelError, SlimlineError, disk_full_check, first_li
 from slimline.fileio import dir_mode, write_json
 
 ARTIFACT_JSON = "artifact.json"
-KINDS = ("torch", "onnx", "openvino")
+KINDS = ("torch", "onnx", "openvino", "tflite")
 
 # Layers whose constructor arguments we can read back from the instance.
 _LAYER_ARGS: dict[type[nn.Module], Any] = {
@@ -63,7 +63,7 @@ ALTERNATE_ROLES = frozenset({"ort_model"})  # other forms of the model file, not
 class Artifact:
     """A model at one stage of a run."""
 
-    kind: str  # "torch" | "onnx" | "openvino"
+    kind: str  # "torch" | "onnx" | "openvino" | "tflite"
     path: Path  # the artifact's folder
     files: dict[str, str] = field(default_factory=dict)  # role -> file name inside ``path``
     meta: dict[str, Any] = field(default_factory=dict)  # data spec, model name, runtime config

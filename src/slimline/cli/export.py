@@ -1,4 +1,4 @@
-"""``slimline export``: a model (zoo name, factory, artifact folder or .onnx) to ONNX or OpenVINO IR."""
+"""``slimline export``: a model (zoo name, factory, artifact folder or .onnx) to ONNX, OpenVINO IR or TFLite."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _source(
 @friendly
 def export(
     model: str = typer.Argument(..., help="zoo name, package.module:factory, artifact folder, or .onnx (for openvino)"),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or openvino"),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, openvino or tflite (LiteRT; slimline[edge])"),
     output: Path = typer.Option(..., "--output", "-o", help="artifact folder to write"),
     weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
     input_shape: list[str] | None = typer.Option(
@@ -70,10 +70,12 @@ def export(
     rtol: float = typer.Option(1e-4, help="max relative difference to the source on a random batch"),
     via: str = typer.Option("direct", help="openvino from PyTorch: 'direct' or through 'onnx'"),
     seed: int = typer.Option(0, help="seed of the random parity batch"),
+    nhwc: bool = typer.Option(False, "--nhwc", help="tflite: take the image input channels-last (N, H, W, C)"),
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
-    """Export to ONNX (dynamic axes, checker, parity with PyTorch) or OpenVINO IR (.xml + .bin).
+    """Export to ONNX (dynamic axes, checker, parity with PyTorch), OpenVINO IR (.xml + .bin) or TFLite (.tflite,
+    fixed shapes at batch 1; int8: slimline quantize --backend litert).
 
     Example: slimline export cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -o out/r56
 
@@ -82,7 +84,8 @@ def export(
     --input-shape mask=1x128 --input-dtype mask=bool --dynamic ids=0:batch,1:sequence --dynamic mask=0:batch,1:sequence
 
     JSON keys: format, artifact (folder), files, parity {max_abs_diff, max_rel_diff, tolerance, against},
-    file_bytes; onnx: opset, external_data; openvino: source, openvino_version.
+    file_bytes; onnx: opset, external_data; openvino: source, openvino_version; tflite: layout, model_batch,
+    litert_torch_version.
     """
     from slimline.artifact import Artifact
     from slimline.models import trusted_factories
@@ -110,8 +113,14 @@ def export(
         from slimline.openvino_export import export_openvino_artifact
 
         art, record = export_openvino_artifact(source, output, meta, lineage, via=via, **kw)
+    elif fmt == "tflite":
+        if isinstance(source, Artifact):
+            raise SlimlineError(f"TFLite export converts PyTorch models; {model} is ONNX: export the PyTorch model")
+        from slimline.tflite_export import export_tflite_artifact
+
+        art, record = export_tflite_artifact(source, output, meta, lineage, nhwc=nhwc, **kw)
     else:
-        raise SlimlineError(f"--format must be onnx or openvino, not {fmt!r}")
+        raise SlimlineError(f"--format must be onnx, openvino or tflite, not {fmt!r}")
     art.lineage = [*lineage, {"step": f"export_{fmt}", **record}]
     from slimline.fileio import write_json
 

@@ -13,7 +13,7 @@ from slimline.runtimes.base import Runtime, Session
 
 RUNTIMES: Registry[type[Runtime]] = Registry(
     "runtime",
-    [f"slimline.runtimes.{m}" for m in ("onnxruntime", "torch_eager", "torch_compile", "openvino")],
+    [f"slimline.runtimes.{m}" for m in ("onnxruntime", "torch_eager", "torch_compile", "openvino", "litert")],
     group="slimline.runtimes",
 )
 
@@ -90,7 +90,7 @@ def default_runtime(artifact: Artifact) -> str:
     named = artifact.meta.get("runtime")
     if isinstance(named, str) and named in RUNTIMES and artifact.kind in get_runtime(named).kinds:
         return named
-    return {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[artifact.kind]
+    return {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}[artifact.kind]
 
 
 __all__ = [

@@ -12,6 +12,7 @@ _STEP_MODULES = (
     "evaluate",
     "export_onnx",
     "export_openvino",
+    "export_tflite",
     "distill",
     "sensitivity",
     "prune",

@@ -15,7 +15,7 @@ from slimline.errors import RecipeError
 if TYPE_CHECKING:
     from slimline.context import RunContext
 
-ARTIFACT_KINDS = ("torch", "onnx", "openvino")
+ARTIFACT_KINDS = ("torch", "onnx", "openvino", "tflite")
 
 
 class StepConfig(BaseModel):

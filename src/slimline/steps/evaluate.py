@@ -23,7 +23,7 @@ class Evaluate(Step[EvaluateOptions]):
 
     name = "evaluate"
     Config = EvaluateOptions
-    accepts = ("torch", "onnx", "openvino")
+    accepts = ("torch", "onnx", "openvino", "tflite")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         cfg = self.config

@@ -34,8 +34,8 @@ from slimline.steps.base import Step, StepConfig, StepOutput
 
 
 class QuantizeOptions(StepConfig):
-    backend: Literal["onnxruntime", "openvino", "torch"] = Field(
-        "onnxruntime", description="onnxruntime, openvino or torch"
+    backend: Literal["onnxruntime", "openvino", "torch", "litert"] = Field(
+        "onnxruntime", description="onnxruntime, openvino, torch or litert (.tflite)"
     )
     mode: Literal["static", "dynamic"] = Field(
         "static", description="static (calibrated) or dynamic (onnxruntime, Linear-heavy models)"
@@ -54,9 +54,10 @@ class QuantizeOptions(StepConfig):
     reduce_range: bool | None = Field(None, description="7-bit weights (default: on x86 CPUs without VNNI)")
     exclude: list[str] = Field(default_factory=list, description="layer kept in float (module or node name)")
     compact_names: bool = Field(True, description="ONNX results: short tensor names and no node names in the file")
-    format: Literal["native", "onnx"] = Field(
+    format: Literal["native", "onnx", "int8_io"] = Field(
         "native",
-        description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR)",
+        description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR); "
+        "litert: 'int8_io' makes the .tflite's inputs and outputs int8 too",
     )
     accuracy_aware: bool = Field(False, description="return the most sensitive layers to float until within max_drop")
     max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")

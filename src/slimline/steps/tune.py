@@ -42,7 +42,7 @@ class Tune(Step[TuneOptions]):
 
     name = "tune"
     Config = TuneOptions
-    accepts = ("torch", "onnx", "openvino")
+    accepts = ("torch", "onnx", "openvino", "tflite")
 
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         cfg = self.config

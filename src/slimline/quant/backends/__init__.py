@@ -11,7 +11,7 @@ from slimline.registry import Registry
 
 BACKENDS: Registry[type[QuantBackend]] = Registry(
     "quantization backend",
-    [f"slimline.quant.backends.{m}" for m in ("ort", "openvino", "torch_fx")],
+    [f"slimline.quant.backends.{m}" for m in ("ort", "openvino", "torch_fx", "litert")],
     group="slimline.quant_backends",
 )
 

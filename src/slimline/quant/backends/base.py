@@ -62,7 +62,7 @@ class QuantConfig:
     batch_size: int = 16  # calibration batch size
     exclude: list[str] = field(default_factory=list)  # module names or backend node names kept in float
     compact_names: bool = True  # ONNX results: short tensor names, no node names in the saved model
-    format: Literal["native", "onnx"] = "native"  # openvino: "onnx" writes a QDQ ONNX model (NNCF ONNX backend)
+    format: Literal["native", "onnx", "int8_io"] = "native"  # openvino: "onnx" writes QDQ ONNX; litert: "int8_io"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
