@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")
+pytest.importorskip("aiohttp")
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 

@@ -1,4 +1,4 @@
-"""``slimline loadtest``: a bounded HTTP load against a ``slimline serve`` endpoint (httpx, asyncio).
+"""``slimline loadtest``: a bounded HTTP load against a ``slimline serve`` endpoint (aiohttp, asyncio).
 
 ``count`` requests at most, for ``time_limit`` seconds at most, from ``concurrency`` callers (closed loop) or at
 ``rate`` requests per second (open loop, still at most ``concurrency`` in flight). Each request carries an id
@@ -83,36 +83,39 @@ def _r(x: float) -> float | None:
 
 async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int, concurrency: int,
                 rate: float | None, time_limit: float, timeout: float, id_prefix: str) -> LoadResult:
-    import httpx
+    import aiohttp
 
     res = LoadResult(concurrency=concurrency, rate=rate)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     t_start = time.perf_counter()
     stop_at = t_start + time_limit
     next_index = 0
     sem = asyncio.Semaphore(concurrency)
 
-    async def one(client: httpx.AsyncClient, i: int) -> None:
+    async def one(client: aiohttp.ClientSession, i: int) -> None:
         rid = f"{id_prefix}{i}"
         t0 = time.perf_counter()
         try:
-            r = await client.post(url, content=bodies[i % len(bodies)],
-                                  headers={"content-type": content_type, "x-request-id": rid})
-        except httpx.ConnectError:
-            res.refused += 1
+            async with client.post(url, data=bodies[i % len(bodies)],
+                                   headers={"content-type": content_type, "x-request-id": rid}) as r:
+                await r.read()
+                status, echoed = r.status, r.headers.get("x-request-id")
+        except aiohttp.ClientConnectorError:
+            res.refused += 1  # never accepted: nothing listens (any more)
             return
-        except httpx.HTTPError:
-            res.lost += 1
+        except (aiohttp.ClientError, TimeoutError):
+            res.lost += 1  # sent, and no answer came
             return
-        res.statuses[str(r.status_code)] = res.statuses.get(str(r.status_code), 0) + 1
-        if r.status_code == 200 and r.headers.get("x-request-id") == rid:
+        res.statuses[str(status)] = res.statuses.get(str(status), 0) + 1
+        if status == 200 and echoed == rid:
             res.ok += 1
             res.latencies_ms.append((time.perf_counter() - t0) * 1000)
             res.answered_ids.append(rid)
         else:
             res.errors += 1
 
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
+                                     trust_env=False) as client:
         if rate is None:
             async def caller() -> None:
                 nonlocal next_index
