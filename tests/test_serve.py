@@ -169,8 +169,9 @@ def test_full_queue_answers_503_with_retry_after() -> None:
                 gate.set()
                 return await asyncio.gather(*tasks)
 
-        codes = [r.status_code for r in asyncio.run(burst())]
-        busy = [r for r in asyncio.run(burst()) if r.status_code == 503]
+        answers = asyncio.run(burst())
+        codes = [r.status_code for r in answers]
+        busy = [r for r in answers if r.status_code == 503]
     assert codes.count(503) >= 1 and codes.count(200) >= 2 and set(codes) <= {200, 503}
     assert busy and busy[0].headers["retry-after"] == "1"
 
@@ -207,7 +208,58 @@ def test_loadtest_counts_answers_and_refuses_remote_hosts() -> None:
     assert d["p50_ms"] <= d["p99_ms"] and d["throughput_rps"] > 0
     assert (poisoned.ok, poisoned.errors) == (0, 4)
     gone = run_load(s.url, _sample(1, rows=1), count=3, concurrency=1, time_limit=10)
-    assert gone.refused == 3 and gone.ok == 0
+    assert gone.refused >= 1 and gone.ok == 0 and gone.sent <= 3
     with pytest.raises(SlimlineError, match="loopback"):
         check_loopback("http://example.com:8000")
     assert check_loopback("127.0.0.1:9") == "http://127.0.0.1:9/predict"
+
+
+def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(tmp_path: Any) -> None:
+    """`slimline serve` in its own process on a real ONNX artifact: answers match ONNX Runtime; SIGTERM during a
+    load stops it with exit 0, and every request its stats file lists as accepted was answered to the client."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torch import nn
+
+    from slimline.onnx_export import export_onnx_artifact, ort_run
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    art, _ = export_onnx_artifact(model.eval(), tmp_path / "tiny", {"input_shape": [3, 4, 4], "num_classes": 2}, [])
+    port, stats = _free_port(), tmp_path / "stats.json"
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "SLIMLINE_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "slimline", "serve", str(art.path), "--port", str(port),
+                             "--max-batch", "4", "--stats", str(stats)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        x = np.random.default_rng(0).standard_normal((3, 3, 4, 4)).astype(np.float32)
+        r = httpx.post(url + "/predict", content=_npy(x), headers=NPY | {"x-request-id": "first"})
+        assert r.status_code == 200 and r.headers["x-request-id"] == "first"
+        np.testing.assert_allclose(r.json()["outputs"]["output"], ort_run(art.model_file, {"input": x})[0],
+                                   rtol=1e-4, atol=1e-5)
+        assert httpx.get(url + "/metadata").json()["kind"] == "onnx"
+        box: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: box.setdefault("res", run_load(url, x, count=100_000, concurrency=16,
+                                                                           time_limit=20)))
+        t.start()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        t.join(40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    res, served = box["res"], json.loads(stats.read_text())
+    assert served["accepted"] > 0 and served["accepted"] == served["answered"]
+    assert set(served["accepted_ids"]) - {"first"} <= set(res.answered_ids)

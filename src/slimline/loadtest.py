@@ -4,7 +4,8 @@
 ``rate`` requests per second (open loop, still at most ``concurrency`` in flight). Each request carries an id
 (``X-Request-ID``) and is counted as answered only when the answer echoes it. A request is an *error* when the
 server answered with a non-2xx status or the wrong id, *refused* when the connection was never accepted (the
-server is gone or not listening), *lost* when it was sent and no answer came (connection dropped or timed out).
+server is gone or not listening; no new request starts after one), *lost* when it was sent and no answer came
+(connection dropped or timed out).
 Only loopback addresses are accepted: slimline contacts nothing beyond 127.0.0.1.
 """
 
@@ -90,6 +91,7 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
     stop_at = t_start + time_limit
     next_index = 0
     sem = asyncio.Semaphore(concurrency)
+    gone = asyncio.Event()
 
     async def one(client: aiohttp.ClientSession, i: int) -> None:
         rid = f"{id_prefix}{i}"
@@ -100,7 +102,8 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
                 await r.read()
                 status, echoed = r.status, r.headers.get("x-request-id")
         except aiohttp.ClientConnectorError:
-            res.refused += 1  # never accepted: nothing listens (any more)
+            res.refused += 1  # never accepted: nothing listens (any more), so no new request is started
+            gone.set()
             return
         except (aiohttp.ClientError, TimeoutError):
             res.lost += 1  # sent, and no answer came
@@ -119,7 +122,7 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
         if rate is None:
             async def caller() -> None:
                 nonlocal next_index
-                while next_index < count and time.perf_counter() < stop_at:
+                while next_index < count and time.perf_counter() < stop_at and not gone.is_set():
                     i = next_index
                     next_index += 1
                     res.sent += 1
@@ -136,7 +139,7 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
             for i in range(count):
                 due = t_start + i / rate
                 now = time.perf_counter()
-                if due >= stop_at:
+                if due >= stop_at or gone.is_set():
                     break
                 if due > now:
                     await asyncio.sleep(due - now)
