@@ -66,10 +66,10 @@ def _free_port() -> int:
 
 
 class Running:
-    def __init__(self, session: Session, **settings: Any) -> None:
+    def __init__(self, session: Session, sig: Signature = SIG, **settings: Any) -> None:
         self.port = _free_port()
         self.settings = ServeSettings(port=self.port, warmup_batches=1, **settings)
-        app = create_app([session], SIG, self.settings)
+        app = create_app([session], sig, self.settings)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -263,3 +263,27 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
     res, served = box["res"], json.loads(stats.read_text())
     assert served["accepted"] > 0 and served["accepted"] == served["answered"]
     assert set(served["accepted_ids"]) - {"first"} <= set(res.answered_ids)
+
+
+def test_loadtest_cli_sweeps_concurrency_on_cifar_images_and_the_report_plots_it(cifar_dir: Any, tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+    from slimline.report.plots import serving_latency
+
+    sig = Signature((TensorSpec("input", "float32", ("batch", 3, 32, 32)),), SIG.outputs)
+    assert serving_latency(SimpleNamespace(run_dir=tmp_path)) == []  # no load test: no serving section
+    with Running(FakeSession(), sig, max_batch=8) as s:
+        out = tmp_path / "serving" / "fake.json"
+        r = CliRunner().invoke(app, ["loadtest", s.url, "-d", "cifar10-sample", "--data-dir", str(cifar_dir),
+                                     "--count", "30", "-c", "1", "-c", "6", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert [x["concurrency"] for x in doc["runs"]] == [1, 6] and doc["concurrency"] == 6
+    assert all((x["sent"], x["ok"], x["errors"], x["lost"]) == (30, 30, 0, 0) for x in doc["runs"])
+    plots = serving_latency(SimpleNamespace(run_dir=tmp_path))
+    assert len(plots) == 1 and plots[0].svg and plots[0].svg.startswith("<svg")
+    r = CliRunner().invoke(app, ["loadtest", "http://10.1.2.3:80", "--count", "1"])
+    assert r.exit_code == 1 and "loopback" in r.output

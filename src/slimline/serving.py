@@ -441,3 +441,20 @@ def serve(artifact_path: str | Path, runtime: str | None = None, options: Mappin
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def load_test_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """The load tests saved in ``folder`` (``slimline loadtest --json folder/NAME.json``): NAME -> one row per
+    concurrency (throughput_rps, p50_ms, p99_ms, ...). Files that are not load-test JSON are skipped."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        rows = doc.get("runs", [doc]) if isinstance(doc, dict) else []
+        rows = [r for r in rows if isinstance(r, dict) and {"concurrency", "p50_ms", "p99_ms", "throughput_rps"}
+                <= r.keys() and r["p50_ms"] is not None]
+        if rows:
+            out[f.stem] = rows
+    return out

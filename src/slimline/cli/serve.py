@@ -59,7 +59,8 @@ def loadtest(
     data_dir: Path | None = typer.Option(None),
     download: bool = DOWNLOAD_OPTION,
     count: int = typer.Option(1000, min=1, help="requests sent at most"),
-    concurrency: int = typer.Option(16, min=1, help="requests in flight at most"),
+    concurrency: list[int] = typer.Option(
+        [16], "--concurrency", "-c", min=1, help="requests in flight at most; repeat for a sweep (one run each)"),
     rate: float | None = typer.Option(None, help="requests per second (open loop); default: as fast as answered"),
     time_limit: float = typer.Option(60.0, help="stop sending after this many seconds"),
     timeout: float = typer.Option(30.0, help="seconds one request may take before it counts as lost"),
@@ -69,17 +70,21 @@ def loadtest(
 
     Example: slimline loadtest http://127.0.0.1:8000 -d cifar10-sample --count 2000 --concurrency 200
 
-    JSON keys: sent, ok, errors, lost, refused, seconds, concurrency, rate, throughput_rps, p50_ms, p90_ms,
-    p99_ms, mean_ms, statuses, url, data.
+    JSON keys (of the last run; every run under "runs"): sent, ok, errors, lost, refused, seconds, concurrency,
+    rate, throughput_rps, p50_ms, p90_ms, p99_ms, mean_ms, statuses, url, data. Saved as RUN/serving/NAME.json,
+    `slimline report RUN` plots latency and throughput against concurrency.
     """
     from slimline.data import load_dataset
     from slimline.loadtest import check_loopback, run_load
 
     target = check_loopback(url)
     samples = load_dataset(data, split, data_dir, limit=count, download=download).inputs()
-    res = run_load(target, samples, count, concurrency, rate, time_limit, timeout).to_dict()
-    console.print(
-        f"{res['ok']}/{res['sent']} answered in {res['seconds']} s: {res['throughput_rps']} req/s, p50 "
-        f"{res['p50_ms']} ms, p90 {res['p90_ms']} ms, p99 {res['p99_ms']} ms; errors {res['errors']}, lost "
-        f"{res['lost']}, refused {res['refused']}", highlight=False)
-    dump_json(json_path, res | {"url": target, "data": data})
+    runs = []
+    for c in concurrency:
+        res = run_load(target, samples, count, c, rate, time_limit, timeout).to_dict()
+        runs.append(res)
+        console.print(
+            f"concurrency {c}: {res['ok']}/{res['sent']} answered in {res['seconds']} s: {res['throughput_rps']} "
+            f"req/s, p50 {res['p50_ms']} ms, p90 {res['p90_ms']} ms, p99 {res['p99_ms']} ms; errors "
+            f"{res['errors']}, lost {res['lost']}, refused {res['refused']}", highlight=False)
+    dump_json(json_path, runs[-1] | {"url": target, "data": data, "runs": runs})
