@@ -66,10 +66,11 @@ def _free_port() -> int:
 
 
 class Running:
-    def __init__(self, session: Session, sig: Signature = SIG, **settings: Any) -> None:
+    def __init__(self, session: Session, sig: Signature = SIG, meta: dict[str, Any] | None = None,
+                 **settings: Any) -> None:
         self.port = _free_port()
         self.settings = ServeSettings(port=self.port, warmup_batches=1, **settings)
-        app = create_app([session], sig, self.settings)
+        app = create_app([session], sig, self.settings, meta=meta)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -287,3 +288,24 @@ def test_loadtest_cli_sweeps_concurrency_on_cifar_images_and_the_report_plots_it
     assert len(plots) == 1 and plots[0].svg and plots[0].svg.startswith("<svg")
     r = CliRunner().invoke(app, ["loadtest", "http://10.1.2.3:80", "--count", "1"])
     assert r.exit_code == 1 and "loopback" in r.output
+
+
+def test_png_images_are_preprocessed_as_the_artifacts_data_and_answers_name_the_class(cifar_dir: Any) -> None:
+    from PIL import Image
+
+    from slimline.data import load_dataset
+    from slimline.data.base import ArrayDataset, DataSpec
+
+    ds = load_dataset("cifar10-sample", "test", cifar_dir, limit=2)
+    data = ds.spec.to_dict() | {"num_classes": 2, "class_names": ["small", "large"]}
+    sig = Signature((TensorSpec("input", "float32", ("batch", 3, 32, 32)),), SIG.outputs)
+    buf = io.BytesIO()
+    Image.fromarray(ds.x[1]).save(buf, format="PNG")
+    with Running(FakeSession(), sig, {"data": data}, max_batch=4) as s:
+        r = httpx.post(s.url + "/predict", content=buf.getvalue(), headers={"content-type": "image/png"})
+        bad = httpx.post(s.url + "/predict", content=b"not an image", headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    want = ArrayDataset(ds.x[1:2], np.zeros(1, np.int64), DataSpec.from_dict(data)).inputs()
+    np.testing.assert_allclose(r.json()["outputs"]["output"][0], [want.sum(), want.flat[0]], rtol=1e-4)
+    assert r.json()["labels"] == [["small", "large"][int(np.argmax([want.sum(), want.flat[0]]))]]
+    assert bad.status_code == 400 and "body: not a readable image" in bad.json()["error"]

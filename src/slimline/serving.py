@@ -71,7 +71,7 @@ class ServeSettings:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-def _json_inputs(body: bytes, signature: Signature) -> tuple[dict[str, Any], str | None]:
+def _json_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -83,7 +83,7 @@ def _json_inputs(body: bytes, signature: Signature) -> tuple[dict[str, Any], str
     return doc["inputs"], None if rid is None else str(rid)
 
 
-def _npy_inputs(body: bytes, signature: Signature) -> tuple[dict[str, Any], str | None]:
+def _npy_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     if len(signature.inputs) != 1:
         raise RequestError(f"body: a .npy body fits single-input models; this one takes "
                            f"{', '.join(signature.input_names)}: send .npz ({NPZ_TYPE}) or JSON", 415)
@@ -94,7 +94,7 @@ def _npy_inputs(body: bytes, signature: Signature) -> tuple[dict[str, Any], str 
     return {signature.inputs[0].name: arr}, None
 
 
-def _npz_inputs(body: bytes, signature: Signature) -> tuple[dict[str, Any], str | None]:
+def _npz_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}, None
@@ -102,10 +102,44 @@ def _npz_inputs(body: bytes, signature: Signature) -> tuple[dict[str, Any], str 
         raise RequestError(f"body: not a readable .npz archive ({type(e).__name__}: {e})", 400) from None
 
 
-Decoder = Callable[[bytes, Signature], tuple[dict[str, Any], "str | None"]]
-# content type -> body decoder (named raw inputs, request id or None). A task's own input is one more line here.
+def _image_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """One encoded image (PNG, JPEG, ...) -> the model's single input, preprocessed as the artifact's data
+    (``meta["data"]``: mean, std, layout) after a resize to its H x W."""
+    from PIL import Image, UnidentifiedImageError
+
+    from slimline.data.base import ArrayDataset, DataSpec
+
+    data = meta.get("data")
+    if len(signature.inputs) != 1 or not isinstance(data, dict):
+        raise RequestError("body: image bodies fit single-input image artifacts that record their data "
+                           "preprocessing; send the preprocessed array as .npy or JSON", 415)
+    spec = DataSpec.from_dict(data)
+    c, h, w = spec.input_shape if not spec.preprocess or spec.preprocess.layout != "NHWC" else (
+        spec.input_shape[2], spec.input_shape[0], spec.input_shape[1])
+    try:
+        img = Image.open(io.BytesIO(body))
+        img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise RequestError(f"body: not a readable image ({e})", 400) from None
+    x = np.array(img, dtype=np.uint8)[None]  # a writable copy
+    return {signature.inputs[0].name: ArrayDataset(x, np.zeros(1, np.int64), spec).inputs()}, None
+
+
+Decoder = Callable[[bytes, Signature, Mapping[str, Any]], tuple[dict[str, Any], "str | None"]]
+# content type -> body decoder (named raw inputs, request id or None) given the signature and the artifact's meta.
+# A task's own input (raw text for a text artifact) is one more function and one more line here.
 DECODERS: dict[str, Decoder] = {"application/json": _json_inputs, NPZ_TYPE: _npz_inputs}
 DECODERS.update({t: _npy_inputs for t in NPY_TYPES})
+DECODERS.update({t: _image_inputs for t in ("image/png", "image/jpeg", "image/webp", "image/bmp")})
+
+
+def class_labels(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[str] | None:
+    """The top-1 class name per row when the artifact names its classes and its first output scores them."""
+    names = (meta.get("data") or {}).get("class_names") if isinstance(meta.get("data"), dict) else None
+    first = next(iter(outputs.values()), None)
+    if not names or first is None or first.ndim != 2 or first.shape[1] != len(names):
+        return None
+    return [str(names[i]) for i in first.argmax(1)]
 
 
 def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
@@ -296,10 +330,12 @@ def _media_type(content_type: str | None) -> str:
 
 
 def create_app(sessions: list[Session], signature: Signature, settings: ServeSettings,
-               info: Mapping[str, Any] | None = None, stats_path: Path | None = None) -> Any:
+               info: Mapping[str, Any] | None = None, stats_path: Path | None = None,
+               meta: Mapping[str, Any] | None = None) -> Any:
     """The FastAPI app serving ``sessions`` (one per model instance, all of ``signature``).
 
-    ``info`` is added to ``/metadata``; ``stats_path`` receives, at shutdown, a JSON record of the requests
+    ``meta`` (the artifact's) tells decoders how to preprocess raw inputs and names classes (answers then carry
+    ``labels``); ``info`` is added to ``/metadata``; ``stats_path`` receives, at shutdown, a JSON record of the requests
     accepted and answered (their ids), written to a temporary file and renamed.
     """
     from fastapi import FastAPI, Request, Response
@@ -307,6 +343,7 @@ def create_app(sessions: list[Session], signature: Signature, settings: ServeSet
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     settings.check()
+    meta = dict(meta or {})
     metrics = Metrics()
     batcher_box: dict[str, Batcher] = {}
     stats: dict[str, Any] = {"accepted": 0, "answered": 0, "failed": 0, "accepted_ids": [], "answered_ids": []}
@@ -377,7 +414,7 @@ def create_app(sessions: list[Session], signature: Signature, settings: ServeSet
             if decoder is None:
                 raise RequestError(f"content-type: {ctype} is not served; use one of {', '.join(sorted(DECODERS))}",
                                    415)
-            raw, body_id = decoder(body, signature)
+            raw, body_id = decoder(body, signature, meta)
             rid = body_id if body_id is not None else rid
             feeds = validate_inputs(raw, signature, settings.max_batch)
             fut = b.submit(feeds)
@@ -400,7 +437,11 @@ def create_app(sessions: list[Session], signature: Signature, settings: ServeSet
             buf = io.BytesIO()
             np.save(buf, next(iter(out.values())), allow_pickle=False)
             return Response(buf.getvalue(), media_type="application/x-npy", headers=headers)
-        return JSONResponse({"id": rid, "outputs": {k: v.tolist() for k, v in out.items()}}, headers=headers)
+        doc: dict[str, Any] = {"id": rid, "outputs": {k: v.tolist() for k, v in out.items()}}
+        labels = class_labels(out, meta)
+        if labels is not None:
+            doc["labels"] = labels
+        return JSONResponse(doc, headers=headers)
 
     return app
 
@@ -423,7 +464,7 @@ def serve(artifact_path: str | Path, runtime: str | None = None, options: Mappin
     sessions = [open_session(art, rt, **dict(options or {})) for _ in range(settings.instances)]
     signature = sessions[0].signature or artifact_signature(art)
     info = {"artifact": str(art.path), "kind": art.kind, "runtime": sessions[0].describe()}
-    app = create_app(sessions, signature, settings, info, stats_path)
+    app = create_app(sessions, signature, settings, info, stats_path, art.meta)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                             lifespan="on", timeout_graceful_shutdown=None, backlog=2048)
     server = uvicorn.Server(config)
