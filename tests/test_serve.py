@@ -309,3 +309,19 @@ def test_png_images_are_preprocessed_as_the_artifacts_data_and_answers_name_the_
     np.testing.assert_allclose(r.json()["outputs"]["output"][0], [want.sum(), want.flat[0]], rtol=1e-4)
     assert r.json()["labels"] == [["small", "large"][int(np.argmax([want.sum(), want.flat[0]]))]]
     assert bad.status_code == 400 and "body: not a readable image" in bad.json()["error"]
+
+
+def test_serve_cli_errors_are_one_line(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing"), "--port", str(_free_port())])
+    assert r.exit_code == 1 and r.output.startswith("error:") and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["serve", str(tmp_path), "--max-batch", "0"])
+    assert r.exit_code == 1 and "max-batch must be at least 1" in r.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", str(busy.getsockname()[1])])
+    assert r.exit_code == 1 and "choose another --port" in r.output

@@ -446,6 +446,18 @@ def create_app(sessions: list[Session], signature: Signature, settings: ServeSet
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """A SlimlineError naming the fix when ``host:port`` cannot be bound (in use, or not an address here)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise SlimlineError(f"serve: cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, "
+                            "or stop what uses it") from None
+
+
 def serve(artifact_path: str | Path, runtime: str | None = None, options: Mapping[str, Any] | None = None,
           settings: ServeSettings | None = None, stats_path: Path | None = None,
           on_ready: Callable[[str], None] | None = None) -> None:
@@ -459,6 +471,7 @@ def serve(artifact_path: str | Path, runtime: str | None = None, options: Mappin
 
     settings = settings or ServeSettings()
     settings.check()
+    check_port(settings.host, settings.port)
     art = Artifact.load(artifact_path)
     rt = runtime or default_runtime(art)
     sessions = [open_session(art, rt, **dict(options or {})) for _ in range(settings.instances)]
