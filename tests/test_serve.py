@@ -325,3 +325,22 @@ def test_serve_cli_errors_are_one_line(tmp_path: Any) -> None:
         busy.listen()
         r = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", str(busy.getsockname()[1])])
     assert r.exit_code == 1 and "choose another --port" in r.output
+
+
+def test_requests_of_different_shapes_are_batched_apart() -> None:
+    sig = Signature((TensorSpec("input", "float32", ("batch", "n")),), SIG.outputs)
+    session = FakeSession(delay=0.02)
+    session.signature = sig
+    with Running(session, sig, max_batch=16, max_wait_ms=30) as s:
+
+        async def mixed() -> list[tuple[int, httpx.Response]]:
+            async with httpx.AsyncClient(base_url=s.url, timeout=20) as c:
+                async def one(i: int) -> tuple[int, httpx.Response]:
+                    x = np.full((1, 2 + i % 3), float(i), np.float32)
+                    return i, await c.post("/predict", json={"id": str(i), "inputs": {"input": x.tolist()}})
+                return await asyncio.gather(*(one(i) for i in range(24)))
+
+        answers = asyncio.run(mixed())
+    for i, r in answers:
+        assert r.status_code == 200 and r.json()["outputs"]["output"] == [[float(i) * (2 + i % 3), float(i)]]
+    assert sum(session.batches) == 24 + 16  # 24 requests, plus the warm-up batch of 16 rows

@@ -30,7 +30,7 @@ import numpy as np
 
 from slimline.errors import SlimlineError
 from slimline.runtimes.base import Session
-from slimline.signature import Signature, TensorSpec
+from slimline.signature import BATCH, Signature, TensorSpec
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
 NPZ_TYPE = "application/x-npz"
@@ -233,6 +233,15 @@ class Metrics:
         self.batches = 0
 
 
+def warmup_shapes(signature: Signature, batch: int) -> dict[str, tuple[int, ...]]:
+    """Shapes for the warm-up batches: ``batch`` rows; dynamic dims by their usual defaults, else 8."""
+    try:
+        return signature.resolve(batch=batch)
+    except SlimlineError:
+        names = {d for t in signature.inputs for d in t.dynamic.values()} - {BATCH}
+        return signature.resolve(batch=batch, dims=dict.fromkeys(names, 8))
+
+
 class Batcher:
     """One bounded queue, one gathering task and worker thread per session."""
 
@@ -246,7 +255,7 @@ class Batcher:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        warm = self.signature.example_feeds(self.signature.resolve(batch=self.settings.max_batch))
+        warm = self.signature.example_feeds(warmup_shapes(self.signature, self.settings.max_batch))
         for s in self.sessions:
             for _ in range(self.settings.warmup_batches):
                 await loop.run_in_executor(self.pool, s.run_named, warm)
