@@ -4,7 +4,8 @@
    with `slimline quantize` (OpenVINO int8, calibrated on CIFAR training images) into OUT/work/ (kept for reruns);
 2. served with dynamic batching and with ``--max-batch 1``: ``--count`` requests of real CIFAR test images at
    ``--concurrency`` each (rps, p50/p90/p99, errors, lost; mean batch size from the server's /metrics);
-3. `slimline bench` offline throughput of the same artifact at the server's mean batch size;
+3. `slimline bench` offline throughput of the same artifact at the server's mean batch size, and at batch 1
+   (their ratio bounds what batching can gain for this model on this CPU);
 4. SIGTERM to the server during a load test: every request the server accepted (its stats file lists their ids)
    must be answered to the client (``lost_on_shutdown``) and the server must exit 0.
 
@@ -138,7 +139,7 @@ def load_once(art: Path, samples: np.ndarray, max_batch: int, args: argparse.Nam
 
 
 def offline(art: Path, batch: int, out: Path) -> float | None:
-    path = out / "work" / "offline.json"
+    path = out / "work" / f"offline_b{batch}.json"
     slimline("bench", str(art), "-b", str(batch), "--no-peak", "--runtime",
              json.loads((art / "artifact.json").read_text()).get("meta", {}).get("runtime") or "openvino",
              "--json", str(path), timeout=900)
@@ -202,6 +203,7 @@ def main() -> int:
     unbatched = load_once(art, samples, 1, args, "u")
     mean_b = max(1, round(batched["mean_batch"] or 1))
     offline_tput = offline(art, mean_b, out)
+    offline_b1 = offline(art, 1, out) if mean_b != 1 else offline_tput
     shut = shutdown_test(art, samples, args)
     ratio = batched["throughput_rps"] / unbatched["throughput_rps"] if unbatched["throughput_rps"] else None
     frac = batched["throughput_rps"] / offline_tput if offline_tput else None
@@ -211,7 +213,10 @@ def main() -> int:
         "offline_items_per_s": offline_tput, "lost_on_shutdown": shut["lost_on_shutdown"],
         "n": batched["n"], "intervals": {"p99_ms_ci95": batched["p99_ms_ci95"], "rps_batched_ci95":
                                          batched["rps_ci95"], "rps_unbatched_ci95": unbatched["rps_ci95"]},
-        "ratios": {"batched_over_unbatched": ratio and round(ratio, 2), "served_over_offline": frac and round(frac, 3)},
+        "offline_items_per_s_batch1": offline_b1,
+        "ratios": {"batched_over_unbatched": ratio and round(ratio, 2), "served_over_offline": frac and round(frac, 3),
+                   # what batching can gain at most for this model on this CPU, offline
+                   "offline_batched_over_batch1": offline_tput and offline_b1 and round(offline_tput / offline_b1, 2)},
         "must_show": {
             "no_errors_no_lost": batched["errors"] == 0 and batched["lost"] == 0 and batched["sent"] == args.count,
             "batched_3x_unbatched": bool(ratio and ratio >= 3),
@@ -226,7 +231,8 @@ def main() -> int:
     }
     write_json(out / "results.json", doc)
     print(json.dumps({k: doc[k] for k in ("rps_batched", "rps_unbatched", "p99_ms", "errors", "lost",
-                                          "offline_items_per_s", "lost_on_shutdown", "ratios", "must_show")},
+                                          "offline_items_per_s", "offline_items_per_s_batch1", "lost_on_shutdown",
+                                          "ratios", "must_show")},
                      indent=1))
     log(f"wrote {out / 'results.json'} in {doc['seconds']} s")
     return 0
