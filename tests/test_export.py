@@ -188,7 +188,7 @@ def test_cli_export(tmp_path: Path) -> None:
     lineage = Artifact.load(out).lineage
     assert [s["step"] for s in lineage] == ["baseline", "export_onnx"]
     bad = CliRunner().invoke(app, ["export", "small_cnn", "--format", "coreml", "-o", str(tmp_path / "x")])
-    assert bad.exit_code == 1 and "--format must be onnx, openvino or tflite" in bad.output
+    assert bad.exit_code == 1 and "--format must be onnx, openvino, tflite or triton" in bad.output
 
 
 @pytest.mark.slow

@@ -56,7 +56,10 @@ def _source(
 @friendly
 def export(
     model: str = typer.Argument(..., help="zoo name, package.module:factory, artifact folder, or .onnx (for openvino)"),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, openvino or tflite (LiteRT; slimline[edge])"),
+    fmt: str = typer.Option(
+        "onnx", "--format", "-f",
+        help="onnx, openvino, tflite (LiteRT; slimline[edge]) or triton (a Triton model repository)",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="artifact folder to write"),
     weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
     input_shape: list[str] | None = typer.Option(
@@ -71,6 +74,8 @@ def export(
     via: str = typer.Option("direct", help="openvino from PyTorch: 'direct' or through 'onnx'"),
     seed: int = typer.Option(0, help="seed of the random parity batch"),
     nhwc: bool = typer.Option(False, "--nhwc", help="tflite: take the image input channels-last (N, H, W, C)"),
+    max_batch: int = typer.Option(32, help="triton: max_batch_size and dynamic batching limit"),
+    instances: int = typer.Option(1, help="triton: CPU model instances"),
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
 ) -> None:
@@ -78,6 +83,9 @@ def export(
     fixed shapes at batch 1; int8: slimline quantize --backend litert).
 
     Example: slimline export cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -o out/r56
+
+    Triton: slimline export runs/q56/02_quantize -f triton -o model_repository writes
+    model_repository/02_quantize/{1/model.onnx or model.xml+bin, config.pbtxt} (see docs/serve.md).
 
     A model taking token ids (inputs in forward order; named dims are dynamic):
     slimline export mypkg.text:tiny_bert -o out/bert --input-shape ids=1x128 --input-dtype ids=int64
@@ -96,6 +104,11 @@ def export(
     if sample is not None and shapes:
         raise SlimlineError("--input-shape: give either C,H,W (one input) or NAME=... for every input, not both")
     signature = signature_from_options(shapes, input_dtype or [], dynamic or []) if shapes else None
+    if fmt == "triton":
+        from slimline.cli.triton import export_repository
+
+        return export_repository(model, output, weights, sample, signature, opset, rtol, seed, max_batch, instances,
+                                 trust_code, json_path)
     if signature is None and (input_dtype or dynamic):
         raise SlimlineError("--input-dtype and --dynamic need the inputs named: add --input-shape NAME=1x128 per input")
     with trusted_factories(trust_code=trust_code):
@@ -120,7 +133,7 @@ def export(
 
         art, record = export_tflite_artifact(source, output, meta, lineage, nhwc=nhwc, **kw)
     else:
-        raise SlimlineError(f"--format must be onnx, openvino or tflite, not {fmt!r}")
+        raise SlimlineError(f"--format must be onnx, openvino, tflite or triton, not {fmt!r}")
     art.lineage = [*lineage, {"step": f"export_{fmt}", **record}]
     from slimline.fileio import write_json
 

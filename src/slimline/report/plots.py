@@ -308,6 +308,34 @@ def _horizontal() -> dict[str, Any]:
     return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
+def serving_latency(data: RunData) -> list[Plot]:
+    """Latency (p50, p99) and throughput against concurrency from the load tests saved in ``RUN/serving/*.json``
+    (``slimline loadtest --json``); no plot when no load test ran."""
+    from pathlib import Path
+
+    from slimline.serving import load_test_runs
+
+    runs = load_test_runs(Path(data.run_dir) / "serving")
+    if not runs:
+        return []
+    fig = _figure(6.4, 3.4)
+    ax, ax2 = fig.subplots(1, 2)
+    for i, (name, rows) in enumerate(sorted(runs.items())):
+        rows = sorted(rows, key=lambda r: r["concurrency"])
+        c = [r["concurrency"] for r in rows]
+        ax.plot(c, [r["p50_ms"] for r in rows], marker="o", color=_color(i), label=f"{name} p50")
+        ax.plot(c, [r["p99_ms"] for r in rows], marker="^", ls="--", color=_color(i), label=f"{name} p99")
+        ax2.plot(c, [r["throughput_rps"] for r in rows], marker="o", color=_color(i), label=name)
+    ax.set(xlabel="concurrent requests", ylabel="latency (ms)", xscale="log", yscale="log")
+    ax2.set(xlabel="concurrent requests", ylabel="answered per second", xscale="log")
+    ax.legend(fontsize=7)
+    n = sum(r.get("sent", 0) for rows in runs.values() for r in rows)
+    caption = (f"slimline serve under slimline loadtest ({n} requests in all); errors and lost requests are in "
+               "each JSON file.")
+    return [Plot("serving", "Serving: latency and throughput vs concurrency", caption,
+                 svg=to_svg(fig, "serving latency vs concurrency"))]
+
+
 def make_plots(data: RunData) -> list[Plot]:
     """Every plot of the report, in order; missing data gives a note, a failure gives the error."""
     makers: list[tuple[str, str, Callable[[RunData], Plot | list[Plot]]]] = [
@@ -316,6 +344,7 @@ def make_plots(data: RunData) -> list[Plot]:
         ("latency", "Latency per runtime", latency_distributions),
         ("sensitivity", "Sensitivity per layer", sensitivity_curves),
         ("quant-error", "Quantization error per layer", quantization_error),
+        ("serving", "Serving: latency and throughput vs concurrency", serving_latency),
     ]
     out: list[Plot] = []
     for key, title, fn in makers:

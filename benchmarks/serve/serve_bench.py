@@ -1,0 +1,242 @@
+"""Serving benchmark: the int8 CIFAR ResNet-56 behind `slimline serve`, loaded by `slimline loadtest`'s client.
+
+1. the artifact: ``--artifact``, else an int8 ResNet-56 artifact under runs/cifar_resnet56*/, else one built here
+   with `slimline quantize` (OpenVINO int8, calibrated on CIFAR training images) into OUT/work/ (kept for reruns);
+2. served with dynamic batching and with ``--max-batch 1``: ``--count`` requests of real CIFAR test images at
+   ``--concurrency`` each (rps, p50/p90/p99, errors, lost; mean batch size from the server's /metrics);
+3. `slimline bench` offline throughput of the same artifact at the server's mean batch size, and at batch 1
+   (their ratio bounds what batching can gain for this model on this CPU);
+4. SIGTERM to the server during a load test: every request the server accepted (its stats file lists their ids)
+   must be answered to the client (``lost_on_shutdown``) and the server must exit 0.
+
+Writes OUT/results.json with rps_batched, rps_unbatched, p99_ms, errors, lost, offline_items_per_s,
+lost_on_shutdown, their n and 95% intervals (bootstrap over requests), must_show pass/fail, environment.
+Server and client share this machine and talk over 127.0.0.1 only; every process is bounded by a time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+WEIGHTS = ROOT.parent / "shared" / "data" / "cifar10" / "resnet56-4bfd9763.th"
+
+
+def log(msg: str) -> None:
+    print(f"[serve-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def slimline(*args: str, timeout: float = 1800) -> None:
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "SLIMLINE_PROGRESS": "0"}
+    log("slimline " + " ".join(args))
+    subprocess.run([PY, "-m", "slimline", *args], check=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def find_artifact(out: Path, given: str | None) -> tuple[Path, str]:
+    """(artifact folder, how it was found)."""
+    if given:
+        return Path(given), "given with --artifact"
+    for meta in sorted(ROOT.glob("runs/cifar_resnet56*/**/artifact.json")):
+        doc = json.loads(meta.read_text())
+        m = doc.get("meta", {})
+        if "int8" in json.dumps(m.get("precision", m.get("quantization", {}))):
+            return meta.parent, "found under runs/ (int8 ResNet-56)"
+    built = out / "work" / "q56" / "02_quantize"
+    if not (built / "artifact.json").is_file():
+        slimline("quantize", "-m", "cifar_resnet56", "--weights", str(WEIGHTS), "-d", "cifar10-sample",
+                 "-b", "openvino", "--calibration-size", "300", "--test-limit", "500", "-o", str(built.parent),
+                 "--json", str(out / "work" / "quantize.json"))
+    return built, "built here: slimline quantize -b openvino (int8, calibrated on 300 training images; not pruned)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`slimline serve` in its own process, stopped by SIGTERM (killed after a bound)."""
+
+    def __init__(self, artifact: Path, max_batch: int, stats: Path, extra: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "SLIMLINE_PROGRESS": "0"}
+        cmd = [PY, "-m", "slimline", "serve", str(artifact), "--port", str(self.port), "--max-batch", str(max_batch),
+               "--stats", str(stats), *extra]
+        log(" ".join(cmd[1:]))
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode} before it was ready")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit("server not ready within 120 s")
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+        return float(m.group(1)) if m else float("nan")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def bootstrap(values: np.ndarray, stat: Any, n: int = 1000, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    if len(values) == 0:
+        return [float("nan")] * 2
+    s = [stat(values[rng.integers(0, len(values), len(values))]) for _ in range(n)]
+    return [round(float(np.percentile(s, 2.5)), 3), round(float(np.percentile(s, 97.5)), 3)]
+
+
+def load_once(art: Path, samples: np.ndarray, max_batch: int, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    from slimline.loadtest import run_load
+
+    stats = Path(args.out) / "work" / f"stats_{tag}.json"
+    srv = Server(art, max_batch, stats, args.serve_args)
+    try:
+        res = run_load(srv.url, samples, args.count, args.concurrency, time_limit=args.time_limit, id_prefix=tag)
+        rows, batches = srv.metric("slimline_batch_size_sum"), srv.metric("slimline_batch_size_count")
+    finally:
+        rc = srv.stop()
+    d = res.to_dict()
+    lat = np.asarray(res.latencies_ms)
+    d |= {"mean_batch": round(rows / batches, 2) if batches else None, "server_exit": rc, "n": res.sent,
+          "p99_ms_ci95": bootstrap(lat, lambda a: np.percentile(a, 99)),
+          "rps_ci95": [round(1000 * args.concurrency / x, 1) for x in bootstrap(lat, np.mean)[::-1]]}
+    log(f"{tag}: {d['throughput_rps']} req/s, p99 {d['p99_ms']} ms, errors {d['errors']}, lost {d['lost']}, "
+        f"mean batch {d['mean_batch']}")
+    return d
+
+
+def offline(art: Path, batch: int, out: Path) -> float | None:
+    path = out / "work" / f"offline_b{batch}.json"
+    slimline("bench", str(art), "-b", str(batch), "--no-peak", "--runtime",
+             json.loads((art / "artifact.json").read_text()).get("meta", {}).get("runtime") or "openvino",
+             "--json", str(path), timeout=900)
+    doc = json.loads(path.read_text())
+    found = [r["throughput"] for r in doc.get("results", []) if r.get("status") == "ok"]
+    return round(float(found[0]), 1) if found else None
+
+
+def shutdown_test(art: Path, samples: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    from slimline.loadtest import run_load
+
+    stats = Path(args.out) / "work" / "stats_shutdown.json"
+    stats.unlink(missing_ok=True)
+    srv = Server(art, args.max_batch, stats, args.serve_args)
+    box: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: box.setdefault("res", run_load(
+        srv.url, samples, args.count, args.concurrency, time_limit=args.time_limit, id_prefix="s")))
+    t.start()
+    time.sleep(args.sigterm_after)
+    log(f"SIGTERM to the server {args.sigterm_after} s into the load")
+    rc = srv.stop()
+    t.join(args.time_limit + 60)
+    res = box["res"]
+    served = json.loads(stats.read_text()) if stats.is_file() else {"accepted_ids": None}
+    accepted = set(served.get("accepted_ids") or [])
+    lost = len(accepted - set(res.answered_ids)) if served["accepted_ids"] is not None else None
+    d = {"server_exit": rc, "accepted_by_server": len(accepted), "answered": res.ok, "refused_after_signal":
+         res.refused, "client_lost": res.lost, "client_errors": res.errors, "sent": res.sent,
+         "lost_on_shutdown": lost}
+    log(f"shutdown: {d}")
+    return d
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/benchmarks/serve")
+    ap.add_argument("--artifact")
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--time-limit", type=float, default=300.0)
+    ap.add_argument("--sigterm-after", type=float, default=2.0)
+    ap.add_argument("--serve-args", nargs="*", default=["--max-wait-ms", "5", "--queue-size", "4096"])
+    ap.add_argument("--quick", action="store_true", help="300 requests at concurrency 50 (a correctness run)")
+    args = ap.parse_args()
+    if args.quick:
+        args.count, args.concurrency = 300, 50
+    out = ROOT / args.out
+    (out / "work").mkdir(parents=True, exist_ok=True)
+    log(f"repo {ROOT}, writing {out / 'results.json'}")
+    t0 = time.time()
+    sys.path.insert(0, str(ROOT / "src"))
+    from slimline.data import load_dataset
+    from slimline.environment import environment
+    from slimline.fileio import write_json
+
+    art, how = find_artifact(out, args.artifact)
+    log(f"serving {art} ({how})")
+    samples = load_dataset("cifar10-sample", "test").inputs()
+    batched = load_once(art, samples, args.max_batch, args, "b")
+    unbatched = load_once(art, samples, 1, args, "u")
+    mean_b = max(1, round(batched["mean_batch"] or 1))
+    offline_tput = offline(art, mean_b, out)
+    offline_b1 = offline(art, 1, out) if mean_b != 1 else offline_tput
+    shut = shutdown_test(art, samples, args)
+    ratio = batched["throughput_rps"] / unbatched["throughput_rps"] if unbatched["throughput_rps"] else None
+    frac = batched["throughput_rps"] / offline_tput if offline_tput else None
+    doc = {
+        "rps_batched": batched["throughput_rps"], "rps_unbatched": unbatched["throughput_rps"],
+        "p99_ms": batched["p99_ms"], "errors": batched["errors"], "lost": batched["lost"],
+        "offline_items_per_s": offline_tput, "lost_on_shutdown": shut["lost_on_shutdown"],
+        "n": batched["n"], "intervals": {"p99_ms_ci95": batched["p99_ms_ci95"], "rps_batched_ci95":
+                                         batched["rps_ci95"], "rps_unbatched_ci95": unbatched["rps_ci95"]},
+        "offline_items_per_s_batch1": offline_b1,
+        "ratios": {"batched_over_unbatched": ratio and round(ratio, 2), "served_over_offline": frac and round(frac, 3),
+                   # what batching can gain at most for this model on this CPU, offline
+                   "offline_batched_over_batch1": offline_tput and offline_b1 and round(offline_tput / offline_b1, 2)},
+        "must_show": {
+            "no_errors_no_lost": batched["errors"] == 0 and batched["lost"] == 0 and batched["sent"] == args.count,
+            "batched_3x_unbatched": bool(ratio and ratio >= 3),
+            "served_60pct_of_offline": bool(frac and frac >= 0.6),
+            "lost_on_shutdown_0": shut["lost_on_shutdown"] == 0 and shut["server_exit"] == 0,
+            "text_artifact": "not run: the text issue's artifact is not in this branch",
+        },
+        "batched": batched, "unbatched": unbatched, "shutdown": shut, "artifact": str(art), "artifact_how": how,
+        "settings": {"count": args.count, "concurrency": args.concurrency, "max_batch": args.max_batch,
+                     "serve_args": args.serve_args, "offline_batch": mean_b, "quick": args.quick},
+        "seconds": round(time.time() - t0, 1), "environment": environment(),
+    }
+    write_json(out / "results.json", doc)
+    print(json.dumps({k: doc[k] for k in ("rps_batched", "rps_unbatched", "p99_ms", "errors", "lost",
+                                          "offline_items_per_s", "offline_items_per_s_batch1", "lost_on_shutdown",
+                                          "ratios", "must_show")},
+                     indent=1))
+    log(f"wrote {out / 'results.json'} in {doc['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
