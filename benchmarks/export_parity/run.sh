@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ONNX and OpenVINO exports of the pretrained CIFAR ResNet-56 against PyTorch on the 1,000 test images (top-1, agreement, parity checks): about 1 minute on 2 cores.
+# ONNX and OpenVINO exports of the pretrained CIFAR ResNet-56 against PyTorch on the 1,000 test images (top-1, agreement, parity checks): about 2 minutes on 2 cores (1 min 11 s CPU time).
 # Usage: benchmarks/export_parity/run.sh [ARGS...]   (ARGS go to the script, see its --help)
 #   parity: export_onnx + export_openvino, each artifact evaluated on its runtime against PyTorch (parity.py)
 # Writes runs/benchmarks/export_parity/results.json (each part's figures, its checks, the machine's environment).
