@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test lint setup data clean
+.PHONY: demo test lint setup data clean bench-list
 
 setup: $(STAMP) data
 
@@ -45,6 +45,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests
+
+# Every study in benchmarks/: its run.sh and the first comment line (what it measures, how long).
+bench-list:
+	@for f in benchmarks/*/run.sh; do printf '%-36s %s\n' "$$f" "$$(grep -m1 '^# ' "$$f" | sed 's/^# //')"; done
 
 clean:
 	rm -rf runs .pytest_cache

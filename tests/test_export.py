@@ -210,7 +210,7 @@ def test_cifar_resnet56_exports_keep_top1(request: pytest.FixtureRequest) -> Non
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "scripts" / "export_cifar_resnet56_parity.py"), "--weights", str(RESNET56)],
+        [sys.executable, str(root / "benchmarks" / "export_parity" / "parity.py"), "--weights", str(RESNET56)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -220,3 +220,4 @@ def test_cifar_resnet56_exports_keep_top1(request: pytest.FixtureRequest) -> Non
     assert doc["n"] == 1000
     assert doc["top1"]["torch"] == doc["top1"]["onnxruntime"] == doc["top1"]["openvino"]
     assert doc["top1_agreement"]["onnxruntime"] == doc["top1_agreement"]["openvino"] == 100.0
+    assert doc["checks"] and all(doc["checks"].values())

@@ -542,10 +542,10 @@ def test_record_readers_accept_common_shapes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(full_report: tuple[Path, str, dict[str, Any]], tmp_path: Path) -> None:
-    """scripts/check_report_chromium.py: no console message, every plot laid out and drawn in the screenshot."""
+    """tests/check_report_chromium.py: no console message, every plot laid out and drawn in the screenshot."""
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "check_report_chromium.py"
+    script = Path(__file__).resolve().parent / "check_report_chromium.py"
     spec = importlib.util.spec_from_file_location("check_report_chromium", script)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Any model in: four unusual models (int64 ids + state, YOLO-shaped detector, transformer, LSTM) through inspect, bench, fuse, quantize, eval as a user would: about 10 minutes on 2 cores.
 # "Any model in": four models slimline has no zoo entry or glue for (two inputs with int64 ids and a state,
 # a YOLOv8-shaped detector with dynamic H/W, a transformer encoder over int64 ids, an LSTM) built here with
 # seeded random weights, then each run through the CLI as a user would: inspect, bench, fuse (parity),

@@ -11,8 +11,8 @@ The pass works on the traced graph, not on hand-listed module names:
    Hardswish, LeakyReLU, GELU (module, functional and method forms). Residual adds need the shapes of
    both operands, so they are fused only when an example input shape is given.
 4. Every convolution left (and every fused one) keeps its weight prepacked in oneDNN's blocked layout
-   (``_PackedConv``), instead of eager PyTorch's reorder on each call (fused + channels_last ResNet-18
-   runs at 98% of this machine's GEMM peak: ``scripts/optimize_resnet18_layout.py``).
+   (``_PackedConv``), instead of eager PyTorch's reorder on each call (``benchmarks/resnet18_peers/run.sh
+   layout`` measures fused + channels_last ResNet-18 against the machine's GEMM peak).
 
 The fused modules fall back to the unfused computation when oneDNN cannot run it (no mkldnn build,
 non-float32 or non-CPU tensors, autograd), so the result is always correct. The returned GraphModule

@@ -11,8 +11,8 @@ times too wide: min-max weight ranges (what ONNX Runtime uses for weights) spend
 weights that do nothing, and activation calibration cannot help; with the 7-bit weights ONNX
 Runtime needs on x86 CPUs without VNNI, what is left is about 3-4 bits for the weights that matter.
 Quantization-aware training lets the other weights adapt to that coarse grid (and learns the steps).
-See scripts/quant_qat_demo.py for the measured PTQ and QAT figures (OpenVINO/NNCF's 8-bit weights
-cope with this model without QAT).
+``benchmarks/quant_numerics/run.sh qat`` measures PTQ against QAT on it (OpenVINO/NNCF's 8-bit
+weights cope with this model without QAT).
 
 Such weights arise when nothing pulls them back: no gradient reaches weights whose inputs are
 dead, and without weight decay (or with a schedule that ends early) they keep whatever value they

@@ -278,7 +278,7 @@ class Prune(Step[PruneOptions]):
                 "batch": 16,
                 **lat,
                 "ratio": lat["dense"] / lat["sparse"] if lat["sparse"] else None,
-                "note": "median of 10 alternating runs on a shared machine",
+                "note": "median of 10 alternating runs",
             }
         return rec
 

@@ -1,12 +1,11 @@
 """ONNX Runtime quantization: static QDQ (calibrated) or dynamic (weights only, activations at run time).
 
-Static QDQ defaults to uint8 activations and int8 per-channel weights (U8S8): measurements reported
-for this project on another machine had U8S8 3x faster than fp32 on ResNet-18 and S8S8 no faster.
-On the 2-core AVX2 machine without VNNI used for scripts/quant_resnet18.py U8S8 did not beat fp32
-(int8 kernels pay off with VNNI/AMX), and 7-bit weights are chosen there (see
-:func:`resolve_reduce_range`). Dynamic quantization suits Linear/attention-heavy models; on
-convolution-heavy ones its ConvInteger path is slower than fp32 (2.6x to 30x on ResNet-18,
-depending on the machine), so it warns.
+Static QDQ defaults to uint8 activations and int8 per-channel weights (U8S8), the combination ONNX
+Runtime's x86 int8 kernels are built for; whether int8 beats fp32 depends on the CPU (the kernels pay
+off with VNNI/AMX; without VNNI 7-bit weights are chosen, see :func:`resolve_reduce_range`).
+``benchmarks/resnet18_peers`` measures int8 against fp32 on the machine it runs on. Dynamic
+quantization suits Linear/attention-heavy models; on convolution-heavy ones its ConvInteger path is
+slower than fp32 on CPUs, so it warns.
 """
 
 from __future__ import annotations
@@ -74,9 +73,8 @@ def _reader_class() -> type:
 def resolve_reduce_range(setting: bool | None) -> tuple[bool, str]:
     """``None`` (auto): 7-bit weights on x86 CPUs without VNNI, as ONNX Runtime advises for U8S8.
 
-    Without VNNI the uint8 x int8 kernels (vpmaddubsw) can saturate int16 sums; measured here on
-    cifar_resnet20 (AVX2, no VNNI): 91.6% top-1 for the QDQ graph run in float, 90.5% through the int8
-    kernels, 91.9% with reduce_range.
+    Without VNNI the uint8 x int8 kernels (vpmaddubsw) can saturate int16 sums, so the int8 kernels can
+    lose accuracy that the same QDQ graph run in float keeps; 7-bit weights leave the sums room.
     """
     if setting is not None:
         return setting, "set in the options"
@@ -222,8 +220,7 @@ class OrtBackend(QuantBackend):
                 result.warn(
                     f"dynamic quantization on a convolution-heavy model ({100 * share:.0f}% of the weights are in "
                     "convolutions): ONNX Runtime runs dynamically quantized convolutions (ConvInteger) slower "
-                    "than fp32 (ResNet-18: 2.6x slower in scripts/quant_resnet18.py on a 2-core AVX2 machine, "
-                    "30x slower measured on another). Use mode: static for CNNs."
+                    "than fp32 (several times slower on ResNet-18). Use mode: static for CNNs."
                 )
             with working_directory(src.work_dir / "cwd"):  # ORT writes temporary files into the cwd
                 quantize_dynamic(str(pre), str(out), per_channel=cfg.per_channel, reduce_range=reduce_range,

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# ResNet-18 224x224 speed: slimline's harness vs plain loops, int8 vs fp32, int8 vs by-hand peers (ORT, NNCF, torchao), PyTorch layout/fusion variants: about 30 minutes on 2 cores (est.).
+# Usage: benchmarks/resnet18_peers/run.sh [PART [ARGS...]]   PART: byhand | quant | peers | layout | all (default: byhand quant peers layout)
+# ARGS go to that part's script (see its --help). Parts:
+#   byhand: harness overhead: slimline bench vs a plain ONNX Runtime / OpenVINO loop (byhand.py)
+#   quant: fp32 vs slimline's int8 artifacts, throughput only (quant.py)
+#   peers: slimline's int8 against by-hand peers in the same run (peers.py; makes data/photos-224 first)
+#   layout: PyTorch eager plain vs fused vs channels_last vs both (layout.py)
+# Writes runs/benchmarks/resnet18_peers/results.json (each part's figures, its checks, the machine's environment).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+export SLIMLINE_PROGRESS=0
+OUT=runs/benchmarks/resnet18_peers
+mkdir -p "$OUT"
+parts=()
+part_byhand() {
+  "$PY" benchmarks/resnet18_peers/byhand.py --json "$OUT/byhand.json" "$@"
+  parts+=(--part "byhand=$OUT/byhand.json")
+}
+part_quant() {
+  "$PY" benchmarks/resnet18_peers/quant.py --out "$OUT/quant" "$@"
+  parts+=(--part "quant=$OUT/quant/summary.json")
+}
+part_peers() {
+  # the same 64 calibration images for every contender: crops of scikit-image's bundled photos
+  if [ ! -d data/photos-224/train ]; then "$PY" examples/make_photo_folder.py --out data/photos-224; fi
+  "$PY" benchmarks/resnet18_peers/peers.py --out "$OUT/peers" "$@"
+  parts+=(--part "peers=$OUT/peers/summary.json")
+}
+part_layout() {
+  "$PY" benchmarks/resnet18_peers/layout.py --out "$OUT/layout.json" "$@"
+  parts+=(--part "layout=$OUT/layout.json")
+}
+part=${1:-all}
+if [ $# -gt 0 ]; then shift; fi
+echo "resnet18_peers: part $part, in $(pwd), results in $OUT/results.json"
+case "$part" in
+  byhand|quant|peers|layout) "part_$part" "$@" ;;
+  all) part_byhand; part_quant; part_peers; part_layout ;;
+  *) echo "error: unknown part '$part'; give one of: byhand quant peers layout all" >&2; exit 2 ;;
+esac
+"$PY" benchmarks/results.py resnet18_peers --command "benchmarks/resnet18_peers/run.sh $part $*" "${parts[@]}"
