@@ -121,3 +121,19 @@ class KeywordSpottingTask:
 
 
 TASKS["keyword_spotting"] = KeywordSpottingTask()
+
+
+def log_mel(audio: np.ndarray, sample_rate: int = 16000, n_mels: int = 40, win_ms: float = 25.0,
+            hop_ms: float = 10.0) -> np.ndarray:
+    """Log-mel frames ``[frames, n_mels]`` (natural log of the power mel spectrogram, Hann window, centred) of one
+    mono clip, from ``transformers.audio_utils`` (the front end beside the model; record these settings with it)."""
+    try:
+        from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+    except ImportError as e:
+        raise SlimlineError("the log-mel front end needs transformers: pip install 'slimline[text]'") from e
+    win, hop = int(sample_rate * win_ms / 1000), int(sample_rate * hop_ms / 1000)
+    fft = 1 << (win - 1).bit_length()
+    mel = mel_filter_bank(fft // 2 + 1, n_mels, 20.0, sample_rate / 2, sample_rate, mel_scale="htk")
+    spec = spectrogram(np.asarray(audio, np.float32), window_function(win, "hann"), frame_length=win,
+                       hop_length=hop, fft_length=fft, power=2.0, mel_filters=mel, log_mel="log", mel_floor=1e-6)
+    return spec.T.astype(np.float32)
