@@ -74,3 +74,13 @@ def test_frame_agreement_by_hand() -> None:
     ref = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]])
     got = np.array([[[0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.1, 0.9]]])
     assert frame_agreement(got, ref) == pytest.approx(0.75)
+
+
+def test_log_mel_frames_and_peak() -> None:
+    pytest.importorskip("transformers")
+    from slimline.tasks.speech import log_mel
+
+    t = np.arange(16000) / 16000
+    low, high = (log_mel(np.sin(2 * np.pi * f * t).astype(np.float32)) for f in (300.0, 3000.0))
+    assert low.shape == (101, 40)  # 10 ms hop over 1 s, centred frames
+    assert low[50].argmax() < high[50].argmax()  # a higher tone peaks in a higher mel band
