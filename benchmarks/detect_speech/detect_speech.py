@@ -155,8 +155,8 @@ def main() -> int:
     ap.add_argument("--calib-n", type=int, default=64, help="calibration images")
     ap.add_argument("--quick", action="store_true", help="shorter bench (1 s per combination)")
     ap.add_argument("--skip-kws", action="store_true", help="the detector only")
-    ap.add_argument("--epochs", type=int, default=12, help="keyword-spotting training epochs")
-    ap.add_argument("--per-word", type=int, default=4, help="keyword-spotting clips per word and training voice")
+    ap.add_argument("--epochs", type=int, default=15, help="keyword-spotting training epochs")
+    ap.add_argument("--per-word", type=int, default=1, help="keyword-spotting clips per word and training voice")
     args = ap.parse_args()
     from slimline.artifact import Artifact
     from slimline.environment import environment
