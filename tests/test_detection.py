@@ -1,0 +1,154 @@
+"""Detection task: box decoding of each layout and NMS against hand-computed boxes, letterbox, COCO mAP on a
+3-image hand-labelled case, and detection fidelity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+pytest.importorskip("pycocotools")
+
+from slimline.errors import SlimlineError  # noqa: E402
+from slimline.tasks import get_task  # noqa: E402
+from slimline.tasks.detection import (  # noqa: E402
+    Detections,
+    box_iou,
+    decode,
+    detection_fidelity,
+    letterbox,
+    mean_ap,
+    read_yolo_labels,
+)
+
+# three candidate boxes as cx, cy, w, h with two class scores each:
+#   A (50, 50, 20, 20) class 0 at 0.9 -> 40, 40, 60, 60
+#   B (52, 50, 20, 20) class 0 at 0.8 -> 42, 40, 62, 60: IoU with A = 360 / 440 = 0.818 > 0.45: suppressed
+#   C (52, 50, 20, 20) class 1 at 0.7 -> another class: kept
+#   D (90, 90, 10, 10) class 1 at 0.1 -> below conf 0.25: dropped
+# plus four empty boxes (score 0), so that N = 8 > 4 + C and layout "auto" reads (1, 6, 8) as YOLOv8's
+BOXES = np.array([[50, 50, 20, 20], [52, 50, 20, 20], [52, 50, 20, 20], [90, 90, 10, 10]] + [[0, 0, 1, 1]] * 4,
+                 dtype=np.float32)
+SCORES = np.array([[0.9, 0.1], [0.8, 0.05], [0.1, 0.7], [0.0, 0.1]] + [[0.0, 0.0]] * 4, dtype=np.float32)
+WANT_BOXES = np.array([[40, 40, 60, 60], [42, 40, 62, 60]], dtype=np.float32)
+
+
+def check_expected(det: Detections) -> None:
+    np.testing.assert_allclose(det.boxes, WANT_BOXES, atol=1e-5)
+    np.testing.assert_allclose(det.scores, [0.9, 0.7], atol=1e-6)
+    assert det.classes.tolist() == [0, 1]
+
+
+def test_yolov8_layout_decodes_and_suppresses() -> None:
+    out = np.concatenate([BOXES, SCORES], axis=1).T[None]  # (1, 4 + C, N)
+    assert out.shape == (1, 6, 8)
+    (det,) = decode([out], conf=0.25, iou=0.45)
+    check_expected(det)
+    (named,) = decode([out], layout="yolov8", conf=0.25, iou=0.45)
+    check_expected(named)
+
+
+def test_yolov5_layout_multiplies_objectness() -> None:
+    # objectness 0.5 everywhere, class scores doubled: same products as SCORES
+    out = np.concatenate([BOXES, np.full((8, 1), 0.5, np.float32), SCORES * 2], axis=1)[None]  # (1, N, 5 + C)
+    out = np.concatenate([out] * 2)  # a batch of two identical images
+    dets = decode([out], layout="yolov5", conf=0.25, iou=0.45)
+    assert len(dets) == 2
+    for det in dets:
+        check_expected(det)
+
+
+def test_ssd_layout_boxes_and_scores() -> None:
+    xyxy = np.column_stack([BOXES[:, :2] - BOXES[:, 2:] / 2, BOXES[:, :2] + BOXES[:, 2:] / 2])
+    (det,) = decode([xyxy[None], SCORES[None]], conf=0.25, iou=0.45)
+    check_expected(det)
+
+
+def test_nms_keeps_boxes_that_overlap_less_than_the_threshold() -> None:
+    # two class-0 boxes 0,0,10,10 and 5,0,15,10: IoU 50 / 150 = 1/3
+    v8 = np.array([[5, 5, 10, 10, 0.9], [10, 5, 10, 10, 0.8]], dtype=np.float32).T[None]  # (1, 4 + 1, 2)
+    (kept,) = decode([v8], layout="yolov8", conf=0.25, iou=0.45)
+    assert len(kept) == 2
+    (one,) = decode([v8], layout="yolov8", conf=0.25, iou=0.3)
+    assert len(one) == 1 and one.scores[0] == pytest.approx(0.9)
+
+
+def test_box_iou_by_hand() -> None:
+    iou = box_iou(np.array([[0, 0, 10, 10]], float), np.array([[5, 0, 15, 10], [20, 20, 30, 30]], float))
+    np.testing.assert_allclose(iou, [[1 / 3, 0.0]], atol=1e-9)
+
+
+def test_layout_errors_are_one_line() -> None:
+    with pytest.raises(SlimlineError, match="no detection layout"):
+        decode([np.zeros((1, 6, 4))], layout="yolox")
+    with pytest.raises(SlimlineError, match="match no detection layout"):
+        decode([np.zeros((1, 6))])
+
+
+def test_letterbox_keeps_aspect_and_records_scale() -> None:
+    img = np.full((100, 200, 3), 255, dtype=np.uint8)
+    x, scale = letterbox(img, 320)
+    assert x.shape == (3, 320, 320) and x.dtype == np.float32
+    assert scale == pytest.approx(1.6)
+    assert np.allclose(x[:, :160, :], 1.0)  # the photo: 160 rows
+    assert np.allclose(x[:, 160:, :], 114 / 255)  # the padding below it
+    gray, s2 = letterbox(np.zeros((64, 32), dtype=np.uint8), (128, 128))
+    assert gray.shape == (3, 128, 128) and s2 == pytest.approx(2.0)
+
+
+def dets(boxes: list[list[float]], scores: list[float], classes: list[int]) -> Detections:
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
+                      np.array(classes, np.int64))
+
+
+def test_map_on_three_hand_labelled_images() -> None:
+    """Image 1: an exact hit (0.9). Image 2: a hit at IoU 0.62 (0.8). Image 3: a false alarm (0.7), its object
+    missed. Ranked: TP, TP, FP with 3 objects -> the precision envelope is 1 up to recall 2/3: COCO's 101 recall
+    points 0..0.66 (67 points) count: AP = 67/101 at IoU thresholds <= 0.62 (0.5, 0.55, 0.6). Above 0.62 the
+    second is a false alarm: TP, FP, FP -> precision 1 up to recall 1/3: 34 points, AP = 34/101.
+    mAP@0.5 = 67/101; mAP@0.5:0.95 = (3 * 67 + 7 * 34) / (10 * 101) = 439/1010."""
+    truth = [{"boxes": np.array([[10, 10, 50, 50]]), "classes": np.array([0])},
+             {"boxes": np.array([[0, 0, 100, 100]]), "classes": np.array([0])},
+             {"boxes": np.array([[0, 0, 30, 30]]), "classes": np.array([0])}]
+    preds = [dets([[10, 10, 50, 50]], [0.9], [0]), dets([[0, 0, 100, 62]], [0.8], [0]),
+             dets([[60, 60, 90, 90]], [0.7], [0])]
+    got = mean_ap(preds, truth)
+    assert got["map50"] == pytest.approx(67 / 101, abs=1e-6)
+    assert got["map50_95"] == pytest.approx(439 / 1010, abs=1e-6)
+    perfect = mean_ap([dets(t["boxes"].tolist(), [0.9], [0]) for t in truth], truth)
+    assert perfect["map50"] == pytest.approx(1.0) and perfect["map50_95"] == pytest.approx(1.0)
+
+
+def test_yolo_txt_labels(tmp_path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("1 0.5 0.5 0.2 0.4\n")
+    lab = read_yolo_labels(str(f), width=100, height=50)
+    np.testing.assert_allclose(lab["boxes"], [[40, 15, 60, 35]])
+    assert lab["classes"].tolist() == [1]
+    bad = tmp_path / "b.txt"
+    bad.write_text("1 0.5 0.5\n")
+    with pytest.raises(SlimlineError, match="class cx cy w h"):
+        read_yolo_labels(str(bad), 10, 10)
+
+
+def test_detection_fidelity_matches_by_class_and_iou() -> None:
+    ref = [dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.6], [0, 1]), dets([[0, 0, 5, 5]], [0.5], [2])]
+    got = [dets([[1, 0, 11, 10], [20, 20, 30, 30]], [0.8, 0.6], [0, 0]), dets([], [], [])]
+    fid = detection_fidelity(got, ref)
+    # only the first reference box is matched (IoU 90/110 with the same class); the second has the wrong class
+    assert fid["reference_detections"] == 3 and fid["matched"] == 1
+    assert fid["det_match"] == pytest.approx(1 / 3)
+    assert fid["score_diff_mean"] == pytest.approx(0.1, abs=1e-6)
+    assert fid["unmatched_candidate_detections"] == 1
+    assert detection_fidelity(ref, ref)["det_match"] == 1.0
+
+
+def test_task_is_registered_and_scores_raw_outputs() -> None:
+    task = get_task("detection")
+    out = {"output0": np.concatenate([BOXES, SCORES], axis=1).T[None]}
+    assert task.fidelity(out, out)["det_match"] == 1.0
+    with pytest.raises(SlimlineError, match="--reference"):
+        task.metric(out, np.zeros(1))
+    labels = np.empty(1, dtype=object)
+    labels[0] = {"boxes": WANT_BOXES, "classes": np.array([0, 1])}
+    assert task.metric(out, labels)["map50"] == pytest.approx(1.0)
