@@ -1,0 +1,127 @@
+"""``slimline optimize`` (slimline.search): the study lives in SQLite in the run folder and resumes; the trial and
+wall-clock budgets stop it; a trial that raises is recorded as failed and the search goes on; the Dask executor
+on a 127.0.0.1 LocalCluster runs the same trials as the local one and nothing listens beyond loopback.
+
+Tiny model (small_cnn, digits), no pruning, ONNX Runtime: each trial is an int8/fp32 variant of one cached export.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import slimline
+from slimline.artifact import Artifact
+from slimline.context import DataBundle
+from slimline.errors import SlimlineError
+from slimline.pipeline import make_baseline
+from slimline.recipe import DataConfig, ModelSpec
+from slimline.search import parse_budget, run_search
+
+pytest.importorskip("optuna")
+
+DATA = {"name": "digits", "val_size": 200}
+FAST = {"runtime": "onnxruntime", "prune": False, "min_runs": 3, "min_seconds": 0.05, "threads": 1, "max_drop": 5.0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """small_cnn trained briefly on digits (training split only)."""
+    root = tmp_path_factory.mktemp("search")
+    base = make_baseline(ModelSpec(name="small_cnn"), DataBundle(DataConfig(name="digits")).spec, root / "00_baseline")
+    return slimline.apply_step("train", base, root / "01_train", data=DATA, epochs=2, lr=0.05, batch_size=64,
+                               augment=False)
+
+
+def _records(run: Path) -> dict[int, dict[str, Any]]:
+    return {int(f.stem): json.loads(f.read_text()) for f in sorted((run / "trials").glob("*.json"))}
+
+
+def test_parse_budget() -> None:
+    assert parse_budget("10m") == 600 and parse_budget("1.5h") == 5400 and parse_budget("90") == 90
+    with pytest.raises(SlimlineError, match="not a duration"):
+        parse_budget("ten minutes")
+
+
+def test_failed_trial_is_recorded_and_search_goes_on_then_resumes(trained: Artifact, tmp_path: Path) -> None:
+    run = tmp_path / "opt"
+    # the first (enqueued) trial is ort_int8: the hook makes it raise
+    report = run_search(trained.path, DATA, run, trials=2, fail_when={"quant": "ort_int8"}, **FAST)
+    recs = _records(run)
+    assert recs[0]["state"] == "failed" and "fail_when" in recs[0]["error"]
+    assert report["failed"] >= 1 and report["trials"] == 2
+    assert (run / "study.db").is_file() and (run / "report.md").is_file()
+    first = (run / "trials" / "0001.json").read_text()
+
+    with pytest.raises(SlimlineError, match="--resume"):
+        run_search(trained.path, DATA, run, trials=3, **FAST)
+    report = run_search(trained.path, DATA, run, resume=True, trials=3)
+    recs = _records(run)
+    assert sorted(recs) == [0, 1, 2] and report["trials"] == 3
+    assert (run / "trials" / "0001.json").read_text() == first  # no finished trial is run again or lost
+
+
+def test_trial_cut_off_by_a_crash_is_run_again_on_resume(trained: Artifact, tmp_path: Path) -> None:
+    import optuna
+
+    run = tmp_path / "opt"
+    run_search(trained.path, DATA, run, trials=1, **FAST)
+    study = optuna.load_study(study_name="slimline-optimize", storage=f"sqlite:///{run / 'study.db'}")
+    study.enqueue_trial({"prune": "none", "quant": "fp32"})
+    crashed = study.ask({"prune": optuna.distributions.CategoricalDistribution(["none"]),
+                         "quant": optuna.distributions.CategoricalDistribution(["fp32", "ort_int8"])})  # left RUNNING
+    assert crashed.params == {"prune": "none", "quant": "fp32"}
+    report = run_search(trained.path, DATA, run, resume=True, trials=3)
+    recs = _records(run)
+    assert recs[crashed.number]["state"] == "interrupted"
+    rerun = [r for n, r in recs.items() if n > crashed.number and r["params"]["quant"] == "fp32"]
+    assert rerun and rerun[0]["state"] == "complete"
+    assert report["complete"] == 2
+
+
+def test_budget_stops_the_search_and_best_is_on_disk(trained: Artifact, tmp_path: Path) -> None:
+    run = tmp_path / "opt"
+    report = run_search(trained.path, DATA, run, budget="1s", **FAST)  # no trial limit: only the budget stops it
+    assert "budget" in report["stopped"] and report["trials"] == 1
+    best = json.loads((run / "best.json").read_text())
+    assert Artifact.load(run / "best").kind == Artifact.load(best["artifact"]).kind
+    assert report["chosen"]["test_n"] > 0 and report["front"][0]["why_lost"] is None
+
+
+def _non_loopback_sockets(pids: list[int]) -> list[str]:
+    import psutil
+
+    bad = []
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        for c in conns:
+            for addr in (c.laddr, c.raddr):
+                if addr and not ipaddress.ip_address(addr.ip).is_loopback:
+                    bad.append(f"pid {pid}: {c}")
+    return bad
+
+
+def test_dask_local_cluster_runs_the_same_trials_on_loopback(trained: Artifact, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    psutil = pytest.importorskip("psutil")
+    local = run_search(trained.path, DATA, tmp_path / "local", trials=3, parallel=2, **FAST)
+    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        dask = run_search(trained.path, DATA, tmp_path / "dask", trials=3, parallel=2, executor="dask",
+                          scheduler=cluster.scheduler_address, **FAST)
+        me = psutil.Process()
+        pids = [me.pid, *(p.pid for p in me.children(recursive=True))]
+        assert _non_loopback_sockets(pids) == []
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    params = lambda run: [r["params"] for _, r in sorted(_records(run).items())]  # noqa: E731
+    assert params(tmp_path / "local") == params(tmp_path / "dask")  # same seed, same trials asked
+    done = [r for r in _records(tmp_path / "dask").values() if r["state"] == "complete"]
+    assert done and all(r["machine"]["kind"] for r in done)  # each worker says where it measured
+    assert local["complete"] == dask["complete"] and local["failed"] == dask["failed"]
