@@ -125,3 +125,14 @@ def test_dask_local_cluster_runs_the_same_trials_on_loopback(trained: Artifact, 
     done = [r for r in _records(tmp_path / "dask").values() if r["state"] == "complete"]
     assert done and all(r["machine"]["kind"] for r in done)  # each worker says where it measured
     assert local["complete"] == dask["complete"] and local["failed"] == dask["failed"]
+
+
+def test_cli_refuses_dask_without_scheduler_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    res = CliRunner().invoke(app, ["optimize", "small_cnn", "-d", "digits", "-o", str(tmp_path / "o"),
+                                   "--executor", "dask"])
+    assert res.exit_code == 1 and "scheduler" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "study.db").exists()  # refused before any work

@@ -7,7 +7,8 @@ import importlib
 from slimline.cli.app import app, install_signal_handlers
 
 # One line per command module.
-_COMMAND_MODULES = ("core", "export", "bench", "distill", "prune", "quantize", "optimize", "report", "inspect", "search")
+_COMMAND_MODULES = ("core", "export", "bench", "distill", "prune", "quantize", "optimize", "report", "inspect",
+                    "search")
 
 for _mod in _COMMAND_MODULES:
     try:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slimline.artifact import Artifact
 from slimline.errors import Interrupted, RecipeError, SlimlineError
@@ -47,7 +47,9 @@ class SearchConfig(BaseModel):
     budget: float | None = Field(None, gt=0, description="wall-clock limit of one invocation, seconds")
     trials: int | None = Field(None, ge=1, description="stop once the study has this many finished trials")
     seed: int = 0
-    prune: bool = Field(True, description="also search pruning (channel, MACs targets) with a short recovery")
+    prune: bool = Field(True, description="also search pruning (MACs targets) with a short recovery")
+    prune_methods: list[Literal["channel", "block", "block+channel"]] = Field(
+        default_factory=lambda: ["channel"], description="pruning methods searched (block: residual blocks out)")
     proxy_epochs: int = Field(1, ge=0, description="recovery epochs of a pruned candidate during the search")
     full_epochs: int = Field(2, ge=0, description="recovery epochs of the chosen pruned candidate, at the end")
     executor: Literal["local", "dask"] = "local"
@@ -60,11 +62,19 @@ class SearchConfig(BaseModel):
     sensitivity_samples: int = Field(256, ge=8)
     fail_when: dict[str, Any] | None = Field(None, description="test hook: trials with these settings raise")
 
+    @model_validator(mode="after")
+    def _executor(self) -> SearchConfig:
+        if self.executor == "dask" and not self.scheduler:
+            raise ValueError("executor dask needs scheduler: tcp://HOST:PORT of a running Dask scheduler")
+        if self.executor == "local" and self.scheduler:
+            raise ValueError("scheduler is for executor dask; leave it out with executor local")
+        return self
+
 
 def suggest(trial: Any, cfg: SearchConfig) -> dict[str, Any]:
     """The search space: pruning, quantization scheme, calibration and runtime options."""
     p: dict[str, Any] = {}
-    p["prune"] = trial.suggest_categorical("prune", ["none", "channel"] if cfg.prune else ["none"])
+    p["prune"] = trial.suggest_categorical("prune", ["none", *cfg.prune_methods] if cfg.prune else ["none"])
     if p["prune"] != "none":
         p["prune_macs"] = trial.suggest_float("prune_macs", 0.2, 0.7, step=0.1)
         p["kd"] = trial.suggest_categorical("kd", [True, False])
@@ -90,7 +100,7 @@ def starting_points(cfg: SearchConfig) -> list[dict[str, Any]]:
               "calibration": "minmax", "accuracy_aware": False}
     points = [{"prune": "none"} | quant]
     if cfg.prune:
-        points.append({"prune": "channel", "prune_macs": 0.5, "kd": True} | quant)
+        points.append({"prune": cfg.prune_methods[-1], "prune_macs": 0.5, "kd": True} | quant)
     return points
 
 

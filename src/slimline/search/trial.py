@@ -102,7 +102,9 @@ def build_candidate(params: dict[str, Any], spec: dict[str, Any]) -> tuple[Artif
     if params.get("prune", "none") != "none":
         finetune = {"epochs": int(params.get("recovery_epochs", spec.get("proxy_epochs", 1))), "lr": 0.01,
                     "batch_size": 128, "augment": False, "kd": bool(params.get("kd", True))}
-        stage("prune", data, method=params["prune"], target={"macs": float(params["prune_macs"])},
+        method = params["prune"].split("+")
+        stage("prune", data, method=method[0] if len(method) == 1 else method,
+              target={"macs": float(params["prune_macs"])},
               finetune=finetune, sensitivity={"samples": int(spec.get("sensitivity_samples", 256))})
     stage("fuse", None, layout="nchw")
     stage("export_onnx", None)
