@@ -1,13 +1,12 @@
 """``slimline optimize`` (slimline.search): the study lives in SQLite in the run folder and resumes; the trial and
-wall-clock budgets stop it; a trial that raises is recorded as failed and the search goes on; the Dask executor
-on a 127.0.0.1 LocalCluster runs the same trials as the local one and nothing listens beyond loopback.
+wall-clock budgets stop it; a trial that raises is recorded as failed and the search goes on (the Dask executor:
+test_search_dask.py).
 
 Tiny model (small_cnn, digits), no pruning, ONNX Runtime: each trial is an int8/fp32 variant of one cached export.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from slimline.search import parse_budget, run_search
 pytest.importorskip("optuna")
 
 DATA = {"name": "digits", "val_size": 200}
-FAST = {"runtime": "onnxruntime", "prune": False, "min_runs": 3, "min_seconds": 0.05, "threads": 1, "max_drop": 5.0}
+FAST = {"runtime": "onnxruntime", "prune": False, "min_runs": 3, "min_seconds": 0.05, "threads": 1, "max_drop": 5.0,
+        "confirm": 0}
 
 
 @pytest.fixture(scope="module")
@@ -85,46 +85,13 @@ def test_trial_cut_off_by_a_crash_is_run_again_on_resume(trained: Artifact, tmp_
 
 def test_budget_stops_the_search_and_best_is_on_disk(trained: Artifact, tmp_path: Path) -> None:
     run = tmp_path / "opt"
-    report = run_search(trained.path, DATA, run, budget="1s", **FAST)  # no trial limit: only the budget stops it
+    # no trial limit: only the budget stops it; the best trial is re-measured (3 fresh processes) before the choice
+    report = run_search(trained.path, DATA, run, budget="1s", **(FAST | {"confirm": 2}))
     assert "budget" in report["stopped"] and report["trials"] == 1
+    assert report["chosen"]["trial_items_per_s"] > 0 and report["chosen"]["items_per_s"] > 0
     best = json.loads((run / "best.json").read_text())
     assert Artifact.load(run / "best").kind == Artifact.load(best["artifact"]).kind
     assert report["chosen"]["test_n"] > 0 and report["front"][0]["why_lost"] is None
-
-
-def _non_loopback_sockets(pids: list[int]) -> list[str]:
-    import psutil
-
-    bad = []
-    for pid in pids:
-        try:
-            conns = psutil.Process(pid).net_connections(kind="inet")
-        except psutil.NoSuchProcess:
-            continue
-        for c in conns:
-            for addr in (c.laddr, c.raddr):
-                if addr and not ipaddress.ip_address(addr.ip).is_loopback:
-                    bad.append(f"pid {pid}: {c}")
-    return bad
-
-
-def test_dask_local_cluster_runs_the_same_trials_on_loopback(trained: Artifact, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
-    psutil = pytest.importorskip("psutil")
-    local = run_search(trained.path, DATA, tmp_path / "local", trials=3, parallel=2, **FAST)
-    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        dask = run_search(trained.path, DATA, tmp_path / "dask", trials=3, parallel=2, executor="dask",
-                          scheduler=cluster.scheduler_address, **FAST)
-        me = psutil.Process()
-        pids = [me.pid, *(p.pid for p in me.children(recursive=True))]
-        assert _non_loopback_sockets(pids) == []
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-    params = lambda run: [r["params"] for _, r in sorted(_records(run).items())]  # noqa: E731
-    assert params(tmp_path / "local") == params(tmp_path / "dask")  # same seed, same trials asked
-    done = [r for r in _records(tmp_path / "dask").values() if r["state"] == "complete"]
-    assert done and all(r["machine"]["kind"] for r in done)  # each worker says where it measured
-    assert local["complete"] == dask["complete"] and local["failed"] == dask["failed"]
 
 
 def test_cli_refuses_dask_without_scheduler_in_one_line(tmp_path: Path) -> None:
