@@ -124,10 +124,12 @@ def part_dask(out: Path, quick: bool) -> dict[str, Any]:
                         pass
                 recs = [json.loads(f.read_text()) for f in trials_dir.glob("*.json")] if trials_dir.exists() else []
                 complete = sorted(r["number"] for r in recs if r.get("state") == "complete")
-                if complete and not kill:
-                    pids = client.run(os.getpid)
-                    victim = sorted(pids.values())[0]
-                    kill.update({"after_complete": complete, "pid": victim, "at": time.time()})
+                busy = {a: list(k) for a, k in client.processing().items() if k}
+                if complete and busy and not kill:  # a worker running a trial: killed mid-trial
+                    addr = sorted(busy)[0]
+                    victim = client.run(os.getpid)[addr]
+                    kill.update({"after_complete": complete, "pid": victim, "worker": addr,
+                                 "running": [str(k) for k in busy[addr]], "at": time.time()})
                     os.kill(victim, signal.SIGKILL)
                 time.sleep(1.0)
 
