@@ -96,3 +96,15 @@ def test_cli_refuses_dask_without_scheduler_in_one_line(tmp_path: Path) -> None:
                                    "--executor", "dask"])
     assert res.exit_code == 1 and "scheduler" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o" / "study.db").exists()  # refused before any work
+
+
+def test_recipe_optimize_section_is_checked() -> None:
+    from slimline.recipe import parse_recipe
+
+    base = {"model": "small_cnn", "data": "digits", "steps": []}
+    r = parse_recipe(base | {"optimize": {"max_drop": 0.5, "budget": "10m", "runtime": "onnxruntime"}})
+    assert r.optimize == {"max_drop": 0.5, "budget": 600.0, "runtime": "onnxruntime"}
+    with pytest.raises(SlimlineError, match="optimize"):
+        parse_recipe(base | {"optimize": {"max_dorp": 0.5}})
+    with pytest.raises(SlimlineError, match="duration"):
+        parse_recipe(base | {"optimize": {"budget": "soon"}})

@@ -19,8 +19,12 @@ def _help(name: str) -> str:
 @app.command("optimize")
 @friendly
 def optimize_cmd(
-    model: str = typer.Argument(..., help="trained PyTorch artifact folder, or a zoo name / package.module:factory"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name; its training split's validation slice scores"),
+    model: str | None = typer.Argument(None, help="trained PyTorch artifact folder, or a zoo name / "
+                                       "package.module:factory (default: the --recipe's model)"),
+    data: str | None = typer.Option(None, "--data", "-d", help="dataset name; its training split's validation "
+                                    "slice scores candidates (default: the --recipe's data)"),
+    recipe: Path | None = typer.Option(None, "--recipe", help="a recipe: its model, data, seed and optimize: "
+                                       "section (options given here override the section)"),
     output: Path = typer.Option(Path("runs/optimize"), "--output", "-o", help="run folder (study.db, trials, best)"),
     weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
     val_size: float = typer.Option(0.1, help="validation slice of the training split (fraction or count)"),
@@ -44,11 +48,24 @@ def optimize_cmd(
     Example: slimline optimize runs/demo/01_train -d fashion-mnist --max-drop 1.0 --runtime openvino --batch 64
     --budget 10m -o runs/opt
     """
+    from slimline.errors import SlimlineError
+    from slimline.recipe import load_recipe
     from slimline.search import run_search
 
+    opts = {"max_drop": max_drop, "objective": objective, "runtime": runtime, "batch": batch, "budget": budget,
+            "trials": trials, "prune": prune, "executor": executor, "scheduler": scheduler, "parallel": parallel,
+            "threads": threads, "seed": seed}
     vs: float | int = int(val_size) if val_size >= 1 else val_size
-    report = run_search(model, {"name": data, "val_size": vs}, output, weights=weights, resume=resume,
-                        max_drop=max_drop, objective=objective, runtime=runtime, batch=batch, budget=budget,
-                        trials=trials, prune=prune, executor=executor, scheduler=scheduler, parallel=parallel,
-                        threads=threads, seed=seed)
+    data_map: dict[str, object] | None = {"name": data, "val_size": vs} if data else None
+    if recipe is not None:
+        r = load_recipe(recipe)
+        section = r.optimize or {}
+        given = {k: v for k, v in opts.items() if v != _F[k].default}  # what the command line changes
+        opts = {"seed": r.seed} | section | given
+        if model is None:
+            model, weights = r.model.name, Path(r.model.weights) if r.model.weights else weights
+        data_map = data_map or r.data.model_dump(mode="json")
+    if model is None or data_map is None:
+        raise SlimlineError("give MODEL and --data (or a --recipe that names them)")
+    report = run_search(model, data_map, output, weights=weights, resume=resume, **opts)
     dump_json(json_path, report)

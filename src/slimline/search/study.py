@@ -73,6 +73,18 @@ class SearchConfig(BaseModel):
         return self
 
 
+def search_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against :class:`SearchConfig` (``budget`` may be ``10m``); raises ValueError."""
+    opts = dict(options)
+    if "budget" in opts:
+        try:
+            opts["budget"] = parse_budget(opts["budget"])
+        except SlimlineError as e:
+            raise ValueError(str(e)) from None
+    SearchConfig.model_validate(opts)
+    return opts
+
+
 def suggest(trial: Any, cfg: SearchConfig) -> dict[str, Any]:
     """The search space: pruning, quantization scheme, calibration and runtime options."""
     p: dict[str, Any] = {}
