@@ -107,8 +107,16 @@ class Recipe(BaseModel):
     data: DataConfig
     steps: list[StepSpec]
     benchmark: BenchmarkConfig | None = None
+    optimize: dict[str, Any] | None = Field(None, description="slimline optimize --recipe: the search's options")
     output_dir: str = "runs/run"
     seed: int = 0
+
+    @field_validator("optimize")
+    @classmethod
+    def _optimize(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from slimline.search.study import search_options
+
+        return None if v is None else search_options(v)
 
     @field_validator("model", mode="before")
     @classmethod
