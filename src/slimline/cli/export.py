@@ -97,7 +97,7 @@ def export(
     """
     from slimline.artifact import Artifact
     from slimline.models import trusted_factories
-    from slimline.signature import parse_input_shapes, signature_from_options
+    from slimline.signature import artifact_signature, parse_input_shapes, signature_from_options
 
     shapes = parse_input_shapes(input_shape or [])
     sample = shapes.pop("", None)
@@ -113,6 +113,14 @@ def export(
         raise SlimlineError("--input-dtype and --dynamic need the inputs named: add --input-shape NAME=1x128 per input")
     with trusted_factories(trust_code=trust_code):
         source, meta, lineage = _source(model, weights, sample, named_inputs=signature is not None)
+    if isinstance(source, Artifact) and signature is not None:
+        # an ONNX file names its own inputs and outputs: NAME=shape only fixes its dynamic dims for the export
+        known = {t.name for t in artifact_signature(source).inputs}
+        unknown = sorted(set(shapes) - known)
+        if unknown:
+            raise SlimlineError(f"--input-shape names {', '.join(unknown)}, which {model} does not have; its inputs: "
+                                f"{', '.join(sorted(known))}")
+        signature = None
     if signature is not None:
         meta["signature"] = signature.to_dict()
     kw: dict[str, Any] = {"rtol": rtol, "seed": seed, "signature": signature, "shapes": shapes or None}
