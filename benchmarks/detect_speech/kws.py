@@ -114,7 +114,9 @@ def build_model() -> Any:
             self.b3 = CausalDS(64, 64, True, 4)
             self.head = nn.Conv1d(64, len(CLASSES), 1)
 
-        def forward(self, features, c1, c2, c3, acc):  # type: ignore[no-untyped-def]
+        def forward(
+            self, features: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, acc: torch.Tensor
+        ) -> tuple[torch.Tensor, ...]:
             x = features.transpose(1, 2)
             x, c1 = self.b1(x, c1)
             x, c2 = self.b2(x, c2)

@@ -157,20 +157,18 @@ def part_dask(out: Path, quick: bool) -> dict[str, Any]:
 
 def part_cifar(out: Path, quick: bool) -> dict[str, Any]:
     import slimline
-    from slimline.context import DataBundle
-    from slimline.pipeline import make_baseline
-    from slimline.recipe import DataConfig, ModelSpec
+    from slimline.artifact import Artifact
+    from slimline.bench.harness import is_artifact_dir
     from slimline.search import run_search
 
     data = {"name": "cifar10-sample", "val_size": 200}
     weights = DATA / "cifar10" / "resnet56-4bfd9763.th"
     work = out / "cifar"
     base_dir = work / "00_baseline"
-    from slimline.artifact import Artifact
-    from slimline.bench.harness import is_artifact_dir
-
-    base = Artifact.load(base_dir) if is_artifact_dir(base_dir) else make_baseline(
-        ModelSpec(name="cifar_resnet56", weights=str(weights)), DataBundle(DataConfig(**data)).spec, base_dir)
+    if not is_artifact_dir(base_dir):  # a recipe with no steps writes the baseline artifact (public API only)
+        slimline.run({"name": "baseline", "model": {"name": "cifar_resnet56", "weights": str(weights)},
+                      "data": data, "steps": [], "benchmark": None}, work)
+    base = Artifact.load(base_dir)
     peer_dir = work / "peer_nncf_int8"
     if not is_artifact_dir(peer_dir):  # the by-hand peer: fuse, ONNX, OpenVINO IR, NNCF int8 (300 calibration)
         fused = slimline.apply_step("fuse", base, work / "peer_fuse", layout="nchw")
