@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test lint setup data clean
+.PHONY: demo test lint docs setup data clean
 
 setup: $(STAMP) data
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	# torch stays pinned while the extras install (litert-torch and transformers accept a range)
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
-	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist]"
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist,docs]"
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package, and Chromium (the report's rendering check), where apt exists
@@ -45,6 +45,12 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+# The docs site into site/; --strict: any warning (a broken link, a missing page) fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site
