@@ -155,12 +155,14 @@ def _pairs_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[st
         for h in handles:
             h.remove()
     mods = dict(model.named_modules())
-    pairs, skipped = [], []
+    pairs: list[tuple[str, str]] = []
+    skipped: list[dict[str, str]] = []
     for bn_name, tid in seen:
         layer_name = produced.get(tid)
-        why = None if layer_name else "its input is not the output of a Conv or Linear layer"
-        if why is None:
-            why = _compatible(mods[layer_name], mods[bn_name])
+        if not layer_name:
+            skipped.append({"batchnorm": bn_name, "reason": "its input is not the output of a Conv or Linear layer"})
+            continue
+        why = _compatible(mods[layer_name], mods[bn_name])
         if why is None and (calls[layer_name] != 1 or calls[bn_name] != 1):
             why = "the layer or the BatchNorm is called more than once (shared weights)"
         if why:
