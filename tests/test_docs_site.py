@@ -36,10 +36,10 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     site = tmp_path / "site"
-    recipe = (site / "reference" / "recipe" / "index.html").read_text(encoding="utf-8")
+    recipe = (site / "reference" / "recipe.html").read_text(encoding="utf-8")
     assert "val_size" in recipe and "calibration" in recipe.lower()  # recipe models and step configs
-    cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
+    cli = (site / "reference" / "cli.html").read_text(encoding="utf-8")
     assert "slimline bench" in cli and "--min-runs" in cli
-    api = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
+    api = (site / "reference" / "api.html").read_text(encoding="utf-8")
     assert "apply_step" in api and "run_named" in api
-    assert (site / "results" / "index.html").exists()
+    assert (site / "results.html").exists()
