@@ -56,3 +56,11 @@ def test_version_and_completion() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("slimline ")
     assert "--show-completion" in _help() and "--install-completion" in _help()
+
+
+def test_sensitivity_refuses_an_unknown_kind_in_one_line(tmp_path) -> None:
+    args = ["sensitivity", "-m", "small_cnn", "-d", "fashion-mnist", "-k", "bogus", "-o", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "--kind 'bogus' is not one of weight, channel, block" in result.output
+    assert not (tmp_path / "s").exists()
