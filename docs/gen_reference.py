@@ -4,6 +4,9 @@ pydantic schemas, the CLI reference from the typer app. Nothing here is written 
 from __future__ import annotations
 
 import inspect
+import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import mkdocs_gen_files
@@ -84,6 +87,38 @@ def cli_page() -> str:
     return "\n".join(parts)
 
 
+_COMMAND_LINE = re.compile(r"\bslimline ([a-z][\w-]*)([^`|\n]*)")
+
+
+def stale_options(text: str) -> list[str]:
+    """``slimline <command> --option`` mentions in ``text`` whose command has no such option."""
+    root = typer.main.get_command(app)
+    commands = getattr(root, "commands", {})
+    problems = []
+    for m in _COMMAND_LINE.finditer(text):
+        cmd = commands.get(m.group(1))
+        if cmd is None:
+            continue
+        known = {o for p in cmd.params for o in (*p.opts, *getattr(p, "secondary_opts", []))} | {"--help"}
+        rest = m.group(2).split(" #", 1)[0]
+        for opt in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest):
+            if opt not in known:
+                problems.append(f"`slimline {m.group(1)}` has no option {opt}")
+    return problems
+
+
+def check_pages() -> None:
+    """Warn (an error under ``mkdocs build --strict``) for each option the pages or the README name that the CLI
+    lacks, so a renamed option breaks the docs build instead of leaving the docs stale."""
+    here = Path(__file__).resolve().parent
+    log = logging.getLogger("mkdocs.plugins.slimline_reference")
+    readme = here.parent / "README.md"
+    for page in [*sorted(here.rglob("*.md")), *([readme] if readme.exists() else [])]:
+        for problem in stale_options(page.read_text(encoding="utf-8")):
+            log.warning("%s: %s", page.name, problem)
+
+
+check_pages()
 with mkdocs_gen_files.open("reference/recipe.md", "w") as f:
     f.write(recipe_page())
 with mkdocs_gen_files.open("reference/cli.md", "w") as f:
