@@ -348,7 +348,7 @@ def predict_named(
                for name, p in parts.items()}
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         if out.suffix == ".npz":
-            np.savez(f, **outputs)
+            np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy stub: **kwds could name allow_pickle
         else:
             np.save(f, next(iter(outputs.values())))
     result: dict[str, Any] = {
