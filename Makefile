@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test lint setup data clean bench-list
+.PHONY: demo test lint docs setup data clean bench-list
 
 setup: $(STAMP) data
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	# torch stays pinned while the extras install (litert-torch and transformers accept a range)
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
-	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist,detect]"
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e ".[dev,efficientnet,text,serve,edge,dist,detect,docs]"
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian's package, and Chromium (the report's rendering check), where apt exists
@@ -44,11 +44,17 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
+
+# The docs site into site/; --strict: any warning (a broken link, a missing page) fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 # Every study in benchmarks/: its run.sh and the first comment line (what it measures, how long).
 bench-list:
 	@for f in benchmarks/*/run.sh; do printf '%-36s %s\n' "$$f" "$$(grep -m1 '^# ' "$$f" | sed 's/^# //')"; done
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

@@ -30,7 +30,7 @@ def cpu_info() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for lib in _LIBS:
         try:
             versions[lib] = metadata.version(lib)

@@ -96,10 +96,10 @@ def _resolve_inputs(
     assumed: dict[str, int] = {}
     for inp in inputs:
         dims = inp.type.tensor_type.shape.dim
-        given = input_shapes.get(inp.name)
+        shape_given = input_shapes.get(inp.name)
         for i, d in enumerate(dims):
-            if given is not None:
-                value = int(given[i])
+            if shape_given is not None:
+                value = int(shape_given[i])
             elif d.HasField("dim_value"):
                 continue
             elif d.dim_param and d.dim_param in named:
@@ -168,9 +168,9 @@ def onnx_graph_macs(model: str | Path | Any, input_shapes: dict[str, tuple[int, 
             if x is not None and w is not None and r is not None:
                 macs = x[0] * x[1] * (_prod(w) + _prod(r))
         elif op == "Attention":  # Q [.., S, D], K [.., L, D], V [.., L, Dv]: Q·Kᵀ and P·V
-            q, k, v = shape(node, 0), shape(node, 1), shape(node, 2)
-            if q is not None and k is not None and v is not None:
-                macs = _prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+            q, keys, vs = shape(node, 0), shape(node, 1), shape(node, 2)
+            if q is not None and keys is not None and vs is not None:
+                macs = _prod(q[:-1]) * keys[-2] * (q[-1] + vs[-1])
         else:
             continue
         if macs is None:

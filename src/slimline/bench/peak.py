@@ -12,6 +12,7 @@ rate is reported beside it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ def _torch_fp32(threads: int | None, seconds: float, sizes: tuple[int, ...]) -> 
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
         out = torch.empty(n, n)
-        best, med = _rate(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), 2.0 * n**3, seconds / len(sizes))
+        best, med = _rate(functools.partial(torch.mm, a, b, out=out), 2.0 * n**3, seconds / len(sizes))
         per_size[str(n)] = {"best_gflops": best / 1e9, "median_gflops": med / 1e9}
     n_threads = torch.get_num_threads()
     return {
@@ -62,7 +63,7 @@ def _ort_fp32(threads: int | None, seconds: float, sizes: tuple[int, ...]) -> di
     for n in sizes:
         sess = _gemm_session(n, threads, "MatMul")
         a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
-        best, med = _rate(lambda s=sess, a=a: s.run(None, {"A": a}), 2.0 * n**3, seconds / len(sizes))
+        best, med = _rate(functools.partial(sess.run, None, {"A": a}), 2.0 * n**3, seconds / len(sizes))
         per_size[str(n)] = {"best_gflops": best / 1e9, "median_gflops": med / 1e9}
     method = f"onnxruntime {ort.__version__} MatMul float32 (MLAS), {threads or 'default'} threads"
     return {"per_size": per_size, "method": method}
@@ -126,7 +127,7 @@ def int8_peak(threads: int | None = None, seconds: float = 1.0, sizes: tuple[int
     for n in sizes:
         sess = _gemm_session(n, threads, "MatMulInteger")
         a = np.random.default_rng(1).integers(0, 255, (n, n), dtype=np.uint8)
-        best, med = _rate(lambda s=sess, a=a: s.run(None, {"A": a}), 2.0 * n**3, seconds / len(sizes))
+        best, med = _rate(functools.partial(sess.run, None, {"A": a}), 2.0 * n**3, seconds / len(sizes))
         per_size[str(n)] = {"best_gops": best / 1e9, "median_gops": med / 1e9}
     best_n = max(per_size, key=lambda k: per_size[k]["best_gops"])
     return {

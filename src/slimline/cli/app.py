@@ -21,7 +21,7 @@ app = typer.Typer(
     name="slimline",
     help="Make trained models small and fast to deploy, with measured proof.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help text renders literally: no markup, no ':name:' emoji codes
 )

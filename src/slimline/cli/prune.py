@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import typer
 
@@ -75,7 +75,7 @@ def sensitivity(
     from slimline.errors import SlimlineError
     from slimline.fileio import write_json
     from slimline.models import load_model
-    from slimline.prune.sensitivity import plot_sensitivity
+    from slimline.prune.sensitivity import Kind, plot_sensitivity
     from slimline.prune.sensitivity import sensitivity as run_scan
     from slimline.steps.sensitivity import summarise
 
@@ -83,7 +83,11 @@ def sensitivity(
         ratio_list = [float(r) for r in ratios.split(",") if r.strip()]
     except ValueError:
         raise SlimlineError(f"--ratios must be numbers separated by commas, got {ratios!r}") from None
-    kinds = _split_list(kind)
+    kinds: list[Kind] = []
+    for k in _split_list(kind):
+        if k not in get_args(Kind):
+            raise SlimlineError(f"--kind {k!r} is not one of {', '.join(get_args(Kind))}; pick from those")
+        kinds.append(cast(Kind, k))
     net = load_model(model, weights)
     train = load_dataset(data, "train", data_dir, limit, download=download, preprocess=preprocess)
     _, val = train.split_off(int(val_size) if val_size >= 1 else val_size, seed=seed)

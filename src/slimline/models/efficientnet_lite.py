@@ -41,15 +41,16 @@ def _import_package() -> tuple[Any, Any]:
 def _plain_conv(conv: nn.Conv2d) -> nn.Module:
     """A plain ``nn.Conv2d`` (behind a ``ZeroPad2d`` when the padding is asymmetric) with ``conv``'s weights."""
     pad = getattr(conv, "static_padding", None)
-    p = tuple(pad.padding) if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)  # (left, right, top, bottom)
-    symmetric = p[0] == p[1] and p[2] == p[3]
+    left, right, top, bottom = (int(v) for v in pad.padding) if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)
+    p = (left, right, top, bottom)
+    symmetric = left == right and top == bottom
     new = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        tuple(conv.stride),
-        padding=(p[2], p[0]) if symmetric else 0,
-        dilation=conv.dilation,
+        (conv.kernel_size[0], conv.kernel_size[1]),
+        (conv.stride[0], conv.stride[1]),
+        padding=(top, left) if symmetric else 0,
+        dilation=(conv.dilation[0], conv.dilation[1]),
         groups=conv.groups,
         bias=conv.bias is not None,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -76,23 +76,26 @@ def _compatible(layer: nn.Module, bn: nn.Module) -> str | None:
 
 def fold_pair(layer: nn.Module, bn: nn.Module) -> None:
     """Fold eval-mode ``bn`` into ``layer`` in place (``layer`` gains a bias if it had none)."""
-    w = layer.weight.detach()
+    weight = cast(torch.Tensor, layer.weight)
+    bias = cast(torch.Tensor | None, layer.bias)
+    w = weight.detach()
     dtype = w.dtype
     w64 = w.double()
     n = w.shape[0]
-    b64 = layer.bias.detach().double() if layer.bias is not None else torch.zeros(n, dtype=torch.float64)
-    mean, var = bn.running_mean.double(), bn.running_var.double()
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones(n, dtype=torch.float64)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros(n, dtype=torch.float64)
-    scale = gamma / torch.sqrt(var + bn.eps)
+    b64 = bias.detach().double() if bias is not None else torch.zeros(n, dtype=torch.float64)
+    mean, var = cast(torch.Tensor, bn.running_mean).double(), cast(torch.Tensor, bn.running_var).double()
+    bn_weight, bn_bias = cast(torch.Tensor | None, bn.weight), cast(torch.Tensor | None, bn.bias)
+    gamma = bn_weight.detach().double() if bn_weight is not None else torch.ones(n, dtype=torch.float64)
+    beta = bn_bias.detach().double() if bn_bias is not None else torch.zeros(n, dtype=torch.float64)
+    scale = gamma / torch.sqrt(var + cast(float, bn.eps))
     new_w = (w64 * scale.view(-1, *([1] * (w.dim() - 1)))).to(dtype)
     new_b = ((b64 - mean) * scale + beta).to(dtype)
     with torch.no_grad():
-        layer.weight.copy_(new_w)
-        if layer.bias is None:
-            layer.bias = nn.Parameter(new_b, requires_grad=layer.weight.requires_grad)
+        weight.copy_(new_w)
+        if bias is None:
+            layer.bias = nn.Parameter(new_b, requires_grad=weight.requires_grad)
         else:
-            layer.bias.copy_(new_b)
+            bias.copy_(new_b)
 
 
 def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -155,12 +158,14 @@ def _pairs_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[st
         for h in handles:
             h.remove()
     mods = dict(model.named_modules())
-    pairs, skipped = [], []
+    pairs: list[tuple[str, str]] = []
+    skipped: list[dict[str, str]] = []
     for bn_name, tid in seen:
         layer_name = produced.get(tid)
-        why = None if layer_name else "its input is not the output of a Conv or Linear layer"
-        if why is None:
-            why = _compatible(mods[layer_name], mods[bn_name])
+        if not layer_name:
+            skipped.append({"batchnorm": bn_name, "reason": "its input is not the output of a Conv or Linear layer"})
+            continue
+        why = _compatible(mods[layer_name], mods[bn_name])
         if why is None and (calls[layer_name] != 1 or calls[bn_name] != 1):
             why = "the layer or the BatchNorm is called more than once (shared weights)"
         if why:

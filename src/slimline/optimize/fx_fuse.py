@@ -27,7 +27,7 @@ import operator
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -83,8 +83,8 @@ def _function_act(node: fx.Node) -> _Act | None:
     if t is F.hardswish:
         return ("hardswish", [], "", F.hardswish)
     if t is F.hardtanh:
-        lo = float(extra[0]) if extra else float(kw.get("min_val", -1.0))
-        hi = float(extra[1]) if len(extra) > 1 else float(kw.get("max_val", 1.0))
+        lo = float(cast(float, extra[0] if extra else kw.get("min_val", -1.0)))
+        hi = float(cast(float, extra[1] if len(extra) > 1 else kw.get("max_val", 1.0)))
         return ("hardtanh", [lo, hi], "", lambda x: F.hardtanh(x, lo, hi))
     return None
 
@@ -143,6 +143,9 @@ class _PackedConv(nn.Module):
 class ConvAct2d(_PackedConv):
     """``act(conv(x))`` in one oneDNN convolution with a fused post-op (``act`` None: the plain convolution)."""
 
+    attr: str
+    _ref: Callable[[torch.Tensor], torch.Tensor] | None
+
     def __init__(self, conv: nn.Conv2d, act: _Act | None) -> None:
         super().__init__(conv)
         self.attr, self.scalars, self.algorithm, self._ref = act if act else ("none", [], "", None)
@@ -162,6 +165,9 @@ class ConvAct2d(_PackedConv):
 
 class ConvAddAct2d(_PackedConv):
     """``act(conv(x) + other)`` (``act`` optional) in one oneDNN convolution with sum and eltwise post-ops."""
+
+    attr: str | None
+    _ref: Callable[[torch.Tensor], torch.Tensor] | None
 
     def __init__(self, conv: nn.Conv2d, act: _Act | None) -> None:
         super().__init__(conv)
@@ -208,7 +214,7 @@ class FuseReport:
 
 def _op_name(node: fx.Node, mods: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
-        return type(mods[node.target]).__name__
+        return type(mods[str(node.target)]).__name__
     if node.op == "call_function":
         return getattr(node.target, "__name__", str(node.target))
     return str(node.target) if node.op == "call_method" else node.op
@@ -275,7 +281,7 @@ def _drop_noops(gm: fx.GraphModule) -> None:
 
 def _act_of(node: fx.Node, mods: dict[str, nn.Module]) -> _Act | None:
     if node.op == "call_module":
-        return _module_act(mods[node.target])
+        return _module_act(mods[str(node.target)])
     if node.op in ("call_function", "call_method"):
         return _function_act(node)
     return None
@@ -285,9 +291,9 @@ def _single_conv(node: Any, mods: dict[str, nn.Module], calls: Counter[Any]) -> 
     return (
         isinstance(node, fx.Node)
         and node.op == "call_module"
-        and type(mods.get(node.target)) is nn.Conv2d
-        and mods[node.target].padding_mode == "zeros"
-        and not isinstance(mods[node.target].padding, str)
+        and type(mods.get(str(node.target))) is nn.Conv2d
+        and mods[str(node.target)].padding_mode == "zeros"
+        and not isinstance(mods[str(node.target)].padding, str)
         and len(node.users) == 1
         and calls[node.target] == 1
         and len(node.args) == 1
@@ -319,21 +325,20 @@ def _fuse_add(gm: fx.GraphModule, report: FuseReport) -> None:
             act = _act_of(act_node, mods) if act_node is not None else None
             if act is not None and act[0] not in ("relu", "hardtanh", "swish", "sigmoid", "tanh", "hardswish"):
                 act = None
-            last = act_node if act is not None else add
+            last = act_node if act is not None and act_node is not None else add
             name = _new_name(gm, f"{conv_node.target}_add" + (f"_{act[0]}" if act else ""))
             gm.add_submodule(name, ConvAddAct2d(mods[conv_node.target], act))
             with gm.graph.inserting_before(last):
                 new = gm.graph.call_module(name, (conv_node.args[0], other))
             new.meta = dict(last.meta)
             last.replace_all_uses_with(new)
-            if act is not None:
+            if act is not None and act_node is not None:
                 gm.graph.erase_node(act_node)
             gm.graph.erase_node(add)
             gm.graph.erase_node(conv_node)
             pattern = "Conv2d+add" + (f"+{act[0]}" if act else "")
-            report.fused.append(
-                {"pattern": pattern, "nodes": [str(conv_node.target), add.name] + ([act_node.name] if act else [])}
-            )
+            fused_nodes = [str(conv_node.target), add.name] + ([act_node.name] if act and act_node is not None else [])
+            report.fused.append({"pattern": pattern, "nodes": fused_nodes})
             break
 
 

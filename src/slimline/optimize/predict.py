@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import TaskID
 
 from slimline.artifact import Artifact
 from slimline.data import ArrayDataset, load_dataset
@@ -347,7 +348,7 @@ def predict_named(
                for name, p in parts.items()}
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         if out.suffix == ".npz":
-            np.savez(f, **outputs)
+            np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy stub: **kwds could name allow_pickle
         else:
             np.save(f, next(iter(outputs.values())))
     result: dict[str, Any] = {
@@ -368,8 +369,8 @@ class _NullBar:
     def __exit__(self, *exc: Any) -> None:
         return None
 
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
+    def add_task(self, *args: Any, **kwargs: Any) -> TaskID:
+        return TaskID(0)
 
     def advance(self, *args: Any, **kwargs: Any) -> None:
         return None

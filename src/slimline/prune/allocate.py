@@ -112,7 +112,7 @@ class CostModel:
             return 2 * cout if what == "params" else 0.0
         cin = L.cin - self._removed(L.name, keep, self.in_of)
         if L.groups > 1 and L.groups == L.cin == L.cout:  # depthwise: groups follow the channels
-            per_out = L.kernel
+            per_out: float = L.kernel
         else:
             per_out = cin / L.groups * L.kernel
         if what == "params":
@@ -255,9 +255,9 @@ def allocate(
     inside: dict[str, str] = {}  # unit -> block containing all its layers
     for b in blocks:
         lay = set(b.layers)
-        for u in units:
-            if set(u.out_layers) <= lay and set(u.in_layers) <= lay:
-                inside[u.name] = b.name
+        for unit in units:
+            if set(unit.out_layers) <= lay and set(unit.in_layers) <= lay:
+                inside[unit.name] = b.name
     block_drop = {}
     if blocks:
         if block_sens is None and (use_blocks or n_blocks):

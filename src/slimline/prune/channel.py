@@ -19,7 +19,7 @@ import copy
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -363,7 +363,7 @@ def accumulate_gradients(model: nn.Module, batches: Any, max_batches: int = 4) -
 
 
 def _weight_l1(module: nn.Module) -> torch.Tensor:
-    return module.weight.detach().abs().flatten(1).sum(1)
+    return cast(torch.Tensor, module.weight).detach().abs().flatten(1).sum(1)
 
 
 def prune_channels(

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -310,7 +310,7 @@ def _scan_weights(
     with make_progress() as bar:
         task = bar.add_task(description or "sensitivity (weights)", total=len(names) * len(ratios), info="")
         for name in names:
-            w = model.get_submodule(name).weight
+            w = cast(torch.Tensor, model.get_submodule(name).weight)
             orig = w.data.clone()
             order = torch.argsort(orig.abs().flatten(), stable=True)
 

@@ -17,7 +17,7 @@ import copy
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -87,6 +87,11 @@ class SimLayer(nn.Module):
         self._in_noise = 0.0
         self._in_signal = 0.0
 
+    @property
+    def layer_weight(self) -> torch.Tensor:
+        """The wrapped Conv/Linear's weight."""
+        return cast(torch.Tensor, self.layer.weight)
+
     def _forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         layer = self.layer
         if isinstance(layer, nn.Linear):
@@ -96,12 +101,12 @@ class SimLayer(nn.Module):
     def freeze(self) -> None:
         """Compute the activation and weight quantization parameters from the observers."""
         self.act_qparams = self.act_observer.compute()
-        self.weight_observer.update(self.layer.weight.detach())
+        self.weight_observer.update(self.layer_weight.detach())
         self.w_qparams = self.weight_observer.compute()
 
     def quantized_weight(self) -> torch.Tensor:
         assert self.w_qparams is not None, "call freeze() (QuantSim.calibrate) first"
-        return fake_quantize(self.layer.weight, *self.w_qparams, self.weight_observer.scheme)
+        return fake_quantize(self.layer_weight, *self.w_qparams, self.weight_observer.scheme)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         assert self.act_qparams is not None, "call freeze() (QuantSim.calibrate) first"
@@ -113,7 +118,7 @@ class SimLayer(nn.Module):
             return self.layer(x)
         if self.mode == "quant":
             xq = self.quantized_input(x) if self.quant_input else x
-            w = self.quantized_weight() if self.quant_weight else self.layer.weight
+            w = self.quantized_weight() if self.quant_weight else self.layer_weight
             return self._forward(xq, w)
         if self.mode == "measure":
             out = self.layer(x)
@@ -135,7 +140,7 @@ class SimLayer(nn.Module):
                 return math.inf
             return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
-        w = self.layer.weight.detach()
+        w = self.layer_weight.detach()
         return {
             "weight_sqnr_db": sqnr_db(w, self.quantized_weight().detach()),
             "input_sqnr_db": db(self._in_signal, self._in_noise),
@@ -301,7 +306,8 @@ class QuantSim:
             agree = float((out.argmax(1) == ref.argmax(1)).float().mean()) * 100
             reports.append(LayerReport(
                 name=name, type=type(sim.layer).__name__, params=sum(p.numel() for p in sim.layer.parameters()),
-                **errors[name], model_sqnr_db=sqnr_db(ref, out), top1_agreement=agree,
+                weight_sqnr_db=errors[name]["weight_sqnr_db"], input_sqnr_db=errors[name]["input_sqnr_db"],
+                output_sqnr_db=errors[name]["output_sqnr_db"], model_sqnr_db=sqnr_db(ref, out), top1_agreement=agree,
             ))
         # most sensitive first: lowest output SQNR, ties broken by agreement
         for rank, r in enumerate(sorted(reports, key=lambda r: (r.model_sqnr_db, r.top1_agreement)), start=1):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -78,6 +78,13 @@ class ActQuant(nn.Module):
 class QATLayer(nn.Module):
     """A Conv/Linear with fake-quantized input, weight (symmetric, per-channel or per-tensor) and output."""
 
+    w_zero: torch.Tensor  # a buffer: the weights' zero point (0), shaped like w_scale
+
+    @property
+    def layer_weight(self) -> torch.Tensor:
+        """The wrapped Conv/Linear's weight."""
+        return cast(torch.Tensor, self.layer.weight)
+
     def __init__(self, layer: nn.Module, act_in: ActQuant | None, act_out: ActQuant | None, per_channel: bool,
                  weight_limits: tuple[int, int], relu: bool = False, learn_weight_scale: bool = False,
                  weight_init: str = "minmax") -> None:
@@ -95,14 +102,14 @@ class QATLayer(nn.Module):
         self.register_buffer("w_zero", torch.zeros(len(self.w_scale)), persistent=False)
 
     def minmax_scale(self) -> torch.Tensor:
-        w = self.layer.weight.detach()
+        w = self.layer_weight.detach()
         amax = w.abs().reshape(w.shape[0], -1).amax(1) if self.per_channel else w.abs().amax().reshape(1)
         return (amax / self.wmax).clamp(min=_EPS)
 
     @torch.no_grad()
     def mse_scale(self, grid: int = 100) -> torch.Tensor:
         """Per channel (or tensor), the step among ``grid`` shrinks of min-max with the least squared error."""
-        w = self.layer.weight.detach()
+        w = self.layer_weight.detach()
         w = w.reshape(w.shape[0], -1) if self.per_channel else w.reshape(1, -1)
         base = (w.abs().amax(1) / self.wmax).clamp(min=_EPS)  # C
         alphas = torch.linspace(1.0 / grid, 1.0, grid).reshape(-1, 1, 1)  # A x 1 x 1
@@ -116,7 +123,7 @@ class QATLayer(nn.Module):
         return self.minmax_scale()
 
     def quantized_weight(self) -> torch.Tensor:
-        w = self.layer.weight
+        w = self.layer_weight
         if self.exporting:
             # scales as constants (so the exporter emits QuantizeLinear on a constant, folded afterwards);
             # the weight's integers already lie in [wmin, wmax] and ONNX takes int8's full range
@@ -144,7 +151,7 @@ class QATLayer(nn.Module):
             scale = self.weight_scale()
             self.exporting = False
             training, self.training = self.training, False
-            self.layer.weight.copy_(self.quantized_weight())
+            self.layer_weight.copy_(self.quantized_weight())
             self.training = training
             self._export_scale = scale
         self.exporting = True

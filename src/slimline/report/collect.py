@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slimline.errors import SlimlineError
-from slimline.report.records import find_layer_errors, find_sensitivity, num
+from slimline.report.records import as_dict, find_layer_errors, find_sensitivity, num
 from slimline.report.stats import diff_ci
 
 RESULTS_JSON = "results.json"
@@ -183,14 +183,15 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
     bench = results.get("benchmark")
     if not isinstance(bench, dict):
         return [], {}, []
-    rows, notes = [], []
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
     for r in bench.get("results") or []:
         if not isinstance(r, dict):
             continue
         path = r.get("artifact_path")
         art = Path(str(path)).name if isinstance(path, str) and path else Path(str(r.get("artifact", "?"))).name
         runtime = str(r.get("runtime", "?"))
-        lat = r.get("latency_ms") if isinstance(r.get("latency_ms"), dict) else {}
+        lat = as_dict(r.get("latency_ms"))
         median = num(lat.get("median", lat.get("p50")))
         status = r.get("status", "ok")
         if status != "ok" or r.get("error") or median is None:
@@ -204,7 +205,7 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
                 "artifact": art,
                 "runtime": runtime,
                 "runtime_name": str(r.get("runtime_name") or runtime.split(":")[0]),
-                "batch_size": int(bs) if num(bs) is not None else 1,
+                "batch_size": int(b) if (b := num(bs)) is not None else 1,
                 "median": median,
                 "p90": num(lat.get("p90")),
                 "p99": num(lat.get("p99")),
@@ -219,7 +220,7 @@ def bench_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str,
                 "gflops": num(r.get("gflops")),
                 "efficiency": num(r.get("efficiency")),
                 "runs": r.get("runs"),
-                "options": r.get("options") if isinstance(r.get("options"), dict) else {},
+                "options": as_dict(r.get("options")),
                 "samples": [float(x) for x in samples if num(x) is not None] if samples else None,
                 "repeats": [float(x) for x in r["repeats"] if num(x) is not None]
                 if isinstance(r.get("repeats"), list)
@@ -349,7 +350,7 @@ def collect(run_dir: str | Path, count_missing: bool = True) -> RunData:
     sensitivity, quant_errors = [], []
     current: Stage | None = None
     for s in raw:
-        rec = s.get("record") if isinstance(s.get("record"), dict) else {}
+        rec = as_dict(s.get("record"))
         step = str(s.get("step", rec.get("step", "?")))
         index = int(s["index"]) if num(s.get("index")) is not None else len(stages)
         art_name = s.get("artifact")
@@ -386,15 +387,15 @@ def collect(run_dir: str | Path, count_missing: bool = True) -> RunData:
                 quant_errors.append({"stage": f"{index:02d}_{step}"} | errs)
 
     for r in rows:
-        st = by_name.get(r["artifact"])
-        if st is None:
+        benched = by_name.get(r["artifact"])
+        if benched is None:
             notes.append(f"benchmark row for {r['artifact']} does not match any stage of this run")
             continue
-        st.bench.append(r)
-        if st.macs is None and r.get("macs") is not None:
-            st.macs = int(r["macs"])
-        if st.file_bytes is None and r.get("file_bytes") is not None:
-            st.file_bytes = int(r["file_bytes"])
+        benched.bench.append(r)
+        if benched.macs is None and r.get("macs") is not None:
+            benched.macs = int(r["macs"])
+        if benched.file_bytes is None and r.get("file_bytes") is not None:
+            benched.file_bytes = int(r["file_bytes"])
     if count_missing:
         for st in stages:
             if st.params is None or st.macs is None:
@@ -447,7 +448,7 @@ def reproduce_commands(data: RunData) -> list[dict[str, str]]:
             "command": f"slimline run {_q(recipe_file)} -o {_q(run)}",
         }
     )
-    dcfg = data.recipe.get("data") if isinstance(data.recipe.get("data"), dict) else {}
+    dcfg = as_dict(data.recipe.get("data"))
     dname = dcfg.get("name") or (None if dcfg.get("kwargs") else dcfg.get("factory"))
     for st in data.stages:
         for ev in st.evaluations:
@@ -476,7 +477,7 @@ def reproduce_commands(data: RunData) -> list[dict[str, str]]:
     if data.bench:
         cfg = data.bench_info.get("settings")
         if not isinstance(cfg, dict):
-            cfg = data.recipe.get("benchmark") if isinstance(data.recipe.get("benchmark"), dict) else {}
+            cfg = as_dict(data.recipe.get("benchmark"))
         arts = sorted({r["artifact"] for r in data.bench})
         runtimes = sorted({r["runtime"] for r in data.bench})
         sizes = sorted({r["batch_size"] for r in data.bench})

@@ -15,7 +15,7 @@ from slimline.report import fmt
 from slimline.report.collect import RunData, Stage
 from slimline.report.findings import Finding
 from slimline.report.plots import Plot
-from slimline.report.records import scalars
+from slimline.report.records import as_dict, scalars
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
 
@@ -217,7 +217,7 @@ def _details(data: RunData) -> str:
     for s in data.results.get("stages") or []:
         if not isinstance(s, dict):
             continue
-        rec = s.get("record") if isinstance(s.get("record"), dict) else {}
+        rec = as_dict(s.get("record"))
         idx = s.get("index")
         title = f"{idx:02d} {s.get('step', '?')}" if isinstance(idx, int) else str(s.get("step", "?"))
         secs = rec.get("seconds")
@@ -239,9 +239,9 @@ def _details(data: RunData) -> str:
 
 
 def _environment(data: RunData) -> str:
-    env = data.results.get("environment") if isinstance(data.results.get("environment"), dict) else {}
-    cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
-    flags = cpu.get("flags") if isinstance(cpu.get("flags"), dict) else {}
+    env = as_dict(data.results.get("environment"))
+    cpu = as_dict(env.get("cpu"))
+    flags = as_dict(cpu.get("flags"))
     d: dict[str, Any] = {
         "CPU": cpu.get("model"),
         "cores": cpu.get("cores"),
@@ -251,7 +251,7 @@ def _environment(data: RunData) -> str:
         "Python": env.get("python"),
         "platform": env.get("platform"),
     }
-    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    versions = as_dict(env.get("versions"))
     d |= {f"{k}": v if v is not None else "not installed" for k, v in versions.items()}
     bench_env = data.bench_info.get("environment")
     extra: dict[str, Any] = {}
@@ -293,8 +293,8 @@ def render(
     errors: list[str] | None = None,
 ) -> str:
     name = data.recipe.get("name") or data.run_dir.name
-    dcfg = data.recipe.get("data") if isinstance(data.recipe.get("data"), dict) else {}
-    model = data.recipe.get("model") if isinstance(data.recipe.get("model"), dict) else {}
+    dcfg = as_dict(data.recipe.get("data"))
+    model = as_dict(data.recipe.get("model"))
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     dname = dcfg.get("name") or dcfg.get("factory") or "?"
     sub = (

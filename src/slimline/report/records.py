@@ -33,6 +33,11 @@ _FLOAT_KEYS = (
 )
 
 
+def as_dict(x: Any) -> dict[str, Any]:
+    """``x`` when it is a mapping read from a record, else an empty dict."""
+    return x if isinstance(x, dict) else {}
+
+
 def num(x: Any) -> float | None:
     """``x`` as a finite float, or None."""
     if isinstance(x, bool) or not isinstance(x, int | float | str):
@@ -141,7 +146,7 @@ def _unit_curves(result: dict[str, Any], metric: str) -> dict[str, Curve]:
     Each unit holds ``curve: [{ratio, top1, loss, ...}]``; the unpruned model (``baseline``) is
     the point at ratio 0. Blocks (one point each, no curve) are left out.
     """
-    base = result.get("baseline") if isinstance(result.get("baseline"), dict) else {}
+    base = as_dict(result.get("baseline"))
     out: dict[str, Curve] = {}
     for name, unit in (result.get("units") or {}).items():
         curve = unit.get("curve") if isinstance(unit, dict) else None
@@ -177,20 +182,21 @@ def find_sensitivity(record: dict[str, Any], step_dir: Path | None = None) -> li
                 continue
             if isinstance(d, dict) and isinstance(d.get("units"), dict):
                 results[str(d.get("kind", f.stem.removeprefix("sensitivity_")))] = d
-    out = []
+    out: list[dict[str, Any]] = []
     for kind, res in results.items():
-        metric = res.get("metric") if isinstance(res.get("metric"), str) else None
+        raw = res.get("metric")
+        metric = raw if isinstance(raw, str) else None
         if metric is None:
-            cfg = record.get("config") if isinstance(record.get("config"), dict) else {}
-            metric = cfg.get("metric") if isinstance(cfg.get("metric"), str) else "loss"
+            named = as_dict(record.get("config")).get("metric")
+            metric = named if isinstance(named, str) else "loss"
         curves = _unit_curves(res, metric)
         if curves:
             split = record.get("split", "val")
             out.append({"kind": kind, "metric": f"{split} {metric}", "curves": curves})
     if not out:
-        curves = find_curves(record, step_dir)
-        if curves:
-            out.append({"kind": None, "metric": metric_name(record), "curves": curves})
+        fallback = find_curves(record, step_dir)
+        if fallback:
+            out.append({"kind": None, "metric": metric_name(record), "curves": fallback})
     return out
 
 
@@ -255,14 +261,14 @@ def _names(v: Any) -> list[str]:
     for x in v:
         if isinstance(x, str):
             out.append(x)
-        elif isinstance(x, dict) and isinstance(x.get("name", x.get("layer")), str):
-            out.append(x.get("name", x.get("layer")))
+        elif isinstance(x, dict) and isinstance(name := x.get("name", x.get("layer")), str):
+            out.append(name)
     return out
 
 
 def find_float_layers(record: dict[str, Any]) -> list[str]:
     """Names of the layers a quantization step kept in floating point (asked for, or left by the backend)."""
-    cfg = record.get("config") if isinstance(record.get("config"), dict) else {}
+    cfg = as_dict(record.get("config"))
     names: list[str] = []
     for src in (record, cfg):
         for key in _FLOAT_KEYS:

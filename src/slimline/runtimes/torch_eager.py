@@ -29,7 +29,7 @@ class TorchSession(Session):
         self.label = label
         self.precision = precision
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs omit it
 
     def _prepare(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(batch))

@@ -72,13 +72,13 @@ def measure_layouts(
     x_cl = x.contiguous(memory_format=cl)
     variants: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {
         "nchw": (model, x),
-        "channels_last": (copy.deepcopy(model).to(memory_format=cl), x_cl),
+        "channels_last": (copy.deepcopy(model).to(memory_format=cl), x_cl),  # type: ignore[call-overload]  # stubs omit it
     }
     if original is not None:
         variants["original"] = (original, x)
     if fused is not None:
         variants["fused"] = (fused, x)
-        variants["fused+channels_last"] = (copy.deepcopy(fused).to(memory_format=cl), x_cl)
+        variants["fused+channels_last"] = (copy.deepcopy(fused).to(memory_format=cl), x_cl)  # type: ignore[call-overload]  # stubs omit it
 
     def call(m: torch.nn.Module, inp: torch.Tensor) -> Any:
         def fn() -> Any:

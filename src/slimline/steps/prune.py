@@ -43,6 +43,7 @@ from slimline.steps.base import Step, StepConfig, StepOutput
 
 if TYPE_CHECKING:
     from slimline.prune.allocate import Plan
+    from slimline.prune.sensitivity import Kind
 
 Method = Literal["magnitude", "channel", "block"]
 
@@ -312,12 +313,12 @@ class Prune(Step[PruneOptions]):
             chan_protect += [n for n in layers if n not in chosen]
             rec["channel_layers"] = sorted(chosen)
         if "channel" in methods:
-            scan = scan_units(model, example, chan_protect, cfg.exclude, cfg.protect_first_last)
-            units = scan.units
-            rec["units"] = scan.to_dict()
+            unit_scan = scan_units(model, example, chan_protect, cfg.exclude, cfg.protect_first_last)
+            units = unit_scan.units
+            rec["units"] = unit_scan.to_dict()
             if not units:
                 raise SlimlineError(
-                    "no channel group can be pruned (all protected, excluded or unsafe): " + str(scan.skipped)
+                    "no channel group can be pruned (all protected, excluded or unsafe): " + str(unit_scan.skipped)
                 )
         if "block" in methods:
             all_names = [n for n, _ in model.named_modules() if n]
@@ -329,7 +330,7 @@ class Prune(Step[PruneOptions]):
                     "the model has no removable residual block (same input and output shape, skip path)"
                 )
 
-        def scan(kind: str) -> dict[str, Any]:
+        def scan(kind: Kind) -> dict[str, Any]:
             found = _find_sensitivity(ctx, artifact, kind, cfg.sensitivity.files)
             if found is None and kind == "channel":  # per-layer weight curves of each unit's root layer
                 found = _find_sensitivity(ctx, artifact, "weight", cfg.sensitivity.files)
@@ -521,7 +522,9 @@ def _calibrate_plan(
     want = 1.0 / (1.0 - normalise_targets(tg)["latency"])
     others = {k: v for k, v in tg.items() if k not in ("latency", "speedup")}
     befores: list[float] = []
-    asked, rounds, plans = want, [], []
+    asked = want
+    rounds: list[dict[str, Any]] = []
+    plans: list[Plan] = []
     correction = 1.0  # measured / table speed-up of the last plan timed: the table's error on this model
     for i in range(rounds_max + 1):
         trial = copy.deepcopy(model)

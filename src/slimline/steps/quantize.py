@@ -160,7 +160,7 @@ class Quantize(Step[QuantizeOptions]):
             meta = dict(artifact.meta)
 
             groups: dict[str, list[str]] = {}
-            if opts.accuracy_aware and backend.shares_tensor_quantization:
+            if opts.accuracy_aware and backend.shares_tensor_quantization and src.torch_model is not None:
                 from slimline.quant.fakequant import input_producers
 
                 groups = input_producers(src.torch_model)

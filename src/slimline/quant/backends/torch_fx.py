@@ -25,7 +25,7 @@ from torch import nn
 
 from slimline.errors import RecipeError
 from slimline.quant.backends import BACKENDS
-from slimline.quant.backends.base import FloatModel, QuantBackend, QuantConfig, QuantResult
+from slimline.quant.backends.base import Calibration, FloatModel, QuantBackend, QuantConfig, QuantResult
 
 REBUILD = "slimline.quant.backends.torch_fx:rebuild"
 _FLOAT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -119,13 +119,16 @@ class TorchFxBackend(QuantBackend):
             engines = torch.backends.quantized.supported_engines
             raise RecipeError(f"this torch build has no x86 quantized engine ({engines})")
 
-    def write(self, src: FloatModel, calib: np.ndarray, cfg: QuantConfig, keep_float: list[str],
+    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
               out_dir: Path) -> QuantResult:
         from slimline.artifact import layer_specs
 
         self.check(cfg)
         if src.torch_model is None:
             raise RecipeError("the torch backend quantizes PyTorch models; this artifact is not one")
+        if not isinstance(calib, np.ndarray):
+            raise RecipeError("the torch backend calibrates on an image dataset; for named arrays (.npz) use "
+                              "-b onnxruntime or -b openvino")
         model = src.torch_model
         names = {n for n, _ in model.named_modules() if n}
         keep = [*cfg.exclude, *keep_float]
