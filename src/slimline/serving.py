@@ -117,7 +117,7 @@ def _image_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) ->
     c, h, w = spec.input_shape if not spec.preprocess or spec.preprocess.layout != "NHWC" else (
         spec.input_shape[2], spec.input_shape[0], spec.input_shape[1])
     try:
-        img = Image.open(io.BytesIO(body))
+        img: Image.Image = Image.open(io.BytesIO(body))
         img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise RequestError(f"body: not a readable image ({e})", 400) from None

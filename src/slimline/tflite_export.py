@@ -256,8 +256,8 @@ def export_tflite_artifact(
     layout = "NHWC" if nhwc else "NCHW"
     if nhwc:
         first = sig.inputs[0]
-        n, c, h, w = first.shape
-        sig = Signature((TensorSpec(first.name, first.dtype, (n, h, w, c)), *sig.inputs[1:]), sig.outputs)
+        n, c, h, width = first.shape
+        sig = Signature((TensorSpec(first.name, first.dtype, (n, h, width, c)), *sig.inputs[1:]), sig.outputs)
     high = int_high(model)
     fixed = {t.name: tuple(1 if d == BATCH else int(d) for d in t.shape) for t in sig.inputs}
     rng_feeds = sig.example_feeds({k: (parity_batch, *v[1:]) for k, v in fixed.items()}, seed, int_high=high)

@@ -36,6 +36,9 @@ def parse_budget(text: str | float | int | None) -> float | None:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+PruneMethod = Literal["channel", "block", "block+channel"]
+
+
 class SearchConfig(BaseModel):
     """Every option of ``slimline optimize`` (the CLI and a recipe's ``optimize:`` section take these)."""
 
@@ -48,8 +51,10 @@ class SearchConfig(BaseModel):
     trials: int | None = Field(None, ge=1, description="stop once the study has this many finished trials")
     seed: int = 0
     prune: bool = Field(True, description="also search pruning (MACs targets) with a short recovery")
-    prune_methods: list[Literal["channel", "block", "block+channel"]] = Field(
-        default_factory=lambda: ["channel"], description="pruning methods searched (block: residual blocks out)")
+    prune_methods: list[PruneMethod] = Field(
+        default_factory=lambda: list[PruneMethod](["channel"]),
+        description="pruning methods searched (block: residual blocks out)",
+    )
     proxy_epochs: int = Field(1, ge=0, description="recovery epochs of a pruned candidate during the search")
     full_epochs: int = Field(2, ge=0, description="recovery epochs of the chosen pruned candidate, at the end")
     executor: Literal["local", "dask"] = "local"
@@ -226,7 +231,8 @@ class Search:
 
         from slimline.search.executors import get_executor
 
-        cfg, t0, durations = self.cfg, time.monotonic(), []
+        cfg, t0 = self.cfg, time.monotonic()
+        durations: list[float] = []
         finished = lambda: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))  # noqa: E731
         stop = "search space exhausted"
         ex = get_executor(cfg.executor, cfg.parallel, cfg.scheduler, cfg.retries)

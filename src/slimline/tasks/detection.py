@@ -197,7 +197,9 @@ def mean_ap(preds: Sequence[Detections], truth: Sequence[Mapping[str, np.ndarray
     if len(preds) != len(truth):
         raise DetectionError(f"{len(preds)} images of detections against labels for {len(truth)}; give one label "
                              "set per image")
-    images, anns, dets = [], [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
     cats: set[int] = set()
     for i, (p, t) in enumerate(zip(preds, truth, strict=True)):
         images.append({"id": i + 1})
