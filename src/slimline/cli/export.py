@@ -85,7 +85,7 @@ def export(
     Example: slimline export cifar_resnet56 --weights ../shared/data/cifar10/resnet56-4bfd9763.th -o out/r56
 
     Triton: slimline export runs/q56/02_quantize -f triton -o model_repository writes
-    model_repository/02_quantize/{1/model.onnx or model.xml+bin, config.pbtxt} (see docs/serve.md).
+    model_repository/02_quantize/{1/model.onnx or model.xml+bin, config.pbtxt} (see docs/howto/serving.md).
 
     A model taking token ids (inputs in forward order; named dims are dynamic):
     slimline export mypkg.text:tiny_bert -o out/bert --input-shape ids=1x128 --input-dtype ids=int64

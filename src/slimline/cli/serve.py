@@ -36,7 +36,7 @@ def serve(
 
     POST /predict with JSON {"id": "a1", "inputs": {"input": [[...]]}} or a .npy body
     (content-type application/x-npy) for a single-input model, .npz (application/x-npz) for several;
-    GET /health, /ready, /metadata (signature), /metrics (Prometheus). See docs/serve.md.
+    GET /health, /ready, /metadata (signature), /metrics (Prometheus). See docs/howto/serving.md.
     """
     from slimline.bench.harness import RuntimeSpec
     from slimline.serving import serve as run_server
