@@ -48,12 +48,17 @@ def three_input_model(path: Path) -> Path:
         helper.make_node("MatMul", ["new_state", "w2"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "three_inputs",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
-         helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 4]),
-         helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
-         helper.make_tensor_value_info("new_state", TensorProto.FLOAT, ["batch", 16])],
+        nodes,
+        "three_inputs",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 4]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", 16]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("new_state", TensorProto.FLOAT, ["batch", 16]),
+        ],
         inits,
     )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
@@ -65,22 +70,30 @@ def detector_model(path: Path, scale: float = 1.0) -> Path:
 
     w = (np.random.default_rng(1).standard_normal((16, 450)) * scale).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["images", "in_shape"], ["pixels"]),
-         helper.make_node("MatMul", ["pixels", "w"], ["flat"]),
-         helper.make_node("Reshape", ["flat", "shape"], ["boxes"])],
+        [
+            helper.make_node("Reshape", ["images", "in_shape"], ["pixels"]),
+            helper.make_node("MatMul", ["pixels", "w"], ["flat"]),
+            helper.make_node("Reshape", ["flat", "shape"], ["boxes"]),
+        ],
         "detector",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 4, 4])],
         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", 9, 50])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-1, 9, 50], np.int64), "shape"),
-         numpy_helper.from_array(np.array([-1, 16], np.int64), "in_shape")],
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([-1, 9, 50], np.int64), "shape"),
+            numpy_helper.from_array(np.array([-1, 16], np.int64), "in_shape"),
+        ],
     )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
 def three_input_samples(n: int = 40) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2)
-    return {"x": rng.standard_normal((n, 8)).astype(np.float32), "ids": rng.integers(0, 100, (n, 4)),
-            "state": (rng.standard_normal((n, 16)) * 0.5).astype(np.float32)}
+    return {
+        "x": rng.standard_normal((n, 8)).astype(np.float32),
+        "ids": rng.integers(0, 100, (n, 4)),
+        "state": (rng.standard_normal((n, 16)) * 0.5).astype(np.float32),
+    }
 
 
 # --- the arrays source --------------------------------------------------------------------------------------
@@ -119,8 +132,18 @@ def test_arrays_source_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_arrays(tmp_path / "none.npz")
     np.savez(tmp_path / "bad.npz", x=np.zeros((4, 8)))  # CLI: one line naming the missing inputs
-    r = runner.invoke(app, ["eval", "-m", str(tmp_path / "m.onnx"), "--reference", str(tmp_path / "m.onnx"),
-                            "-d", str(tmp_path / "bad.npz")])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "-m",
+            str(tmp_path / "m.onnx"),
+            "--reference",
+            str(tmp_path / "m.onnx"),
+            "-d",
+            str(tmp_path / "bad.npz"),
+        ],
+    )
     assert r.exit_code != 0 and "ids, state" in r.output and "Traceback" not in r.output
 
 
@@ -150,8 +173,22 @@ def test_quantize_three_inputs_feeds_every_input(tmp_path: Path, backend: str, m
     model = three_input_model(tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", **three_input_samples())
     out, js = tmp_path / "q", tmp_path / "q.json"
-    r = runner.invoke(app, ["quantize", "-m", str(model), "-d", str(tmp_path / "calib.npz"), "-b", backend,
-                            "-o", str(out), "--json", str(js)])
+    r = runner.invoke(
+        app,
+        [
+            "quantize",
+            "-m",
+            str(model),
+            "-d",
+            str(tmp_path / "calib.npz"),
+            "-b",
+            backend,
+            "-o",
+            str(out),
+            "--json",
+            str(js),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert fed and all(f == {"x", "ids", "state"} for f in fed)
     summary = json.loads(js.read_text())
@@ -162,8 +199,11 @@ def test_quantize_three_inputs_feeds_every_input(tmp_path: Path, backend: str, m
     assert summary["verification"]["runs"] == "ok"
     assert summary["calibration"]["inputs"] == ["x", "ids", "state"]
     assert "cosine min" in r.output
-    art = json.loads((out / "01_quantize" / "artifact.json").read_text()) if (
-        out / "01_quantize" / "artifact.json").exists() else None
+    art = (
+        json.loads((out / "01_quantize" / "artifact.json").read_text())
+        if (out / "01_quantize" / "artifact.json").exists()
+        else None
+    )
     assert art is None or art["kind"] in ("onnx", "openvino")
 
 
@@ -187,8 +227,9 @@ def test_eval_fidelity_detector_outputs(tmp_path: Path) -> None:
     cand = detector_model(tmp_path / "cand.onnx", scale=1.01)
     np.savez(tmp_path / "d.npz", images=np.random.default_rng(3).standard_normal((12, 1, 4, 4)).astype(np.float32))
     js = tmp_path / "e.json"
-    r = runner.invoke(app, ["eval", "-m", str(cand), "--reference", str(ref), "-d", str(tmp_path / "d.npz"),
-                            "--json", str(js)])
+    r = runner.invoke(
+        app, ["eval", "-m", str(cand), "--reference", str(ref), "-d", str(tmp_path / "d.npz"), "--json", str(js)]
+    )
     assert r.exit_code == 0, r.output
     f = json.loads(js.read_text())["fidelity"]["boxes"]
     assert f["min_cosine"] == pytest.approx(1.0, abs=1e-5) and f["max_abs_diff"] > 0 and f["mean_abs_diff"] > 0
@@ -217,10 +258,13 @@ def test_eval_classification_with_labels(tmp_path: Path) -> None:
     from slimline.api import evaluate_model
 
     w = np.eye(8, 10, dtype=np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["scores"])], "cls",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
-                              [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["scores"])],
+        "cls",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(w, "w")],
+    )
     model = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "c.onnx")
     x = np.eye(8, dtype=np.float32)
     m = evaluate_model(model, NamedSamples({"x": x}, np.arange(8)))
@@ -244,16 +288,25 @@ def test_quantize_gru_with_state_input_on_batch_axis_1(tmp_path: Path) -> None:
             return self.fc(y[:, -1]), h
 
     model = tmp_path / "gru.onnx"
-    torch.onnx.export(Cell().eval(), (torch.randn(1, 6, 8), torch.zeros(1, 1, 16)), str(model),
-                      input_names=["x", "h0"], output_names=["logits", "hn"], opset_version=13, dynamo=False,
-                      dynamic_axes={"x": {0: "batch"}, "h0": {1: "batch"}, "logits": {0: "batch"}, "hn": {1: "batch"}})
+    torch.onnx.export(
+        Cell().eval(),
+        (torch.randn(1, 6, 8), torch.zeros(1, 1, 16)),
+        str(model),
+        input_names=["x", "h0"],
+        output_names=["logits", "hn"],
+        opset_version=13,
+        dynamo=False,
+        dynamic_axes={"x": {0: "batch"}, "h0": {1: "batch"}, "logits": {0: "batch"}, "hn": {1: "batch"}},
+    )
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "c.npz", x=rng.standard_normal((20, 6, 8)).astype(np.float32),
-             h0=np.zeros((20, 1, 16), np.float32))
+    np.savez(
+        tmp_path / "c.npz", x=rng.standard_normal((20, 6, 8)).astype(np.float32), h0=np.zeros((20, 1, 16), np.float32)
+    )
     s = load_arrays(tmp_path / "c.npz").conform(Signature.from_onnx(model))
     assert next(s.batches(4))["h0"].shape == (1, 4, 16)
     js = tmp_path / "q.json"
-    r = runner.invoke(app, ["quantize", "-m", str(model), "-d", str(tmp_path / "c.npz"), "-o", str(tmp_path / "q"),
-                            "--json", str(js)])
+    r = runner.invoke(
+        app, ["quantize", "-m", str(model), "-d", str(tmp_path / "c.npz"), "-o", str(tmp_path / "q"), "--json", str(js)]
+    )
     assert r.exit_code == 0, r.output
     assert set(json.loads(js.read_text())["fidelity"]["outputs"]) == {"logits", "hn"}

@@ -75,8 +75,21 @@ def test_bench_two_input_model_on_onnxruntime_and_openvino(tmp_path: Path) -> No
     pytest.importorskip("openvino")
     model = two_input_onnx(tmp_path / "two.onnx")
     code, output, doc = _bench(
-        [str(model), "-r", "onnxruntime", "-r", "openvino", "-b", "1", "-b", "3",
-         "--input-shape", "x=1x4", "--input-shape", "ids=1x6"],
+        [
+            str(model),
+            "-r",
+            "onnxruntime",
+            "-r",
+            "openvino",
+            "-b",
+            "1",
+            "-b",
+            "3",
+            "--input-shape",
+            "x=1x4",
+            "--input-shape",
+            "ids=1x6",
+        ],
         tmp_path,
     )
     assert code == 0, output

@@ -83,8 +83,12 @@ def test_help_texts_render_literally() -> None:
 
 
 def test_counts_below_one_are_refused_before_any_work(tmp_path: Path) -> None:
-    for args, field in [(["-b", "0"], "batch_sizes"), (["-t", "-1"], "threads"), (["--repeats", "0"], "repeats"),
-                        (["--min-runs", "0"], "min_runs")]:
+    for args, field in [
+        (["-b", "0"], "batch_sizes"),
+        (["-t", "-1"], "threads"),
+        (["--repeats", "0"], "repeats"),
+        (["--min-runs", "0"], "min_runs"),
+    ]:
         # bench's settings are checked by the model a recipe's benchmark section uses: one line naming the field
         res = runner.invoke(app, ["bench", "small_cnn", *args, "--workdir", str(tmp_path / "w")])
         assert res.exit_code == 1 and f"error: bench: {field}" in res.output, args
@@ -115,8 +119,10 @@ def test_options_mirroring_a_settings_model_are_declared_there() -> None:
     from slimline.steps.quantize import QuantizeOptions
 
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
-    pairs = {"quantize": (QuantizeOptions, {"model_format": "format", "symmetric_activations": "activation_symmetric"}),
-             "bench": (BenchSettings, {"batch": "batch_sizes"})}
+    pairs = {
+        "quantize": (QuantizeOptions, {"model_format": "format", "symmetric_activations": "activation_symmetric"}),
+        "bench": (BenchSettings, {"batch": "batch_sizes"}),
+    }
     for command, (model, renamed) in pairs.items():
         checked = 0
         for param in commands[command].params:

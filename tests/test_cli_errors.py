@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), SLIMLINE_PROGRESS="0")
-    return subprocess.run([sys.executable, "-m", "slimline", *args], capture_output=True, text=True, env=env,
-                          timeout=300, **kw)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "slimline", *args], capture_output=True, text=True, env=env, timeout=300, **kw
+    )  # type: ignore[call-overload]
 
 
 def _one_error_line(text: str) -> str:
@@ -49,8 +50,9 @@ def _tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 def test_output_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
-    res = runner.invoke(app, ["train", "-m", "small_cnn_half", "-d", "digits", "--epochs", "1",
-                              "-o", str(tmp_path / "afile" / "out")])
+    res = runner.invoke(
+        app, ["train", "-m", "small_cnn_half", "-d", "digits", "--epochs", "1", "-o", str(tmp_path / "afile" / "out")]
+    )
     assert res.exit_code == 1
     line = _one_error_line(res.output)
     assert "afile" in line and "not a folder" in line
@@ -93,8 +95,20 @@ def test_disk_full_check_only_blames_the_disk_when_it_is_full(tmp_path: Path) ->
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_interrupt_exits_with_one_line(tmp_path: Path, sig: signal.Signals, code: int, word: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), SLIMLINE_PROGRESS="0")
-    cmd = [sys.executable, "-m", "slimline", "train", "-m", "small_cnn", "-d", "digits", "--epochs", "200",
-           "-o", str(tmp_path / "t")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slimline",
+        "train",
+        "-m",
+        "small_cnn",
+        "-d",
+        "digits",
+        "--epochs",
+        "200",
+        "-o",
+        str(tmp_path / "t"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120
@@ -112,11 +126,14 @@ def test_interrupt_exits_with_one_line(tmp_path: Path, sig: signal.Signals, code
     assert word in line and "run the same command again" in line.lower()
 
 
-@pytest.mark.parametrize("content, says", [
-    ('{"files": {}}', "'kind' is None"),
-    ('{"kind": "torch", "files": {"model": "../../etc/passwd"}}', "not a name inside the artifact folder"),
-    ("{not json", "is corrupt"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ('{"files": {}}', "'kind' is None"),
+        ('{"kind": "torch", "files": {"model": "../../etc/passwd"}}', "not a name inside the artifact folder"),
+        ("{not json", "is corrupt"),
+    ],
+)
 def test_corrupt_artifact_is_one_line(tmp_path: Path, content: str, says: str) -> None:
     art = tmp_path / "art"
     art.mkdir()

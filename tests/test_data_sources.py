@@ -44,7 +44,8 @@ def _mixed_tree(root: Path) -> Path:
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A module ``ud_<test>`` in tmp_path with a data factory, a model factory and metrics."""
     name = f"ud_{abs(hash(str(tmp_path))) % 10**8}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent('''
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
         import numpy as np
         import torch
         from slimline.data import ArrayDataset, DataSpec
@@ -75,7 +76,8 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
         def first(outputs, labels):
             return {"first_y": float(outputs["y"][0, 0]), "n_labels": len(labels)}
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     yield name
@@ -95,12 +97,24 @@ def test_preprocess_parse_forms_and_describe(tmp_path: Path) -> None:
     pp = parse_preprocess(str(f))
     assert (pp.channels, pp.layout, pp.resize, pp.center_crop) == ("BGR", "NHWC", 256, 224)
     assert pp.describe() == "resize shortest side 256, center crop 224x224, scale 1/255, mean/std none, BGR, NHWC"
-    assert parse_preprocess({"letterbox": True, "resize": [8, 8], "channels": "gray"}).describe().startswith(
-        "letterbox 8x8 (pad 114)")
+    assert (
+        parse_preprocess({"letterbox": True, "resize": [8, 8], "channels": "gray"})
+        .describe()
+        .startswith("letterbox 8x8 (pad 114)")
+    )
     assert parse_preprocess(None) is None and parse_preprocess(IMAGENET) is IMAGENET
     # every field written out, so the recorded spec hides nothing
-    assert set(IMAGENET.to_dict()) == {"resize", "center_crop", "letterbox", "pad_value", "scale", "mean", "std",
-                                       "layout", "channels"}
+    assert set(IMAGENET.to_dict()) == {
+        "resize",
+        "center_crop",
+        "letterbox",
+        "pad_value",
+        "scale",
+        "mean",
+        "std",
+        "layout",
+        "channels",
+    }
     assert Preprocess.from_dict(IMAGENET.to_dict()) == IMAGENET
 
 
@@ -164,9 +178,20 @@ def test_imagefolder_resize_makes_mixed_sizes_one(tmp_path: Path) -> None:
 
 def test_imagefolder_channels_layout_crop_and_letterbox(tmp_path: Path) -> None:
     root = _mixed_tree(tmp_path / "imgs")
-    bgr = load_dataset("imagefolder", "train", root,
-                       preprocess={"resize": 8, "center_crop": [8, 8], "channels": "BGR", "layout": "NHWC",
-                                   "scale": 1, "mean": [1], "std": [2]})
+    bgr = load_dataset(
+        "imagefolder",
+        "train",
+        root,
+        preprocess={
+            "resize": 8,
+            "center_crop": [8, 8],
+            "channels": "BGR",
+            "layout": "NHWC",
+            "scale": 1,
+            "mean": [1],
+            "std": [2],
+        },
+    )
     assert bgr.x.shape == (2, 8, 8, 3) and bgr.x[0, 0, 0].tolist() == [50, 100, 200]
     assert bgr.spec.input_shape == (8, 8, 3)
     x = bgr.inputs()
@@ -175,8 +200,7 @@ def test_imagefolder_channels_layout_crop_and_letterbox(tmp_path: Path) -> None:
     assert tuple(xb.shape) == (2, 8, 8, 3)
     gray = load_dataset("imagefolder", "train", root, preprocess={"resize": [4, 4], "channels": "gray"})
     assert gray.x.shape == (2, 4, 4, 1) and gray.spec.input_shape == (1, 4, 4) and gray.inputs().shape == (2, 1, 4, 4)
-    box = load_dataset("imagefolder", "train", root, preprocess={"resize": [10, 10], "letterbox": True,
-                                                                  "pad_value": 0})
+    box = load_dataset("imagefolder", "train", root, preprocess={"resize": [10, 10], "letterbox": True, "pad_value": 0})
     # b.png is 20 x 10 (W x H): fitted to 10 x 5, padded above and below
     b = box.x[1]
     assert b.shape == (10, 10, 3) and b[0, 0].tolist() == [0, 0, 0] and b[5, 5].tolist() == [10, 20, 30]
@@ -194,8 +218,11 @@ def test_preprocess_only_for_image_files() -> None:
 def test_recipe_data_preprocess_is_validated_and_written_in_full() -> None:
     from slimline.recipe import parse_recipe
 
-    raw: dict[str, Any] = {"model": "small_cnn", "steps": ["evaluate"],
-                           "data": {"name": "imagefolder", "data_dir": "x", "preprocess": {"resize": [32, 32]}}}
+    raw: dict[str, Any] = {
+        "model": "small_cnn",
+        "steps": ["evaluate"],
+        "data": {"name": "imagefolder", "data_dir": "x", "preprocess": {"resize": [32, 32]}},
+    }
     r = parse_recipe(raw)
     assert r.data.preprocess is not None and r.data.preprocess["mean"] is None and r.data.preprocess["layout"] == "NCHW"
     raw["data"]["preprocess"] = {"layout": "CHW"}
@@ -277,16 +304,19 @@ def test_data_factory(user_module: str) -> None:
 def test_recipe_data_factory_is_trusted_and_loads(user_module: str) -> None:
     from slimline.recipe import parse_recipe, recipe_factories
 
-    r = parse_recipe({"model": "small_cnn", "steps": ["evaluate"],
-                      "data": {"factory": f"{user_module}:images", "kwargs": {"n": 8}}})
+    r = parse_recipe(
+        {"model": "small_cnn", "steps": ["evaluate"], "data": {"factory": f"{user_module}:images", "kwargs": {"n": 8}}}
+    )
     assert r.data.source == f"{user_module}:images" and f"{user_module}:images" in recipe_factories(r)
     assert len(r.data.load("train", None)) == 8
     short = parse_recipe({"model": "small_cnn", "steps": ["evaluate"], "data": f"{user_module}:images"})
     assert short.data.factory == f"{user_module}:images" and short.data.name is None
-    for bad, message in (({"name": "digits", "factory": "a.b:c"}, "one of the two"),
-                         ({}, "one of the two"),
-                         ({"factory": "not a factory"}, "must be written 'package.module:function'"),
-                         ({"name": "digits", "kwargs": {"n": 1}}, "kwargs are for a factory")):
+    for bad, message in (
+        ({"name": "digits", "factory": "a.b:c"}, "one of the two"),
+        ({}, "one of the two"),
+        ({"factory": "not a factory"}, "must be written 'package.module:function'"),
+        ({"name": "digits", "kwargs": {"n": 1}}, "kwargs are for a factory"),
+    ):
         with pytest.raises(RecipeError, match=message):
             parse_recipe({"model": "small_cnn", "steps": ["evaluate"], "data": bad})
 
@@ -348,9 +378,24 @@ def test_eval_cli_shows_preprocess_and_metric(tmp_path: Path, user_module: str) 
     for split, cls in (("train", "a"), ("train", "b"), ("test", "a"), ("test", "b")):
         _image(root / split / cls / "x.png", (7, 5))
     out = tmp_path / "m.json"
-    res = CliRunner().invoke(app, ["eval", "-m", f"{user_module}:net", "-d", "imagefolder", "--data-dir", str(root),
-                                   "--preprocess", "{resize: [4, 4], scale: 1/255}", "--metric",
-                                   f"{user_module}:mean_out", "--json", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "-m",
+            f"{user_module}:net",
+            "-d",
+            "imagefolder",
+            "--data-dir",
+            str(root),
+            "--preprocess",
+            "{resize: [4, 4], scale: 1/255}",
+            "--metric",
+            f"{user_module}:mean_out",
+            "--json",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "preprocess: resize 4x4, scale 1/255, mean/std none, RGB, NCHW" in res.output
     assert f"{user_module}:mean_out: mean_out " in res.output
@@ -386,8 +431,12 @@ def test_recipe_run_records_preprocess_and_eval_reuses_it(tmp_path: Path, user_m
         for i, size in enumerate(((9, 7), (5, 6))):
             _image(root / split / cls / f"{i}.png", size, (40 * i, 90, 200))
     pp = {"resize": [4, 4], "scale": "1/255", "mean": [0.5], "std": [0.25]}
-    recipe = {"model": f"{user_module}:net", "output_dir": str(tmp_path / "run"), "steps": ["export_onnx"],
-              "data": {"name": "imagefolder", "data_dir": str(root), "preprocess": pp, "val_size": 1}}
+    recipe = {
+        "model": f"{user_module}:net",
+        "output_dir": str(tmp_path / "run"),
+        "steps": ["export_onnx"],
+        "data": {"name": "imagefolder", "data_dir": str(root), "preprocess": pp, "val_size": 1},
+    }
     slimline.run(recipe)
     art = Artifact.load(tmp_path / "run" / "01_export_onnx")
     recorded = art.meta["data"]["preprocess"]
@@ -396,8 +445,12 @@ def test_recipe_run_records_preprocess_and_eval_reuses_it(tmp_path: Path, user_m
     assert got["n"] == 4 and got["preprocess"] == recorded
     with pytest.raises(DataError, match="all images must share one size"):
         evaluate_model(art.path, "imagefolder", data_dir=root, preprocess=IMAGENET)
-    fac = {"model": f"{user_module}:net", "output_dir": str(tmp_path / "run2"), "steps": ["evaluate"],
-           "data": {"factory": f"{user_module}:images", "kwargs": {"n": 10}, "val_size": 2}}
+    fac = {
+        "model": f"{user_module}:net",
+        "output_dir": str(tmp_path / "run2"),
+        "steps": ["evaluate"],
+        "data": {"factory": f"{user_module}:images", "kwargs": {"n": 10}, "val_size": 2},
+    }
     res = slimline.run(fac)
     assert res["stages"][-1]["record"]["metrics"]["n"] == 10
 

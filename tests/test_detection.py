@@ -27,8 +27,9 @@ from slimline.tasks.detection import (  # noqa: E402
 #   C (52, 50, 20, 20) class 1 at 0.7 -> another class: kept
 #   D (90, 90, 10, 10) class 1 at 0.1 -> below conf 0.25: dropped
 # plus four empty boxes (score 0), so that N = 8 > 4 + C and layout "auto" reads (1, 6, 8) as YOLOv8's
-BOXES = np.array([[50, 50, 20, 20], [52, 50, 20, 20], [52, 50, 20, 20], [90, 90, 10, 10]] + [[0, 0, 1, 1]] * 4,
-                 dtype=np.float32)
+BOXES = np.array(
+    [[50, 50, 20, 20], [52, 50, 20, 20], [52, 50, 20, 20], [90, 90, 10, 10]] + [[0, 0, 1, 1]] * 4, dtype=np.float32
+)
 SCORES = np.array([[0.9, 0.1], [0.8, 0.05], [0.1, 0.7], [0.0, 0.1]] + [[0.0, 0.0]] * 4, dtype=np.float32)
 WANT_BOXES = np.array([[40, 40, 60, 60], [42, 40, 62, 60]], dtype=np.float32)
 
@@ -97,8 +98,9 @@ def test_letterbox_keeps_aspect_and_records_scale() -> None:
 
 
 def dets(boxes: list[list[float]], scores: list[float], classes: list[int]) -> Detections:
-    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
-                      np.array(classes, np.int64))
+    return Detections(
+        np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.array(classes, np.int64)
+    )
 
 
 def test_map_on_three_hand_labelled_images() -> None:
@@ -107,11 +109,16 @@ def test_map_on_three_hand_labelled_images() -> None:
     points 0..0.66 (67 points) count: AP = 67/101 at IoU thresholds <= 0.62 (0.5, 0.55, 0.6). Above 0.62 the
     second is a false alarm: TP, FP, FP -> precision 1 up to recall 1/3: 34 points, AP = 34/101.
     mAP@0.5 = 67/101; mAP@0.5:0.95 = (3 * 67 + 7 * 34) / (10 * 101) = 439/1010."""
-    truth = [{"boxes": np.array([[10, 10, 50, 50]]), "classes": np.array([0])},
-             {"boxes": np.array([[0, 0, 100, 100]]), "classes": np.array([0])},
-             {"boxes": np.array([[0, 0, 30, 30]]), "classes": np.array([0])}]
-    preds = [dets([[10, 10, 50, 50]], [0.9], [0]), dets([[0, 0, 100, 62]], [0.8], [0]),
-             dets([[60, 60, 90, 90]], [0.7], [0])]
+    truth = [
+        {"boxes": np.array([[10, 10, 50, 50]]), "classes": np.array([0])},
+        {"boxes": np.array([[0, 0, 100, 100]]), "classes": np.array([0])},
+        {"boxes": np.array([[0, 0, 30, 30]]), "classes": np.array([0])},
+    ]
+    preds = [
+        dets([[10, 10, 50, 50]], [0.9], [0]),
+        dets([[0, 0, 100, 62]], [0.8], [0]),
+        dets([[60, 60, 90, 90]], [0.7], [0]),
+    ]
     got = mean_ap(preds, truth)
     assert got["map50"] == pytest.approx(67 / 101, abs=1e-6)
     assert got["map50_95"] == pytest.approx(439 / 1010, abs=1e-6)

@@ -232,16 +232,22 @@ def test_openvino_export_of_an_onnx_file_with_named_input_shapes(tmp_path: Path)
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, "h", "w"])
     outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3, "h", "w"]) for n in ("boxes", "scores")]
-    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["boxes"]),
-                               helper.make_node("Sigmoid", ["images"], ["scores"])], "g", [x], outs)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["boxes"]), helper.make_node("Sigmoid", ["images"], ["scores"])],
+        "g",
+        [x],
+        outs,
+    )
     path = tmp_path / "det.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    ok = CliRunner().invoke(app, ["export", str(path), "-f", "openvino", "--input-shape", "images=1x3x32x32",
-                                  "-o", str(tmp_path / "ov")])
+    ok = CliRunner().invoke(
+        app, ["export", str(path), "-f", "openvino", "--input-shape", "images=1x3x32x32", "-o", str(tmp_path / "ov")]
+    )
     assert ok.exit_code == 0, ok.output
     sig = json.loads((tmp_path / "ov" / "artifact.json").read_text())["meta"]["signature"]
     assert [o["name"] for o in sig["outputs"]] == ["boxes", "scores"]
-    bad = CliRunner().invoke(app, ["export", str(path), "-f", "openvino", "--input-shape", "imgs=1x3x32x32",
-                                   "-o", str(tmp_path / "ov2")])
+    bad = CliRunner().invoke(
+        app, ["export", str(path), "-f", "openvino", "--input-shape", "imgs=1x3x32x32", "-o", str(tmp_path / "ov2")]
+    )
     assert bad.exit_code == 1 and "does not have; its inputs: images" in bad.output
     assert not (tmp_path / "ov2").exists()

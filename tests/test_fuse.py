@@ -332,8 +332,11 @@ def test_openvino_fuses_depthwise_into_pointwise_at_static_batch(tmp_path: Path)
     assert np.abs(sess.run(x) - ref).max() < 1e-3 * max(1.0, float(np.abs(ref).max()))
     # ... and the model it runs at batch 1 is the one with the depthwise conv inside the 1x1 kernel
     runtime_model = sess._static(1, 1).compiled.get_runtime_model()  # noqa: SLF001
-    prims = [op.get_rt_info()["primitiveType"].astype(str) for op in runtime_model.get_ordered_ops()
-             if "primitiveType" in op.get_rt_info()]
+    prims = [
+        op.get_rt_info()["primitiveType"].astype(str)
+        for op in runtime_model.get_ordered_ops()
+        if "primitiveType" in op.get_rt_info()
+    ]
     assert any("dw_1x1" in p for p in prims)
 
 

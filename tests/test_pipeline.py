@@ -191,8 +191,13 @@ def test_rerun_with_a_changed_recipe_discards_the_stale_checkpoint(tmp_path: Pat
         assert isinstance(opts, TrainOptions)
         model = load_torch(Artifact.load(run / "00_baseline"))
         data = DataBundle(parsed.data, parsed.seed)
-        fit(model, data.train, opts.train_config(parsed.seed), checkpoint=run / "01_train" / "checkpoint.pt",
-            stop_after_epoch=1)
+        fit(
+            model,
+            data.train,
+            opts.train_config(parsed.seed),
+            checkpoint=run / "01_train" / "checkpoint.pt",
+            stop_after_epoch=1,
+        )
 
     killed_after_one_epoch(0.01)
     rec = slimline.run(recipe(0.3))["stages"][1]["record"]

@@ -26,10 +26,14 @@ def _two_input_model(path: Path) -> Path:
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Gather", ["emb", "ids"], ["z"])],
         "two_inputs",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 3, 5])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 3, 5]),
+        ],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(emb, "emb")],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
@@ -51,8 +55,9 @@ def feeds(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return tmp_path / "inputs.npz", arrays
 
 
-def test_outputs_by_name_equal_onnxruntime(art: Artifact, feeds: tuple[Path, dict[str, np.ndarray]],
-                                           tmp_path: Path) -> None:
+def test_outputs_by_name_equal_onnxruntime(
+    art: Artifact, feeds: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
     import onnxruntime as ort
 
     path, arrays = feeds
@@ -71,8 +76,19 @@ def test_cli_and_one_line_errors(art: Artifact, feeds: tuple[Path, dict[str, np.
     from slimline.cli import app
 
     path, _ = feeds
-    r = CliRunner().invoke(app, ["predict", str(art.path), "-d", str(path), "--out", str(tmp_path / "o.npz"),
-                                 "--json", str(tmp_path / "r.json")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(art.path),
+            "-d",
+            str(path),
+            "--out",
+            str(tmp_path / "o.npz"),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "outputs y, z" in r.output
     assert json.loads((tmp_path / "r.json").read_text())["outputs"]["z"] == [23, 3, 5]
@@ -102,7 +118,8 @@ def _kws_model(path: Path) -> Path:
 
     w = np.stack([np.ones(8000), -np.ones(8000)], axis=1).astype(np.float32) / 8000
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["wave", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["logits"])], "kws",
+        [helper.make_node("MatMul", ["wave", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["logits"])],
+        "kws",
         [helper.make_tensor_value_info("wave", TensorProto.FLOAT, ["batch", 8000])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-0.25, 0.25], np.float32), "b")],
@@ -126,8 +143,22 @@ def test_quantize_calibrates_on_a_wav_folder(tmp_path: Path) -> None:
     from slimline.cli import app
 
     model, clips = _kws_model(tmp_path / "kws.onnx"), _clips(tmp_path / "clips")
-    r = CliRunner().invoke(app, ["quantize", "-m", str(model), "-d", str(clips), "-b", "onnxruntime",
-                                 "-o", str(tmp_path / "q"), "--json", str(tmp_path / "q.json")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "-m",
+            str(model),
+            "-d",
+            str(clips),
+            "-b",
+            "onnxruntime",
+            "-o",
+            str(tmp_path / "q"),
+            "--json",
+            str(tmp_path / "q.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "q.json").read_text())
     assert summary["calibration"]["source"] == str(clips)

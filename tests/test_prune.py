@@ -747,7 +747,8 @@ def test_latency_calibration_replans_until_the_measured_speedup_meets_the_target
     # round 0 predicts what the table says; later rounds correct the table by the last measured/table ratio
     assert rounds[0]["predicted_speedup"] == pytest.approx(rounds[0]["table_speedup"])
     assert rounds[1]["predicted_speedup"] == pytest.approx(
-        rounds[1]["table_speedup"] * rounds[0]["measured_speedup"] / rounds[0]["table_speedup"])
+        rounds[1]["table_speedup"] * rounds[0]["measured_speedup"] / rounds[0]["table_speedup"]
+    )
     # the plan removed too much: the target is lowered by the excess, and the closer plan is kept
     make_plan = planner(1.3)
     tg = {"speedup": 1.35}

@@ -63,8 +63,12 @@ def trained(digits: tuple, tmp_path_factory: pytest.TempPathFactory) -> dict:
     bad = load_model("small_cnn_half", folder / "clean.pt", in_channels=1)
     victim = _sabotage(bad)
     torch.save(bad.state_dict(), folder / "sabotaged.pt")
-    return {"clean": folder / "clean.pt", "sabotaged": folder / "sabotaged.pt", "victim": victim,
-            "top1": evaluate(model, test)["top1"]}
+    return {
+        "clean": folder / "clean.pt",
+        "sabotaged": folder / "sabotaged.pt",
+        "victim": victim,
+        "top1": evaluate(model, test)["top1"],
+    }
 
 
 def _model(path: Path) -> nn.Module:
@@ -126,8 +130,9 @@ def test_onnxruntime_static_qdq_runs_in_int8(trained: dict, digits: tuple, tmp_p
     np.testing.assert_array_equal(_ort(qfile)(x), _ort(tmp_path / "named" / "model.onnx")(x))
 
 
-def test_onnxruntime_keeps_named_layers_float_and_rejects_unknown_names(trained: dict, digits: tuple,
-                                                                       tmp_path: Path) -> None:
+def test_onnxruntime_keeps_named_layers_float_and_rejects_unknown_names(
+    trained: dict, digits: tuple, tmp_path: Path
+) -> None:
     src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
     calib = digits[0].sample(64).inputs()
     backend = get_backend("onnxruntime")
@@ -166,8 +171,9 @@ def test_operator_the_backend_cannot_quantize_stays_float_with_a_warning(tmp_pat
 def test_dynamic_quantization_warns_on_convolution_heavy_models(trained: dict, tmp_path: Path) -> None:
     src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
     with pytest.warns(QuantWarning, match="convolution-heavy.*slower than fp32.*static"):
-        res = get_backend("onnxruntime").quantize(src, np.zeros((1, *SHAPE), np.float32),
-                                                  QuantConfig(mode="dynamic"), [], tmp_path / "q")
+        res = get_backend("onnxruntime").quantize(
+            src, np.zeros((1, *SHAPE), np.float32), QuantConfig(mode="dynamic"), [], tmp_path / "q"
+        )
     assert res.details["mode"] == "dynamic" and res.details["conv_weight_share"] > 0.9
 
 
@@ -182,8 +188,9 @@ def test_openvino_nncf_quantizes_and_ignores_named_layers(trained: dict, digits:
 
     train, test = digits
     src = FloatModel(SHAPE, tmp_path / "work", torch_model=_model(trained["clean"]))
-    res = get_backend("openvino").quantize(src, train.sample(100).inputs(), QuantConfig(), ["features.4"],
-                                           tmp_path / "q")
+    res = get_backend("openvino").quantize(
+        src, train.sample(100).inputs(), QuantConfig(), ["features.4"], tmp_path / "q"
+    )
     assert res.files == {"model": "model.xml", "weights": "model.bin"}
     assert len(res.excluded) == 1 and res.excluded[0].startswith("/features/features.4/Conv")
     assert res.details["quantized_ops"] == 4 and res.left_float == []
@@ -192,8 +199,9 @@ def test_openvino_nncf_quantizes_and_ignores_named_layers(trained: dict, digits:
     assert got["runtime"] == "openvino" and got["top1"] >= trained["top1"] - 2.0
 
 
-def test_openvino_onnx_format_writes_qdq_that_openvino_runs_in_int8(trained: dict, digits: tuple,
-                                                                     tmp_path: Path) -> None:
+def test_openvino_onnx_format_writes_qdq_that_openvino_runs_in_int8(
+    trained: dict, digits: tuple, tmp_path: Path
+) -> None:
     from slimline.evaluate import evaluate_artifact
     from slimline.runtimes import default_runtime
     from slimline.runtimes.openvino import import_openvino
@@ -228,14 +236,20 @@ def test_openvino_onnx_format_writes_qdq_that_openvino_runs_in_int8(trained: dic
         get_backend("onnxruntime").check(cfg)
 
 
-def test_torch_fx_backend_saves_an_artifact_the_torch_runtime_loads(trained: dict, digits: tuple,
-                                                                    tmp_path: Path) -> None:
+def test_torch_fx_backend_saves_an_artifact_the_torch_runtime_loads(
+    trained: dict, digits: tuple, tmp_path: Path
+) -> None:
     from slimline.quant.backends.torch_fx import pt2e_status
 
     train, test = digits
     model = _model(trained["clean"])
-    res = get_backend("torch").quantize(FloatModel(SHAPE, tmp_path / "w", torch_model=model),
-                                        train.sample(100).inputs(), QuantConfig(), ["classifier"], tmp_path / "q")
+    res = get_backend("torch").quantize(
+        FloatModel(SHAPE, tmp_path / "w", torch_model=model),
+        train.sample(100).inputs(),
+        QuantConfig(),
+        ["classifier"],
+        tmp_path / "q",
+    )
     with ArtifactWriter(tmp_path / "art", "torch", {"input_shape": list(SHAPE), **res.meta}, []) as w:
         for role, f in res.files.items():
             (w.add(role, f)).write_bytes((tmp_path / "q" / f).read_bytes())
@@ -288,8 +302,7 @@ def test_quantize_step_accuracy_aware_on_a_small_model(trained: dict, tmp_path: 
         "name": "aa",
         "model": {"name": "small_cnn_half", "weights": str(trained["sabotaged"]), "kwargs": {"in_channels": 1}},
         "data": {"name": "digits", "val_size": 300},
-        "steps": [{"quantize": {"accuracy_aware": True, "max_drop": 1.0, "calibration_size": 200}},
-                  {"evaluate": {}}],
+        "steps": [{"quantize": {"accuracy_aware": True, "max_drop": 1.0, "calibration_size": 200}}, {"evaluate": {}}],
         "output_dir": str(tmp_path / "run"),
     }
     results = run(recipe)
@@ -310,8 +323,9 @@ def test_quantize_step_accuracy_aware_on_a_small_model(trained: dict, tmp_path: 
     assert ev["top1"] >= trained["top1"] - 3.0 and ev["runtime"] == "onnxruntime"
 
 
-def test_accuracy_aware_quantize_of_an_exported_onnx_ranks_with_its_pytorch_source(trained: dict,
-                                                                                  tmp_path: Path) -> None:
+def test_accuracy_aware_quantize_of_an_exported_onnx_ranks_with_its_pytorch_source(
+    trained: dict, tmp_path: Path
+) -> None:
     """After export_onnx (as in the demo), the ranking runs on the PyTorch stage the ONNX came from."""
     from slimline.api import run
 
@@ -319,31 +333,45 @@ def test_accuracy_aware_quantize_of_an_exported_onnx_ranks_with_its_pytorch_sour
         "name": "aa-onnx",
         "model": {"name": "small_cnn_half", "weights": str(trained["sabotaged"]), "kwargs": {"in_channels": 1}},
         "data": {"name": "digits", "val_size": 300},
-        "steps": [{"export_onnx": {}},
-                  {"quantize": {"accuracy_aware": True, "max_drop": 1.0, "calibration_size": 200}}],
+        "steps": [
+            {"export_onnx": {}},
+            {"quantize": {"accuracy_aware": True, "max_drop": 1.0, "calibration_size": 200}},
+        ],
         "output_dir": str(tmp_path / "run"),
     }
     q = run(recipe)["stages"][2]["record"]
     assert q["accuracy_aware"]["kept_float"][0] == trained["victim"]
     assert q["accuracy_aware"]["final_drop"] <= 1.0
-    onnx_only = {**recipe, "model": str(tmp_path / "run" / "01_export_onnx" / "model.onnx"),
-                 "steps": recipe["steps"][1:], "output_dir": str(tmp_path / "run2")}
+    onnx_only = {
+        **recipe,
+        "model": str(tmp_path / "run" / "01_export_onnx" / "model.onnx"),
+        "steps": recipe["steps"][1:],
+        "output_dir": str(tmp_path / "run2"),
+    }
     with pytest.raises(RecipeError, match="exported from"):
         run(onnx_only)
 
 
-def test_openvino_onnx_format_in_a_recipe_is_scored_and_evaluated_on_openvino(trained: dict,
-                                                                              tmp_path: Path) -> None:
+def test_openvino_onnx_format_in_a_recipe_is_scored_and_evaluated_on_openvino(trained: dict, tmp_path: Path) -> None:
     from slimline.api import run
 
     recipe = {
         "name": "ov-qdq",
         "model": {"name": "small_cnn_half", "weights": str(trained["sabotaged"]), "kwargs": {"in_channels": 1}},
         "data": {"name": "digits", "val_size": 300},
-        "steps": [{"export_onnx": {}},
-                  {"quantize": {"backend": "openvino", "format": "onnx", "accuracy_aware": True, "max_drop": 1.0,
-                                "calibration_size": 200}},
-                  {"evaluate": {"split": "test"}}],
+        "steps": [
+            {"export_onnx": {}},
+            {
+                "quantize": {
+                    "backend": "openvino",
+                    "format": "onnx",
+                    "accuracy_aware": True,
+                    "max_drop": 1.0,
+                    "calibration_size": 200,
+                }
+            },
+            {"evaluate": {"split": "test"}},
+        ],
         "output_dir": str(tmp_path / "run"),
     }
     stages = run(recipe)["stages"]
@@ -355,8 +383,7 @@ def test_openvino_onnx_format_in_a_recipe_is_scored_and_evaluated_on_openvino(tr
     assert ev["metrics"]["runtime"] == "openvino"  # the evaluate step ran it on its named runtime
 
 
-def test_qat_step_exports_qdq_onnx_that_onnxruntime_runs_in_int8(trained: dict, digits: tuple,
-                                                                 tmp_path: Path) -> None:
+def test_qat_step_exports_qdq_onnx_that_onnxruntime_runs_in_int8(trained: dict, digits: tuple, tmp_path: Path) -> None:
     from slimline.api import run
 
     recipe = {
@@ -398,15 +425,45 @@ def test_cli_quantize_reports_accuracy_size_and_warnings(trained: dict, tmp_path
     from slimline.cli import app
 
     out = tmp_path / "q.json"
-    r = CliRunner().invoke(app, ["quantize", "-m", "small_cnn_half", "--weights", str(trained["clean"]), "-d", "digits",
-                                 "--calibration-size", "64", "-o", str(tmp_path / "run"), "--json", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "-m",
+            "small_cnn_half",
+            "--weights",
+            str(trained["clean"]),
+            "-d",
+            "digits",
+            "--calibration-size",
+            "64",
+            "-o",
+            str(tmp_path / "run"),
+            "--json",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(out.read_text())
     assert s["backend"] == "onnxruntime" and s["artifact"] == "02_quantize"
     assert s["sizes"]["compression"] > 3.0 and abs(s["drop"]) < 3.0
     assert s["float"]["n"] == s["int8"]["n"] == 360 and s["int8"]["runtime"] == "onnxruntime"
-    r = CliRunner().invoke(app, ["quantize", "-m", "small_cnn_half", "-d", "digits", "-b", "openvino",
-                                 "--calibration", "entropy", "-o", str(tmp_path / "bad")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "-m",
+            "small_cnn_half",
+            "-d",
+            "digits",
+            "-b",
+            "openvino",
+            "--calibration",
+            "entropy",
+            "-o",
+            str(tmp_path / "bad"),
+        ],
+    )
     assert r.exit_code == 1 and "no 'entropy' calibration" in r.output
 
 
@@ -420,6 +477,7 @@ def test_outlier_resnet_keeps_the_float_function_and_widens_weight_ranges(cifar_
     with torch.no_grad():
         a, b = plain(torch.from_numpy(x)), odd(torch.from_numpy(x))
     assert torch.allclose(a, b, atol=1e-4)  # nothing reaches the output through the planted weights
+
     def wmax(m: nn.Module) -> float:
         return float(m.weight.detach().abs().max())
 

@@ -150,8 +150,15 @@ def test_observer_table_covers_every_observer_and_scheme() -> None:
     x = outlier_tensor(channels=4, per_channel=4096, outliers=1, magnitude=30.0)
     rows = observer_table(x, methods=("minmax", "percentile"))
     assert {(r["observer"], r["scheme"]) for r in rows} == {
-        (o, s.label) for o in ("minmax", "percentile") for s in
-        (QScheme("int8", True), QScheme("uint8", False), QScheme("int8", True, True), QScheme("uint8", False, True))}
+        (o, s.label)
+        for o in ("minmax", "percentile")
+        for s in (
+            QScheme("int8", True),
+            QScheme("uint8", False),
+            QScheme("int8", True, True),
+            QScheme("uint8", False, True),
+        )
+    }
     assert all(np.isfinite(r["sqnr_db"]) and r["sqnr_db"] > 10 for r in rows)
 
 

@@ -33,8 +33,16 @@ class _Net(nn.Module):
 
 def _export(model: nn.Module, path: Path, opset: int = 17, shape: tuple[int, ...] = SHAPE) -> Path:
     torch.manual_seed(0)
-    torch.onnx.export(model.eval(), (torch.randn(1, *shape),), str(path), opset_version=opset, dynamo=False,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    torch.onnx.export(
+        model.eval(),
+        (torch.randn(1, *shape),),
+        str(path),
+        opset_version=opset,
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
     return path
 
 
@@ -96,14 +104,18 @@ def _divide_by_zero(proto: onnx.ModelProto) -> None:
     _append(proto, "Div", numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
 
 
-@pytest.mark.parametrize("corrupt,message", [
-    (_garbage, "fails the ONNX checker: .*; try per_channel: false"),
-    (_unknown_op, "fails to load in ONNX Runtime: .*; try per_channel: false"),
-    (_bad_reshape, "loads in ONNX Runtime but fails to run on the calibration inputs: .*; try per_channel: false"),
-    (_divide_by_zero, "outputs NaN or infinity \\(output 0\\) in ONNX Runtime where the fp32 model does not"),
-])
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (_garbage, "fails the ONNX checker: .*; try per_channel: false"),
+        (_unknown_op, "fails to load in ONNX Runtime: .*; try per_channel: false"),
+        (_bad_reshape, "loads in ONNX Runtime but fails to run on the calibration inputs: .*; try per_channel: false"),
+        (_divide_by_zero, "outputs NaN or infinity \\(output 0\\) in ONNX Runtime where the fp32 model does not"),
+    ],
+)
 def test_a_broken_written_model_is_a_one_line_error_naming_the_stage(
-        corrupt, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    corrupt, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     from slimline.quant.backends.ort import OrtBackend
 
     original = OrtBackend.write
@@ -140,7 +152,8 @@ def test_per_channel_on_an_opset_11_export_upgrades_the_opset(tmp_path: Path) ->
 
 
 def test_per_channel_falls_back_to_per_tensor_when_the_opset_cannot_be_converted(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from onnx import version_converter
 
     def fail(model, version):  # type: ignore[no-untyped-def]
@@ -166,9 +179,12 @@ def _constant_weight_conv(path: Path) -> Path:
         helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
         helper.make_node("Relu", ["c"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "paddle_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                 ["n", 32, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64, 8, 8])])
+    graph = helper.make_graph(
+        nodes,
+        "paddle_like",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64, 8, 8])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -178,8 +194,9 @@ def _constant_weight_conv(path: Path) -> Path:
 def test_constant_node_weights_get_int8_weights(tmp_path: Path) -> None:
     fp32 = _constant_weight_conv(tmp_path / "paddle.onnx")
     src = FloatModel((32, 8, 8), tmp_path / "work", onnx_path=fp32)
-    res = get_backend("onnxruntime").quantize(src, _calib(16, (32, 8, 8)), QuantConfig(compact_names=False), [],
-                                              tmp_path / "q")
+    res = get_backend("onnxruntime").quantize(
+        src, _calib(16, (32, 8, 8)), QuantConfig(compact_names=False), [], tmp_path / "q"
+    )
     q = tmp_path / "q" / "model.onnx"
     assert q.stat().st_size < 0.4 * fp32.stat().st_size
     assert res.details["onnx_preparation"]["constants_to_initializers"] == 2
@@ -193,14 +210,21 @@ def test_constant_node_weights_get_int8_weights(tmp_path: Path) -> None:
 
 def test_dynamic_mode_with_nothing_to_quantize_says_so(tmp_path: Path) -> None:
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])]
-    graph = helper.make_graph(nodes, "plain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    graph = helper.make_graph(
+        nodes,
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "plain.onnx"))
     src = FloatModel((4,), tmp_path / "work", onnx_path=tmp_path / "plain.onnx")
-    with pytest.raises(QuantizationError, match=r"dynamic quantization found nothing to quantize in plain.onnx "
-                                                r"\(.*this model has only (Relu|Add) \(1\).*\); use mode: static"):
+    with pytest.raises(
+        QuantizationError,
+        match=r"dynamic quantization found nothing to quantize in plain.onnx "
+        r"\(.*this model has only (Relu|Add) \(1\).*\); use mode: static",
+    ):
         get_backend("onnxruntime").quantize(src, _calib(4, (4,)), QuantConfig(mode="dynamic"), [], tmp_path / "q")
 
 
@@ -249,8 +273,24 @@ def test_cli_quantize_of_a_detector_reports_fidelity_instead_of_top1(tmp_path: P
     det = _export(_Detector(), tmp_path / "det.onnx", shape=(1, 8, 8))
     assert _run(det, _calib(2, (1, 8, 8))).shape == (2, 9, 36)
     out = tmp_path / "q.json"
-    r = CliRunner().invoke(app, ["quantize", "-m", str(det), "-d", "digits", "--calibration-size", "32",
-                                 "--test-limit", "20", "-o", str(tmp_path / "run"), "--json", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "-m",
+            str(det),
+            "-d",
+            "digits",
+            "--calibration-size",
+            "32",
+            "--test-limit",
+            "20",
+            "-o",
+            str(tmp_path / "run"),
+            "--json",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "no top-1" in r.output and "Traceback" not in r.output
     s = json.loads(out.read_text())

@@ -14,7 +14,8 @@ def _install_fake_plugin(site: Path, entry: str) -> None:
     """A package ``fakeplug`` with a dist-info whose entry_points.txt names ``entry`` (no pip needed)."""
     (site / "fakeplug").mkdir(parents=True)
     (site / "fakeplug" / "__init__.py").write_text("")
-    (site / "fakeplug" / "runtime.py").write_text(textwrap.dedent("""
+    (site / "fakeplug" / "runtime.py").write_text(
+        textwrap.dedent("""
         from slimline.runtimes import RUNTIMES, Runtime
 
         @RUNTIMES.register("fake-rt")
@@ -24,7 +25,8 @@ def _install_fake_plugin(site: Path, entry: str) -> None:
 
             def load(self, artifact, threads=None):
                 raise NotImplementedError
-    """))
+    """)
+    )
     (site / "fakeplug" / "broken.py").write_text("raise RuntimeError('half-installed')\n")
     info = site / "fakeplug-0.1.dist-info"
     info.mkdir()
@@ -39,8 +41,11 @@ def _run(site: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 def test_an_entry_point_plugin_is_registered(tmp_path: Path) -> None:
     _install_fake_plugin(tmp_path, "[slimline.runtimes]\nfake = fakeplug.runtime\n")
-    res = _run(tmp_path, "from slimline.runtimes import runtime_names, get_runtime; "
-                         "print(runtime_names()); print(get_runtime('fake-rt').kinds)")
+    res = _run(
+        tmp_path,
+        "from slimline.runtimes import runtime_names, get_runtime; "
+        "print(runtime_names()); print(get_runtime('fake-rt').kinds)",
+    )
     assert res.returncode == 0, res.stderr
     names = res.stdout.splitlines()[0]
     assert "'fake-rt'" in names and "'onnxruntime'" in names and "'torch'" in names  # plug-in beside built-ins
@@ -49,8 +54,11 @@ def test_an_entry_point_plugin_is_registered(tmp_path: Path) -> None:
 
 def test_a_broken_plugin_is_one_line_naming_it(tmp_path: Path) -> None:
     _install_fake_plugin(tmp_path, "[slimline.steps]\nbad = fakeplug.broken\n")
-    res = _run(tmp_path, "from slimline.steps import step_names\n"
-                         "try:\n    step_names()\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    res = _run(
+        tmp_path,
+        "from slimline.steps import step_names\n"
+        "try:\n    step_names()\nexcept Exception as e:\n    print(type(e).__name__, e)",
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout.strip()
     assert out.startswith("SlimlineError") and "'bad'" in out and "fakeplug.broken" in out and "half-installed" in out

@@ -21,8 +21,11 @@ from slimline.signature import Signature, TensorSpec, artifact_signature
 FACTORY = "test_runtime_contract:three_input_model"
 VOCAB = 120
 SIGNATURE = Signature(
-    (TensorSpec("features", "float32", ("batch", 8)), TensorSpec("ids", "int64", ("batch", "sequence")),
-     TensorSpec("state", "float32", ("batch", 16))),
+    (
+        TensorSpec("features", "float32", ("batch", 8)),
+        TensorSpec("ids", "int64", ("batch", "sequence")),
+        TensorSpec("state", "float32", ("batch", 16)),
+    ),
     (TensorSpec("logits", "float32", ("batch", 4)), TensorSpec("tokens", "float32", ("batch", "sequence", 16))),
 )
 SHAPES = [(1, 5), (3, 7)]  # (batch, sequence): neither is the export's example shape
@@ -172,8 +175,7 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Artifact]:
     return arts
 
 
-@pytest.mark.parametrize(("runtime", "kind"),
-                         [(rt, k) for rt in runtime_names() for k in ("torch", "onnx", "tflite")])
+@pytest.mark.parametrize(("runtime", "kind"), [(rt, k) for rt in runtime_names() for k in ("torch", "onnx", "tflite")])
 def test_classifier_run_and_run_named_agree(runtime: str, kind: str, classifier: dict[str, Artifact]) -> None:
     cls = get_runtime(runtime)
     ok, why = cls.available()
@@ -203,8 +205,18 @@ def test_cli_exports_a_model_taking_int64_ids(tmp_path: Path) -> None:
     from slimline.cli import app
 
     out = tmp_path / "ids_onnx"
-    args = ["export", "test_runtime_contract:embedding_bag_model", "-o", str(out), "--input-shape", "ids=1x6",
-            "--input-dtype", "ids=int64", "--dynamic", "ids=0:batch,1:sequence"]
+    args = [
+        "export",
+        "test_runtime_contract:embedding_bag_model",
+        "-o",
+        str(out),
+        "--input-shape",
+        "ids=1x6",
+        "--input-dtype",
+        "ids=int64",
+        "--dynamic",
+        "ids=0:batch,1:sequence",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     sig = artifact_signature(Artifact.load(out))

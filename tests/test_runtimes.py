@@ -164,8 +164,11 @@ def test_option_names_come_from_load_and_typos_are_errors(arts) -> None:
 
     assert {"threads", "inter_op_threads"} <= set(runtime_options("onnxruntime"))
     assert "artifact" not in runtime_options("torch")
-    with pytest.raises(SlimlineError, match=r"runtime onnxruntime has no option 'thread' \(did you mean 'threads'\?\); "
-                       r"valid: threads, inter_op_threads"):
+    with pytest.raises(
+        SlimlineError,
+        match=r"runtime onnxruntime has no option 'thread' \(did you mean 'threads'\?\); "
+        r"valid: threads, inter_op_threads",
+    ):
         validate_runtime_spec("onnxruntime:thread=2")
     validate_runtime_spec("torch:channels_last")
     validate_options("onnxruntime", {"batch_size": 8}, allow=("batch_size",))

@@ -24,8 +24,15 @@ from slimline.search import parse_budget, run_search
 pytest.importorskip("optuna")
 
 DATA = {"name": "digits", "val_size": 200}
-FAST = {"runtime": "onnxruntime", "prune": False, "min_runs": 3, "min_seconds": 0.05, "threads": 1, "max_drop": 5.0,
-        "confirm": 0}
+FAST = {
+    "runtime": "onnxruntime",
+    "prune": False,
+    "min_runs": 3,
+    "min_seconds": 0.05,
+    "threads": 1,
+    "max_drop": 5.0,
+    "confirm": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +40,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """small_cnn trained briefly on digits (training split only)."""
     root = tmp_path_factory.mktemp("search")
     base = make_baseline(ModelSpec(name="small_cnn"), DataBundle(DataConfig(name="digits")).spec, root / "00_baseline")
-    return slimline.apply_step("train", base, root / "01_train", data=DATA, epochs=2, lr=0.05, batch_size=64,
-                               augment=False)
+    return slimline.apply_step(
+        "train", base, root / "01_train", data=DATA, epochs=2, lr=0.05, batch_size=64, augment=False
+    )
 
 
 def _records(run: Path) -> dict[int, dict[str, Any]]:
@@ -64,8 +72,12 @@ def test_failed_trial_is_recorded_and_search_goes_on_then_resumes(trained: Artif
     # a crash mid-trial: a trial left RUNNING in the storage
     study = optuna.load_study(study_name="slimline-optimize", storage=f"sqlite:///{run / 'study.db'}")
     study.enqueue_trial({"prune": "none", "quant": "fp32"})
-    crashed = study.ask({"prune": optuna.distributions.CategoricalDistribution(["none"]),
-                         "quant": optuna.distributions.CategoricalDistribution(["fp32", "ort_int8"])})
+    crashed = study.ask(
+        {
+            "prune": optuna.distributions.CategoricalDistribution(["none"]),
+            "quant": optuna.distributions.CategoricalDistribution(["fp32", "ort_int8"]),
+        }
+    )
     assert crashed.params == {"prune": "none", "quant": "fp32"}
 
     report = run_search(trained.path, DATA, run, resume=True, trials=4)
@@ -92,8 +104,9 @@ def test_cli_refuses_dask_without_scheduler_in_one_line(tmp_path: Path) -> None:
 
     from slimline.cli import app
 
-    res = CliRunner().invoke(app, ["optimize", "small_cnn", "-d", "digits", "-o", str(tmp_path / "o"),
-                                   "--executor", "dask"])
+    res = CliRunner().invoke(
+        app, ["optimize", "small_cnn", "-d", "digits", "-o", str(tmp_path / "o"), "--executor", "dask"]
+    )
     assert res.exit_code == 1 and "scheduler" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o" / "study.db").exists()  # refused before any work
 

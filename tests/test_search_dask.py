@@ -22,8 +22,15 @@ from slimline.search import run_search
 pytest.importorskip("optuna")
 
 DATA = {"name": "digits", "val_size": 200}
-FAST = {"runtime": "onnxruntime", "prune": False, "min_runs": 3, "min_seconds": 0.05, "threads": 1, "max_drop": 5.0,
-        "confirm": 0}
+FAST = {
+    "runtime": "onnxruntime",
+    "prune": False,
+    "min_runs": 3,
+    "min_seconds": 0.05,
+    "threads": 1,
+    "max_drop": 5.0,
+    "confirm": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +38,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """small_cnn trained briefly on digits (training split only)."""
     root = tmp_path_factory.mktemp("search_dask")
     base = make_baseline(ModelSpec(name="small_cnn"), DataBundle(DataConfig(name="digits")).spec, root / "00_baseline")
-    return slimline.apply_step("train", base, root / "01_train", data=DATA, epochs=2, lr=0.05, batch_size=64,
-                               augment=False)
+    return slimline.apply_step(
+        "train", base, root / "01_train", data=DATA, epochs=2, lr=0.05, batch_size=64, augment=False
+    )
 
 
 def _records(run: Path) -> dict[int, dict[str, Any]]:
@@ -67,13 +75,22 @@ def test_dask_local_cluster_runs_the_same_trials_on_loopback(trained: Artifact, 
         while not done.wait(0.5):
             bad.extend(_non_loopback_sockets([me.pid, *(p.pid for p in me.children(recursive=True))]))
 
-    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         watcher = threading.Thread(target=sample, daemon=True)
         watcher.start()
         try:
-            dask = run_search(trained.path, DATA, tmp_path / "dask", trials=3, parallel=2, executor="dask",
-                              scheduler=cluster.scheduler_address, **FAST)
+            dask = run_search(
+                trained.path,
+                DATA,
+                tmp_path / "dask",
+                trials=3,
+                parallel=2,
+                executor="dask",
+                scheduler=cluster.scheduler_address,
+                **FAST,
+            )
         finally:
             done.set()
             watcher.join()

@@ -66,8 +66,9 @@ def _free_port() -> int:
 
 
 class Running:
-    def __init__(self, session: Session, sig: Signature = SIG, meta: dict[str, Any] | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self, session: Session, sig: Signature = SIG, meta: dict[str, Any] | None = None, **settings: Any
+    ) -> None:
         self.port = _free_port()
         self.settings = ServeSettings(port=self.port, warmup_batches=1, **settings)
         app = create_app([session], sig, self.settings, meta=meta)
@@ -113,8 +114,11 @@ def test_json_and_npy_predict_metadata_and_health(server: Running) -> None:
     r = httpx.post(server.url + "/predict", json={"id": "a1", "inputs": {"input": _sample(2).tolist()}})
     assert r.status_code == 200 and r.json()["id"] == "a1"
     assert r.json()["outputs"]["output"] == [[96.0, 2.0]]
-    r = httpx.post(server.url + "/predict", content=_npy(_sample(1, rows=2)),
-                   headers={"content-type": "application/x-npy", "accept": "application/x-npy", "x-request-id": "b"})
+    r = httpx.post(
+        server.url + "/predict",
+        content=_npy(_sample(1, rows=2)),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy", "x-request-id": "b"},
+    )
     assert r.status_code == 200 and r.headers["x-request-id"] == "b"
     np.testing.assert_allclose(np.load(io.BytesIO(r.content)), [[48, 1], [48, 1]])
     r = httpx.post(server.url + "/predict", json={"inputs": {"input": _sample(1)[0].tolist()}})  # no batch axis
@@ -124,22 +128,30 @@ def test_json_and_npy_predict_metadata_and_health(server: Running) -> None:
     assert httpx.get(server.url + "/health").json() == {"status": "alive"}
 
 
-@pytest.mark.parametrize(("body", "ctype", "status", "named"), [
-    (b"{not json", "application/json", 400, "body"),
-    (json.dumps({"inputs": {"input": [[["a"] * 4] * 4] * 3}}).encode(), "application/json", 422, "inputs.input"),
-    (_npy(np.array(["x"] * 48).reshape(1, 3, 4, 4)), "application/x-npy", 422, "inputs.input"),
-    (json.dumps({"inputs": {"input": _sample(1)[:, :2].tolist()}}).encode(), "application/json", 422,
-     "inputs.input: shape [1, 2, 4, 4], dimension 1"),
-    (json.dumps({"inputs": {"input": [1.0, 2.0]}}).encode(), "application/json", 422, "inputs.input: shape"),
-    (json.dumps({"inputs": {"pixels": _sample().tolist()}}).encode(), "application/json", 422, "inputs.pixels"),
-    (json.dumps({"inputs": {}}).encode(), "application/json", 422, "inputs.input: missing"),
-    (json.dumps({"data": 1}).encode(), "application/json", 422, "inputs"),
-    (_npy(_sample(1, rows=9)), "application/x-npy", 413, "9 rows"),
-    (b"x" * (65 * 1024), "application/x-npy", 413, "body"),
-    (b"abc", "text/csv", 415, "content-type"),
-])
-def test_bad_requests_are_4xx_naming_the_field(server: Running, body: bytes, ctype: str, status: int,
-                                               named: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "named"),
+    [
+        (b"{not json", "application/json", 400, "body"),
+        (json.dumps({"inputs": {"input": [[["a"] * 4] * 4] * 3}}).encode(), "application/json", 422, "inputs.input"),
+        (_npy(np.array(["x"] * 48).reshape(1, 3, 4, 4)), "application/x-npy", 422, "inputs.input"),
+        (
+            json.dumps({"inputs": {"input": _sample(1)[:, :2].tolist()}}).encode(),
+            "application/json",
+            422,
+            "inputs.input: shape [1, 2, 4, 4], dimension 1",
+        ),
+        (json.dumps({"inputs": {"input": [1.0, 2.0]}}).encode(), "application/json", 422, "inputs.input: shape"),
+        (json.dumps({"inputs": {"pixels": _sample().tolist()}}).encode(), "application/json", 422, "inputs.pixels"),
+        (json.dumps({"inputs": {}}).encode(), "application/json", 422, "inputs.input: missing"),
+        (json.dumps({"data": 1}).encode(), "application/json", 422, "inputs"),
+        (_npy(_sample(1, rows=9)), "application/x-npy", 413, "9 rows"),
+        (b"x" * (65 * 1024), "application/x-npy", 413, "body"),
+        (b"abc", "text/csv", 415, "content-type"),
+    ],
+)
+def test_bad_requests_are_4xx_naming_the_field(
+    server: Running, body: bytes, ctype: str, status: int, named: str
+) -> None:
     r = httpx.post(server.url + "/predict", content=body, headers={"content-type": ctype})
     assert r.status_code == status, r.text
     assert named in r.json()["error"]
@@ -163,9 +175,12 @@ def test_full_queue_answers_503_with_retry_after() -> None:
 
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=s.url, timeout=20) as c:
-                tasks = [asyncio.create_task(c.post("/predict", content=_npy(_sample(i)),
-                                                    headers={"content-type": "application/x-npy"}))
-                         for i in range(8)]
+                tasks = [
+                    asyncio.create_task(
+                        c.post("/predict", content=_npy(_sample(i)), headers={"content-type": "application/x-npy"})
+                    )
+                    for i in range(8)
+                ]
                 await asyncio.sleep(1.0)
                 gate.set()
                 return await asyncio.gather(*tasks)
@@ -183,10 +198,12 @@ def test_answers_reach_their_callers_and_metrics_count_them() -> None:
 
         async def many() -> list[tuple[int, httpx.Response]]:
             async with httpx.AsyncClient(base_url=s.url, timeout=20) as c:
+
                 async def one(i: int) -> tuple[int, httpx.Response]:
                     rows = 1 + i % 3
                     body = {"id": f"req-{i}", "inputs": {"input": _sample(float(i), rows).tolist()}}
                     return i, await c.post("/predict", json=body)
+
                 return await asyncio.gather(*(one(i) for i in range(60)))
 
         answers = asyncio.run(many())
@@ -232,8 +249,22 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
     art, _ = export_onnx_artifact(model.eval(), tmp_path / "tiny", {"input_shape": [3, 4, 4], "num_classes": 2}, [])
     port, stats = _free_port(), tmp_path / "stats.json"
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "SLIMLINE_PROGRESS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "slimline", "serve", str(art.path), "--port", str(port),
-                             "--max-batch", "4", "--stats", str(stats)], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slimline",
+            "serve",
+            str(art.path),
+            "--port",
+            str(port),
+            "--max-batch",
+            "4",
+            "--stats",
+            str(stats),
+        ],
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 40
@@ -246,12 +277,14 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
         x = np.random.default_rng(0).standard_normal((3, 3, 4, 4)).astype(np.float32)
         r = httpx.post(url + "/predict", content=_npy(x), headers=NPY | {"x-request-id": "first"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "first"
-        np.testing.assert_allclose(r.json()["outputs"]["output"], ort_run(art.model_file, {"input": x})[0],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            r.json()["outputs"]["output"], ort_run(art.model_file, {"input": x})[0], rtol=1e-4, atol=1e-5
+        )
         assert httpx.get(url + "/metadata").json()["kind"] == "onnx"
         box: dict[str, Any] = {}
-        t = threading.Thread(target=lambda: box.setdefault("res", run_load(url, x, count=100_000, concurrency=16,
-                                                                           time_limit=20)))
+        t = threading.Thread(
+            target=lambda: box.setdefault("res", run_load(url, x, count=100_000, concurrency=16, time_limit=20))
+        )
         t.start()
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
@@ -278,8 +311,25 @@ def test_loadtest_cli_sweeps_concurrency_on_cifar_images_and_the_report_plots_it
     assert serving_latency(SimpleNamespace(run_dir=tmp_path)) == []  # no load test: no serving section
     with Running(FakeSession(), sig, max_batch=8) as s:
         out = tmp_path / "serving" / "fake.json"
-        r = CliRunner().invoke(app, ["loadtest", s.url, "-d", "cifar10-sample", "--data-dir", str(cifar_dir),
-                                     "--count", "30", "-c", "1", "-c", "6", "--json", str(out)])
+        r = CliRunner().invoke(
+            app,
+            [
+                "loadtest",
+                s.url,
+                "-d",
+                "cifar10-sample",
+                "--data-dir",
+                str(cifar_dir),
+                "--count",
+                "30",
+                "-c",
+                "1",
+                "-c",
+                "6",
+                "--json",
+                str(out),
+            ],
+        )
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert [x["concurrency"] for x in doc["runs"]] == [1, 6] and doc["concurrency"] == 6
@@ -335,9 +385,11 @@ def test_requests_of_different_shapes_are_batched_apart() -> None:
 
         async def mixed() -> list[tuple[int, httpx.Response]]:
             async with httpx.AsyncClient(base_url=s.url, timeout=20) as c:
+
                 async def one(i: int) -> tuple[int, httpx.Response]:
                     x = np.full((1, 2 + i % 3), float(i), np.float32)
                     return i, await c.post("/predict", json={"id": str(i), "inputs": {"input": x.tolist()}})
+
                 return await asyncio.gather(*(one(i) for i in range(24)))
 
         answers = asyncio.run(mixed())

@@ -40,10 +40,21 @@ def session(tmp_path_factory):  # type: ignore[no-untyped-def]
     args = (torch.zeros(1, 5, 8), torch.zeros(1, 8, 2), torch.zeros(1, 1, 16))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(StreamingKWS().eval(), args, str(path), input_names=["features", "conv_state", "state"],
-                          output_names=["scores", "conv_state_out", "state_out"], opset_version=17, dynamo=False,
-                          dynamic_axes={"features": {0: "batch", 1: "time"}, "conv_state": {0: "batch"},
-                                        "state": {1: "batch"}, "scores": {0: "batch", 1: "time"}})
+        torch.onnx.export(
+            StreamingKWS().eval(),
+            args,
+            str(path),
+            input_names=["features", "conv_state", "state"],
+            output_names=["scores", "conv_state_out", "state_out"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={
+                "features": {0: "batch", 1: "time"},
+                "conv_state": {0: "batch"},
+                "state": {1: "batch"},
+                "scores": {0: "batch", 1: "time"},
+            },
+        )
     return open_session(Artifact(kind="onnx", path=path.parent, files={"model": path.name}), "onnxruntime")
 
 
@@ -62,10 +73,19 @@ def test_chunks_with_carried_state_equal_one_long_run(session, chunk: int) -> No
     np.testing.assert_allclose(out["scores"], long_out["scores"], atol=1e-5)
     np.testing.assert_allclose(state["state"], long_state["state"], atol=1e-5)
     # without the state carried (every chunk from zeros) the outputs differ: the test can fail
-    fresh = np.concatenate([session.run_named({"features": feats[:, i:i + chunk],
-                                               "conv_state": np.zeros((2, 8, 2), np.float32),
-                                               "state": np.zeros((1, 2, 16), np.float32)})["scores"]
-                            for i in range(0, 20, chunk)], axis=1)
+    fresh = np.concatenate(
+        [
+            session.run_named(
+                {
+                    "features": feats[:, i : i + chunk],
+                    "conv_state": np.zeros((2, 8, 2), np.float32),
+                    "state": np.zeros((1, 2, 16), np.float32),
+                }
+            )["scores"]
+            for i in range(0, 20, chunk)
+        ],
+        axis=1,
+    )
     assert not np.allclose(fresh, long_out["scores"], atol=1e-3)
     assert frame_agreement(out["scores"], long_out["scores"]) == 1.0
 

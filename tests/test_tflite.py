@@ -31,8 +31,9 @@ class TinyResNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3,
-                                                                                                          padding=1))
+        self.block = nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)
+        )
         self.head = nn.Linear(8, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,8 +73,9 @@ def _reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 def test_cli_export_tflite_has_parity_and_records_the_signature(tmp_path: Path) -> None:
     out = tmp_path / "tiny_tflite"
-    r = CliRunner().invoke(app, ["export", "test_tflite:tiny_resnet", "-f", "tflite", "-o", str(out),
-                                 "--input-shape", "3,16,16"])
+    r = CliRunner().invoke(
+        app, ["export", "test_tflite:tiny_resnet", "-f", "tflite", "-o", str(out), "--input-shape", "3,16,16"]
+    )
     assert r.exit_code == 0, r.output
     art = Artifact.load(out)
     assert art.kind == "tflite" and art.files["model"] == "model.tflite" and default_runtime(art) == "litert"
@@ -108,8 +110,9 @@ def test_nhwc_export_takes_channels_last(tmp_path: Path) -> None:
 
 
 def test_an_unsupported_operator_is_one_error_naming_it(tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["export", "test_tflite:with_svd", "-f", "tflite", "-o", str(tmp_path / "svd"),
-                                 "--input-shape", "x=1x4x4"])
+    r = CliRunner().invoke(
+        app, ["export", "test_tflite:with_svd", "-f", "tflite", "-o", str(tmp_path / "svd"), "--input-shape", "x=1x4x4"]
+    )
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
@@ -138,8 +141,9 @@ def test_litert_runs_named_inputs_like_pytorch_at_the_exported_shapes(tmp_path: 
     torch.manual_seed(0)
     model = load_model(FACTORY)
     torch_art = save_torch(model, tmp_path / "torch", {"model": FACTORY}, [])
-    art, rec = export_tflite_artifact(model, tmp_path / "tflite", torch_art.meta, [],
-                                      shapes={"features": [1, 8], "ids": [1, 5], "state": [1, 16]})
+    art, rec = export_tflite_artifact(
+        model, tmp_path / "tflite", torch_art.meta, [], shapes={"features": [1, 8], "ids": [1, 5], "state": [1, 16]}
+    )
     assert rec["parity"]["passed"]
     sig = artifact_signature(Artifact.load(art.path))
     assert [(t.name, t.dtype) for t in sig.inputs] == [("features", "float32"), ("ids", "int64"), ("state", "float32")]
@@ -167,8 +171,13 @@ def test_litert_backend_writes_full_integer_int8(fmt: str, tmp_path: Path) -> No
     model = tiny_resnet()
     calib = np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)
     backend = get_backend("litert")
-    res = backend.quantize(FloatModel((3, 16, 16), tmp_path / "work", torch_model=model), calib,
-                           QuantConfig(format=fmt), [], tmp_path / "q")
+    res = backend.quantize(
+        FloatModel((3, 16, 16), tmp_path / "work", torch_model=model),
+        calib,
+        QuantConfig(format=fmt),
+        [],
+        tmp_path / "q",
+    )
     assert res.kind == "tflite" and res.left_float == []
     assert res.verification["min_cosine"] > 0.98
     path = tmp_path / "q" / res.files["model"]
@@ -180,8 +189,12 @@ def test_litert_backend_writes_full_integer_int8(fmt: str, tmp_path: Path) -> No
     tensors = {d["index"]: d for d in it.get_tensor_details()}
     conv_inputs = [tensors[d["inputs"][0]]["dtype"] for d in it._get_ops_details() if d["op_name"] == "CONV_2D"]
     assert conv_inputs and all(t == np.int8 for t in conv_inputs)  # every convolution runs on int8
-    art = Artifact("tflite", tmp_path / "q", dict(res.files), {"input_shape": [3, 16, 16], "num_classes": 5,
-                                                                 **res.meta, "precision": "int8"})
+    art = Artifact(
+        "tflite",
+        tmp_path / "q",
+        dict(res.files),
+        {"input_shape": [3, 16, 16], "num_classes": 5, **res.meta, "precision": "int8"},
+    )
     x = calib[:4]
     got = open_session(art, "litert").run(x)  # floats in and out, whatever the model's I/O type
     assert got.dtype == np.float32 and got.shape == (4, 5)
@@ -203,10 +216,12 @@ def test_the_litert_backend_refuses_what_it_cannot_do(tmp_path: Path) -> None:
 
 
 def test_importing_slimline_and_listing_runtimes_loads_no_litert() -> None:
-    code = ("import sys, slimline.runtimes as r, slimline.quant.backends as b, slimline.steps as s; "
-            "r.runtime_names(); b.backend_names(); s.step_names(); "
-            "print(' '.join(m for m in ('ai_edge_litert', 'litert_torch', 'ai_edge_quantizer', 'tensorflow', 'jax') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, slimline.runtimes as r, slimline.quant.backends as b, slimline.steps as s; "
+        "r.runtime_names(); b.backend_names(); s.step_names(); "
+        "print(' '.join(m for m in ('ai_edge_litert', 'litert_torch', 'ai_edge_quantizer', 'tensorflow', 'jax') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
     assert get_runtime("litert").available() == (True, "")
@@ -242,8 +257,12 @@ def test_export_quantize_and_run_reach_nothing_beyond_loopback(tmp_path: Path) -
 
     script = tmp_path / "child.py"
     script.write_text(NET_CHILD)
-    env = dict(os.environ) | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
-                              "SLIMLINE_PROGRESS": "0", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    env = dict(os.environ) | {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "SLIMLINE_PROGRESS": "0",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path),
+    }
     cmd = [sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)]
     rc, attempts = netcheck.non_loopback_attempts(cmd, env, timeout=150)
     assert rc == 0, f"the child failed (exit {rc})"

@@ -35,7 +35,8 @@ def test_repository_layout_and_config_parse_with_tritons_schema(onnx_artifact: A
     cfg = text_format.Parse((root / "config.pbtxt").read_text(), pb.ModelConfig())
     assert (cfg.name, cfg.platform, cfg.max_batch_size) == ("tiny", "onnxruntime_onnx", 16)
     assert [(i.name, pb.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [
-        ("input", "TYPE_FP32", [3, 8, 8])]
+        ("input", "TYPE_FP32", [3, 8, 8])
+    ]
     assert [list(o.dims) for o in cfg.output] == [[5]]
     assert cfg.HasField("dynamic_batching") and cfg.dynamic_batching.max_queue_delay_microseconds == 5000
     assert (cfg.instance_group[0].count, cfg.instance_group[0].kind) == (2, pb.ModelInstanceGroup.KIND_CPU)
@@ -70,8 +71,21 @@ def test_cli_writes_a_repository_from_an_artifact(onnx_artifact: Artifact, tmp_p
 
     from slimline.cli import app
 
-    r = CliRunner().invoke(app, ["export", str(onnx_artifact.path), "-f", "triton", "-o", str(tmp_path / "mr"),
-                                 "--max-batch", "8", "--instances", "3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(onnx_artifact.path),
+            "-f",
+            "triton",
+            "-o",
+            str(tmp_path / "mr"),
+            "--max-batch",
+            "8",
+            "--instances",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cfg = parse_config((tmp_path / "mr" / "tiny" / "config.pbtxt").read_text())
     assert (cfg.max_batch_size, cfg.instance_group[0].count) == (8, 3)

@@ -69,8 +69,10 @@ def test_netcheck_flags_outside_addresses() -> None:
     v4 = '1 connect(3, {sa_family=AF_INET, sin_port=htons(443), sin_addr=inet_addr("13.107.5.1")}, 16) = -1'
     lo4 = '1 connect(3, {sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr("127.0.0.1")}, 16) = 0'
     dns = '1 sendto(3, "x", 1, 0, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}, 16) = 1'
-    v6 = ('1 connect(4, {sa_family=AF_INET6, sin6_port=htons(80), sin6_flowinfo=htonl(0), '
-          'inet_pton(AF_INET6, "2001:db8::1", &sin6_addr), sin6_scope_id=0}, 28) = -1')
+    v6 = (
+        "1 connect(4, {sa_family=AF_INET6, sin6_port=htons(80), sin6_flowinfo=htonl(0), "
+        'inet_pton(AF_INET6, "2001:db8::1", &sin6_addr), sin6_scope_id=0}, 28) = -1'
+    )
     lo6 = v6.replace("2001:db8::1", "::1")
     unix = '1 connect(5, {sa_family=AF_UNIX, sun_path="/run/x.sock"}, 110) = 0'
     assert [netcheck.offending(x) for x in (v4, lo4, dns, v6, lo6, unix)] == [True, False, True, True, False, False]

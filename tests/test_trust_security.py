@@ -77,8 +77,13 @@ def test_code_nested_in_a_builtin_rebuilder_is_refused(tmp_path: Path, factory: 
     arch = json.loads((art / "model.json").read_text())
     arch["source"] = {
         "factory": "slimline.quant.backends.torch_fx:rebuild",
-        "kwargs": {"float_source": arch["source"], "float_layers": {}, "input_shape": [1, 8, 8], "settings": {},
-                   "keep_float": []},
+        "kwargs": {
+            "float_source": arch["source"],
+            "float_layers": {},
+            "input_shape": [1, 8, 8],
+            "settings": {},
+            "keep_float": [],
+        },
     }
     (art / "model.json").write_text(json.dumps(arch))
     with pytest.raises(ModelError, match="module 'os'"):
@@ -161,8 +166,26 @@ def test_cli_loads_user_factory_when_trusted(tmp_path: Path, factory: str) -> No
 def test_bench_worker_gets_the_trust_of_its_parent(tmp_path: Path, factory: str) -> None:
     """The worker process is told what the bench command trusts (its own factory from the command line)."""
     out = tmp_path / "bench.json"
-    args = ["bench", factory, "-r", "torch", "--no-peak", "--min-runs", "1", "--min-seconds", "0", "--warmup", "0",
-            "--no-tuned-batch", "--input-shape", "1,8,8", "--workdir", str(tmp_path / "work"), "--json", str(out)]
+    args = [
+        "bench",
+        factory,
+        "-r",
+        "torch",
+        "--no-peak",
+        "--min-runs",
+        "1",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "0",
+        "--no-tuned-batch",
+        "--input-shape",
+        "1,8,8",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--json",
+        str(out),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())["results"]

@@ -51,8 +51,14 @@ HELDOUT_N = 32
 BENCH_FLAGS = ["-b", "1", "--min-seconds", "1", "--min-runs", "10", "--no-peak", "-t", "2"]
 RUNTIMES = ["onnxruntime", "openvino"]
 QUANT_BACKENDS = ["onnxruntime", "openvino"]
-STEPS = ["inspect", "bench", "fuse", *(f"quantize_{b}" for b in QUANT_BACKENDS), *(f"eval_{b}" for b in QUANT_BACKENDS),
-         "bench_int8"]
+STEPS = [
+    "inspect",
+    "bench",
+    "fuse",
+    *(f"quantize_{b}" for b in QUANT_BACKENDS),
+    *(f"eval_{b}" for b in QUANT_BACKENDS),
+    "bench_int8",
+]
 
 
 # --------------------------------------------------------------------------- models
@@ -61,22 +67,40 @@ STEPS = ["inspect", "bench", "fuse", *(f"quantize_{b}" for b in QUANT_BACKENDS),
 class Model:
     """What a builder returns: the ONNX file, each input's bench shape (batch 1) and a sampler for data."""
 
-    def __init__(self, onnx_path: Path, shapes: dict[str, tuple[int, ...]],
-                 sample: Callable[[np.random.Generator, int], dict[str, np.ndarray]]):
+    def __init__(
+        self,
+        onnx_path: Path,
+        shapes: dict[str, tuple[int, ...]],
+        sample: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
+    ):
         self.onnx_path = onnx_path
         self.shapes = shapes
         self.sample = sample
 
 
-def _export(module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str],
-            dynamic_axes: dict[str, dict[int, str]]) -> None:
+def _export(
+    module: Any,
+    args: tuple[Any, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
     import torch
 
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and RNN-batch warnings: the models are checked by the steps
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def build_two_input(work: Path) -> Model:
@@ -98,13 +122,20 @@ def build_two_input(work: Path) -> Model:
 
     torch.manual_seed(SEED)
     path = work / "two_input.onnx"
-    _export(TwoInput(), (torch.randint(0, vocab, (2, seq)), torch.randn(2, dim)), path, ["ids", "state"],
-            ["out", "new_state"], {"ids": {0: "batch", 1: "sequence"}, "state": {0: "batch"}, "out": {0: "batch"},
-                                   "new_state": {0: "batch"}})
+    _export(
+        TwoInput(),
+        (torch.randint(0, vocab, (2, seq)), torch.randn(2, dim)),
+        path,
+        ["ids", "state"],
+        ["out", "new_state"],
+        {"ids": {0: "batch", 1: "sequence"}, "state": {0: "batch"}, "out": {0: "batch"}, "new_state": {0: "batch"}},
+    )
 
     def sample(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        return {"ids": rng.integers(0, vocab, (n, seq), dtype=np.int64),
-                "state": rng.standard_normal((n, dim)).astype(np.float32)}
+        return {
+            "ids": rng.integers(0, vocab, (n, seq), dtype=np.int64),
+            "state": rng.standard_normal((n, dim)).astype(np.float32),
+        }
 
     return Model(path, {"ids": (1, seq), "state": (1, dim)}, sample)
 
@@ -139,8 +170,14 @@ def build_detector(work: Path) -> Model:
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     path = work / "detector.onnx"
-    _export(net, (torch.rand(1, 3, size, size),), path, ["images"], ["output0"],
-            {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}})
+    _export(
+        net,
+        (torch.rand(1, 3, size, size),),
+        path,
+        ["images"],
+        ["output0"],
+        {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}},
+    )
     import onnx
 
     proto = onnx.load(str(path))  # the exporter leaves the concatenated dim symbolic; YOLOv8 files say 84
@@ -172,8 +209,14 @@ def build_transformer(work: Path) -> Model:
     torch.manual_seed(SEED)
     torch.backends.mha.set_fastpath_enabled(False)  # the fused fast path does not export
     path = work / "transformer.onnx"
-    _export(Encoder(), (torch.randint(0, vocab, (2, seq)),), path, ["input_ids"], ["pooled"],
-            {"input_ids": {0: "batch", 1: "sequence"}, "pooled": {0: "batch"}})
+    _export(
+        Encoder(),
+        (torch.randint(0, vocab, (2, seq)),),
+        path,
+        ["input_ids"],
+        ["pooled"],
+        {"input_ids": {0: "batch", 1: "sequence"}, "pooled": {0: "batch"}},
+    )
 
     def sample(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         return {"input_ids": rng.integers(0, vocab, (n, seq), dtype=np.int64)}
@@ -199,8 +242,14 @@ def build_lstm(work: Path) -> Model:
 
     torch.manual_seed(SEED)
     path = work / "lstm.onnx"
-    _export(Lstm(), (torch.randn(2, steps, feats),), path, ["features"], ["logits"],
-            {"features": {0: "batch", 1: "time"}, "logits": {0: "batch"}})
+    _export(
+        Lstm(),
+        (torch.randn(2, steps, feats),),
+        path,
+        ["features"],
+        ["logits"],
+        {"features": {0: "batch", 1: "time"}, "logits": {0: "batch"}},
+    )
 
     def sample(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         return {"features": rng.standard_normal((n, steps, feats)).astype(np.float32)}
@@ -303,8 +352,14 @@ def walk(doc: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], An
 
 def numbers(doc: Any, key: str, under: str | None = None) -> list[float]:
     """Numbers stored under ``key`` anywhere (or only below a key named ``under``)."""
-    return [float(v) for p, v in walk(doc) if p[-1] == key and isinstance(v, (int, float)) and not isinstance(v, bool)
-            and (under is None or under in p[:-1])]
+    return [
+        float(v)
+        for p, v in walk(doc)
+        if p[-1] == key
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and (under is None or under in p[:-1])
+    ]
 
 
 def fidelity_figures(doc: Any) -> dict[str, Any]:
@@ -314,8 +369,11 @@ def fidelity_figures(doc: Any) -> dict[str, Any]:
     mins = numbers(doc, "min_cosine", under) or numbers(doc, "min_cosine")
     means = numbers(doc, "mean_cosine", under) or numbers(doc, "mean_cosine")
     diffs = numbers(doc, "max_abs_diff", under) or numbers(doc, "max_abs_diff")
-    return {"min_cosine": min(mins) if mins else None, "mean_cosine": min(means) if means else None,
-            "max_abs_diff": max(diffs) if diffs else None}
+    return {
+        "min_cosine": min(mins) if mins else None,
+        "mean_cosine": min(means) if means else None,
+        "max_abs_diff": max(diffs) if diffs else None,
+    }
 
 
 def bench_rows(doc: Any) -> list[dict[str, Any]]:
@@ -348,8 +406,7 @@ def int8_ratios(doc: Any, targets: dict[str, Path]) -> tuple[dict[str, dict[str,
     for rt in RUNTIMES:
         got = thr.get(rt, {})
         fp = got.get("fp32")
-        ratios[rt] = {lab: (round(got[lab] / fp, 3) if fp and lab in got else None)
-                      for lab in targets if lab != "fp32"}
+        ratios[rt] = {lab: (round(got[lab] / fp, 3) if fp and lab in got else None) for lab in targets if lab != "fp32"}
     return thr, ratios
 
 
@@ -363,8 +420,9 @@ def shape_args(shapes: dict[str, tuple[int, ...]]) -> list[str]:
 # --------------------------------------------------------------------------- the steps of one model
 
 
-def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: Path, steps: list[str],
-              timeout: float) -> dict[str, dict[str, Any]]:
+def run_model(
+    name: str, model: Model, data: dict[str, Path], work: Path, logs: Path, steps: list[str], timeout: float
+) -> dict[str, dict[str, Any]]:
     onnx = str(model.onnx_path)
     rt_args = [a for rt in RUNTIMES for a in ("-r", rt)]
     res: dict[str, dict[str, Any]] = {}
@@ -382,8 +440,11 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
     if "inspect" in steps:
         r, doc = step("inspect", ["inspect", onnx])
         if isinstance(doc, dict):
-            names = [p[-1] for p, _ in walk(doc.get("inputs"))] if isinstance(doc.get("inputs"), dict) else [
-                i.get("name") for i in doc.get("inputs") or [] if isinstance(i, dict)]
+            names = (
+                [p[-1] for p, _ in walk(doc.get("inputs"))]
+                if isinstance(doc.get("inputs"), dict)
+                else [i.get("name") for i in doc.get("inputs") or [] if isinstance(i, dict)]
+            )
             r["inputs"] = names
             r["figure"] = {"inputs": len(names), "params": doc.get("params"), "opset": doc.get("opset")}
         res["inspect"] = judge(r)
@@ -428,7 +489,8 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
         r["fidelity"] = fid
         r["figure"] = fid["min_cosine"]
         found = sorted(p for p in (out.glob("*_quantize") if out.is_dir() else []) if p.is_dir()) or sorted(
-            p for p in (out.rglob("*_quantize") if out.is_dir() else []) if p.is_dir())
+            p for p in (out.rglob("*_quantize") if out.is_dir() else []) if p.is_dir()
+        )
         if r["rc"] == 0 and found:
             int8[backend] = found[-1]
             r["artifact"] = rel(found[-1])
@@ -462,8 +524,11 @@ def run_model(name: str, model: Model, data: dict[str, Path], work: Path, logs: 
             r["ratio"] = ratios
             if isinstance(doc, dict) and doc.get("skipped"):
                 r["skipped_combinations"] = doc["skipped"]
-            errs = [f"{row.get('artifact')} on {row.get('runtime')}: {row.get('error')}"
-                    for row in bench_rows(doc) if row.get("status") != "ok"]
+            errs = [
+                f"{row.get('artifact')} on {row.get('runtime')}: {row.get('error')}"
+                for row in bench_rows(doc)
+                if row.get("status") != "ok"
+            ]
             if errs:
                 r["combination_errors"] = errs
             got = {rt: v for rt, d in ratios.items() for v in d.values() if v is not None}
@@ -496,8 +561,9 @@ def figure_text(step: str, r: dict[str, Any]) -> str:
         diff = "?" if fid["max_abs_diff"] is None else f"{fid['max_abs_diff']:.3g}"
         return f"min cos {fid['min_cosine']:.4f}, mean {mean}, max|diff| {diff}"
     if step == "bench_int8":
-        return "; ".join(f"{rt}: " + ", ".join(f"{k} {'n/a' if v is None else f'x{v}'}" for k, v in d.items())
-                         for rt, d in f.items())
+        return "; ".join(
+            f"{rt}: " + ", ".join(f"{k} {'n/a' if v is None else f'x{v}'}" for k, v in d.items()) for rt, d in f.items()
+        )
     return str(f)
 
 
@@ -576,18 +642,26 @@ def main() -> int:
         "seconds": round(time.perf_counter() - t_all, 1),
     }
     settings = {
-        "models": names, "steps": steps, "seed": SEED, "calibration_samples": args.calib_n,
-        "heldout_samples": args.heldout_n, "runtimes": RUNTIMES, "quantize_backends": QUANT_BACKENDS,
-        "bench_flags": BENCH_FLAGS, "step_timeout_s": args.timeout,
+        "models": names,
+        "steps": steps,
+        "seed": SEED,
+        "calibration_samples": args.calib_n,
+        "heldout_samples": args.heldout_n,
+        "runtimes": RUNTIMES,
+        "quantize_backends": QUANT_BACKENDS,
+        "bench_flags": BENCH_FLAGS,
+        "step_timeout_s": args.timeout,
         "pass_rule": "exit 0 with its figure, or non-zero with exactly one 'error:' line and no traceback",
     }
     doc = {"models": models, "summary": summary, "settings": settings, "environment": environment()}
     write_json(out / "results.json", doc)
     print()
     print_table(models)
-    print(f"\n{summary['passed']}/{summary['steps']} steps pass: {summary['ok']} ok, {summary['one_line_failures']} "
-          f"one-line failures, {summary['tracebacks']} tracebacks, {summary['other_failures']} other failures, "
-          f"{summary['skipped']} skipped ({summary['seconds']} s) -> {out / 'results.json'}")
+    print(
+        f"\n{summary['passed']}/{summary['steps']} steps pass: {summary['ok']} ok, {summary['one_line_failures']} "
+        f"one-line failures, {summary['tracebacks']} tracebacks, {summary['other_failures']} other failures, "
+        f"{summary['skipped']} skipped ({summary['seconds']} s) -> {out / 'results.json'}"
+    )
     if summary["build_failures"]:
         print("some models did not build: nothing was tested for them")
     return 1 if summary["tracebacks"] or summary["build_failures"] else 0

@@ -38,9 +38,30 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), SLIMLINE_PROGRESS="0")
 
-PHOTOS = ["astronaut", "camera", "cat", "coffee", "chelsea", "rocket", "horse", "clock", "coins", "moon", "page",
-          "text", "hubble_deep_field", "immunohistochemistry", "logo", "retina", "grass", "gravel", "brick",
-          "colorwheel", "microaneurysms", "checkerboard"]
+PHOTOS = [
+    "astronaut",
+    "camera",
+    "cat",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "horse",
+    "clock",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "logo",
+    "retina",
+    "grass",
+    "gravel",
+    "brick",
+    "colorwheel",
+    "microaneurysms",
+    "checkerboard",
+]
 SIZE = 320
 CONF, NMS_IOU, MATCH_IOU = 0.25, 0.45, 0.5
 RUNTIMES = ["onnxruntime", "openvino"]
@@ -49,8 +70,11 @@ RUNTIMES = ["onnxruntime", "openvino"]
 # ONNX of this model loses every detection when OpenVINO runs it, though ONNX Runtime runs it fine); its fp32
 # counterpart is the same ONNX converted to IR by OpenVINO here, so one bench run times both on OpenVINO.
 CANDIDATES: dict[str, dict[str, tuple[list[str], bool]]] = {
-    "onnxruntime": {"u8_minmax": ([], True), "u8_entropy": (["--calibration", "entropy"], True),
-                    "s8_symmetric": (["--activation-type", "int8", "--symmetric-activations"], True)},
+    "onnxruntime": {
+        "u8_minmax": ([], True),
+        "u8_entropy": (["--calibration", "entropy"], True),
+        "s8_symmetric": (["--activation-type", "int8", "--symmetric-activations"], True),
+    },
     "openvino": {"nncf": ([], False)},  # its node names differ from the ONNX graph's: no head exclusion
 }
 BENCH_FLAGS = ["-b", "1", "--min-seconds", "2", "--min-runs", "20", "--no-peak", "-t", "2"]
@@ -60,8 +84,10 @@ def detector_path() -> Path:
     """The YOLOv8n .onnx inside the installed nudenet wheel (found without importing the package)."""
     spec = importlib.util.find_spec("nudenet")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("error: the nudenet package (it ships the detector's weights) is not installed; run make "
-                 "(or pip install 'slimline[detect]')")
+        sys.exit(
+            "error: the nudenet package (it ships the detector's weights) is not installed; run make "
+            "(or pip install 'slimline[detect]')"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "320n.onnx"
     if not path.is_file():
         sys.exit(f"error: {path} is missing; reinstall nudenet==3.4.2")
@@ -75,8 +101,11 @@ def decode_head_nodes(model: Path) -> list[str]:
     import onnx
 
     ops = {"Concat", "Mul", "Add", "Sub", "Div", "Sigmoid", "Softmax", "Conv"}
-    return [n.name for n in onnx.load(str(model), load_external_data=False).graph.node
-            if n.name.startswith("/model.22/") and n.op_type in ops and (n.op_type != "Conv" or "/dfl/" in n.name)]
+    return [
+        n.name
+        for n in onnx.load(str(model), load_external_data=False).graph.node
+        if n.name.startswith("/model.22/") and n.op_type in ops and (n.op_type != "Conv" or "/dfl/" in n.name)
+    ]
 
 
 def openvino_ir(model: Path, folder: Path) -> Path:
@@ -89,8 +118,10 @@ def openvino_ir(model: Path, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov.convert_model(str(model)), str(folder / "model.xml"), compress_to_fp16=False)
-    write_json(folder / ARTIFACT_JSON, {"kind": "openvino", "files": {"model": "model.xml", "weights": "model.bin"},
-                                        "meta": {}, "lineage": []})
+    write_json(
+        folder / ARTIFACT_JSON,
+        {"kind": "openvino", "files": {"model": "model.xml", "weights": "model.bin"}, "meta": {}, "lineage": []},
+    )
     return folder
 
 
@@ -113,7 +144,7 @@ def image_sets(calib_n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         h, w = p.shape[:2]
         ch, cw = int(h * rng.uniform(0.4, 0.8)), int(w * rng.uniform(0.4, 0.8))
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        calib.append(letterbox(np.ascontiguousarray(p[y:y + ch, x:x + cw]), SIZE)[0])
+        calib.append(letterbox(np.ascontiguousarray(p[y : y + ch, x : x + cw]), SIZE)[0])
     return np.stack(test), np.stack(calib)
 
 
@@ -144,7 +175,7 @@ def detect_all(artifact: Any, runtime: str, images: np.ndarray) -> dict[str, np.
     class Samples:
         def batches(self, bs: int) -> Any:
             for i in range(0, len(images), bs):
-                yield {"images": images[i:i + bs]}
+                yield {"images": images[i : i + bs]}
 
     return predict_named(open_session(artifact, runtime), Samples(), batch_size=1)
 
@@ -188,21 +219,42 @@ def main() -> int:
         best: tuple[float, float] | None = None
         for label, (opts, head_float) in CANDIDATES[backend].items():
             q = work / f"q_{backend}_{label}"
-            rc = cli(["quantize", "-m", str(model), "-d", str(work / "calib.npz"), "-b", backend, *opts,
-                      *(a for n in (head if head_float else []) for a in ("-x", n)),
-                      "--calibration-size", str(len(calib)), "--no-eval",
-                      "-o", str(q), "--json", str(work / f"q_{backend}_{label}.json")],
-                     logs / f"quantize_{backend}_{label}.log")
+            rc = cli(
+                [
+                    "quantize",
+                    "-m",
+                    str(model),
+                    "-d",
+                    str(work / "calib.npz"),
+                    "-b",
+                    backend,
+                    *opts,
+                    *(a for n in (head if head_float else []) for a in ("-x", n)),
+                    "--calibration-size",
+                    str(len(calib)),
+                    "--no-eval",
+                    "-o",
+                    str(q),
+                    "--json",
+                    str(work / f"q_{backend}_{label}.json"),
+                ],
+                logs / f"quantize_{backend}_{label}.log",
+            )
             found = sorted(p for p in q.glob("*_quantize") if p.is_dir()) if q.is_dir() else []
             if rc != 0 or not found:
                 continue
             fid = task.fidelity(detect_all(Artifact.load(found[-1]), backend, calib), ref_cal)
             key = (fid["det_match"], -fid["score_diff_mean"])
-            print(f"    {backend} {label}: calibration-image det_match {fid['det_match']:.3f}, score diff "
-                  f"{fid['score_diff_mean']:.3f}", flush=True)
+            print(
+                f"    {backend} {label}: calibration-image det_match {fid['det_match']:.3f}, score diff "
+                f"{fid['score_diff_mean']:.3f}",
+                flush=True,
+            )
             chosen.setdefault(backend, {"candidates": {}})["candidates"][label] = {
-                "det_match": fid["det_match"], "score_diff_mean": fid["score_diff_mean"],
-                "reference_detections": fid["reference_detections"]}
+                "det_match": fid["det_match"],
+                "score_diff_mean": fid["score_diff_mean"],
+                "reference_detections": fid["reference_detections"],
+            }
             if best is None or key > best:
                 best, int8[backend] = key, found[-1]
                 chosen[backend]["chosen"] = label
@@ -216,9 +268,12 @@ def main() -> int:
             ref = detect_all(fp32_on[rt], rt, test)
             got = detect_all(Artifact.load(int8[rt]), rt, test)
             fid = task.fidelity(got, ref)
-            entry.update(det_match=round(fid["det_match"], 4), fidelity=fid,
-                         det_match_interval=wilson(fid["matched"], fid["reference_detections"]),
-                         artifact=str(int8[rt].relative_to(ROOT)) if int8[rt].is_relative_to(ROOT) else str(int8[rt]))
+            entry.update(
+                det_match=round(fid["det_match"], 4),
+                fidelity=fid,
+                det_match_interval=wilson(fid["matched"], fid["reference_detections"]),
+                artifact=str(int8[rt].relative_to(ROOT)) if int8[rt].is_relative_to(ROOT) else str(int8[rt]),
+            )
         else:
             entry["error"] = f"quantize with the {rt} backend failed: see {logs}/quantize_{rt}_*.log"
         entry["settings"] = chosen.get(rt)
@@ -229,8 +284,19 @@ def main() -> int:
         flags[flags.index("--min-seconds") + 1] = "1"
     bench_json = work / "bench.json"
     targets = [str(model), str(fp32_ir), *(str(p) for p in int8.values())]
-    cli(["bench", *targets, *(a for rt in RUNTIMES for a in ("-r", rt)), "--input-shape", f"images=1x3x{SIZE}x{SIZE}",
-         *flags, "--json", str(bench_json)], logs / "bench.log")
+    cli(
+        [
+            "bench",
+            *targets,
+            *(a for rt in RUNTIMES for a in ("-r", rt)),
+            "--input-shape",
+            f"images=1x3x{SIZE}x{SIZE}",
+            *flags,
+            "--json",
+            str(bench_json),
+        ],
+        logs / "bench.log",
+    )
     rows = json.loads(bench_json.read_text()).get("results", []) if bench_json.exists() else []
     for row in rows:
         if row.get("status") != "ok" or not row.get("latency_ms"):
@@ -257,8 +323,13 @@ def main() -> int:
         e["n_reference_detections"] = n_ref
 
     if args.skip_kws:
-        kws: dict[str, Any] = {"fp32_acc": None, "int8_acc": None, "chunk_ms_fp32": None, "chunk_ms_int8": None,
-                               "status": "skipped (--skip-kws)"}
+        kws: dict[str, Any] = {
+            "fp32_acc": None,
+            "int8_acc": None,
+            "chunk_ms_fp32": None,
+            "chunk_ms_int8": None,
+            "status": "skipped (--skip-kws)",
+        }
     else:
         import kws as kws_mod
 
@@ -266,35 +337,54 @@ def main() -> int:
     doc = {
         "detector": detector,
         "keyword_spotting": kws,
-        "n": {"test_images": len(test), "calibration_images": len(calib), "kws_heldout_clips": kws.get("n"),
-              "reference_detections": {rt: e.get("n_reference_detections") for rt, e in detector.items()}},
-        "intervals": {**{f"det_match_{rt}": e.get("det_match_interval") for rt, e in detector.items()},
-                      "fp32_acc": (kws.get("fp32") or {}).get("top1_ci95"),
-                      "int8_acc": (kws.get("int8") or {}).get("top1_ci95")},
-        "pass": {**{rt: all(e["pass"].values()) for rt, e in detector.items()},
-                 "keyword_spotting": bool(kws.get("pass")) and all(kws["pass"].values())},
-        "settings": {"detector": "nudenet 3.4.2 320n.onnx (YOLOv8n, 18 classes)", "photos": PHOTOS,
-                     "test_images": "each photo and its mirror image", "size": SIZE, "conf": CONF,
-                     "nms_iou": NMS_IOU, "match_iou": MATCH_IOU, "bench_flags": flags,
-                     "calibration": "seeded random crops of the photos turned 90 degrees, same letterbox",
-                     "latency": "median ms per batch-1 call from one bench run",
-                     "float_nodes": "the Detect head's decoding (decode_head_nodes)",
-                     "quantize_candidates": CANDIDATES},
+        "n": {
+            "test_images": len(test),
+            "calibration_images": len(calib),
+            "kws_heldout_clips": kws.get("n"),
+            "reference_detections": {rt: e.get("n_reference_detections") for rt, e in detector.items()},
+        },
+        "intervals": {
+            **{f"det_match_{rt}": e.get("det_match_interval") for rt, e in detector.items()},
+            "fp32_acc": (kws.get("fp32") or {}).get("top1_ci95"),
+            "int8_acc": (kws.get("int8") or {}).get("top1_ci95"),
+        },
+        "pass": {
+            **{rt: all(e["pass"].values()) for rt, e in detector.items()},
+            "keyword_spotting": bool(kws.get("pass")) and all(kws["pass"].values()),
+        },
+        "settings": {
+            "detector": "nudenet 3.4.2 320n.onnx (YOLOv8n, 18 classes)",
+            "photos": PHOTOS,
+            "test_images": "each photo and its mirror image",
+            "size": SIZE,
+            "conf": CONF,
+            "nms_iou": NMS_IOU,
+            "match_iou": MATCH_IOU,
+            "bench_flags": flags,
+            "calibration": "seeded random crops of the photos turned 90 degrees, same letterbox",
+            "latency": "median ms per batch-1 call from one bench run",
+            "float_nodes": "the Detect head's decoding (decode_head_nodes)",
+            "quantize_candidates": CANDIDATES,
+        },
         "seconds": round(time.perf_counter() - t_all, 1),
         "environment": environment(),
     }
     write_json(out / "results.json", doc)
     print()
     for rt, e in detector.items():
-        print(f"{rt:12s} det_match {e['det_match']} (of {e.get('n_reference_detections')} fp32 detections, 95% CI "
-              f"{e.get('det_match_interval')})  fp32 {e['fp32_ms']} ms  int8 {e['int8_ms']} ms  ratio {e['ratio']}"
-              f"  pass {e['pass']}")
+        print(
+            f"{rt:12s} det_match {e['det_match']} (of {e.get('n_reference_detections')} fp32 detections, 95% CI "
+            f"{e.get('det_match_interval')})  fp32 {e['fp32_ms']} ms  int8 {e['int8_ms']} ms  ratio {e['ratio']}"
+            f"  pass {e['pass']}"
+        )
     if "status" in kws:
         print(f"keyword spotting: {kws['status']}")
     else:
-        print(f"keyword spotting: fp32 {kws['fp32_acc']}% (n {kws.get('n')}, 95% CI {kws['fp32'].get('top1_ci95')}) "
-              f"int8 {kws['int8_acc']}%  chunk fp32 {kws['chunk_ms_fp32']} ms int8 {kws['chunk_ms_int8']} ms "
-              f"ratio {kws.get('ratio')}  pass {kws.get('pass')}")
+        print(
+            f"keyword spotting: fp32 {kws['fp32_acc']}% (n {kws.get('n')}, 95% CI {kws['fp32'].get('top1_ci95')}) "
+            f"int8 {kws['int8_acc']}%  chunk fp32 {kws['chunk_ms_fp32']} ms int8 {kws['chunk_ms_int8']} ms "
+            f"ratio {kws.get('ratio')}  pass {kws.get('pass')}"
+        )
     print(f"-> {out / 'results.json'} ({doc['seconds']} s)")
     return 0
 

@@ -31,18 +31,27 @@ UNKNOWN = ["bed", "bird", "cat", "dog", "house", "tree", "wow", "happy", "marvin
 CLASSES = [*KEYWORDS, "unknown", "silence"]
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
 # speakers: espeak-ng voice variants; the held-out variants are never heard in training
-TRAIN_VOICES = [f"{a}+{v}" for a in ACCENTS for v in ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "f5",
-                                                     "klatt", "klatt3", "klatt4")]
+TRAIN_VOICES = [
+    f"{a}+{v}"
+    for a in ACCENTS
+    for v in ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "f5", "klatt", "klatt3", "klatt4")
+]
 HELDOUT_VOICES = [f"{a}+{v}" for a in ACCENTS for v in ("m4", "m8", "f3", "klatt2")]
 SR, CHUNK, N_MELS = 16000, 10, 40
 
 
 def synth(word: str, voice: str, speed: int, pitch: int, reverb: int, path: Path) -> None:
     raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), word],
-                   check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(SR), "-c", "1", "-b", "16", str(path), "reverb", str(reverb),
-                    "pad", "0.05", "0.3"], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), word],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["sox", str(raw), "-r", str(SR), "-c", "1", "-b", "16", str(path), "reverb", str(reverb), "pad", "0.05", "0.3"],
+        check=True,
+        capture_output=True,
+    )
     raw.unlink()
 
 
@@ -56,7 +65,7 @@ def clip(path: Path | None, rng: np.random.Generator) -> np.ndarray:
         a = a.astype(np.float32) / 32768
         a = a[:SR]
         off = int(rng.integers(0, SR - len(a) + 1))
-        x[off:off + len(a)] = a
+        x[off : off + len(a)] = a
     return x + rng.normal(0, rng.uniform(0.002, 0.02), SR).astype(np.float32)
 
 
@@ -79,8 +88,9 @@ def make_split(voices: list[str], per_word: int, folder: Path, seed: int) -> tup
             else:
                 word = cls if cls != "unknown" else UNKNOWN[int(rng.integers(len(UNKNOWN)))]
                 wav = folder / f"{cls}_{k}.wav"
-                synth(word, voice, int(rng.integers(120, 200)), int(rng.integers(25, 75)),
-                      int(rng.integers(10, 60)), wav)
+                synth(
+                    word, voice, int(rng.integers(120, 200)), int(rng.integers(25, 75)), int(rng.integers(10, 60)), wav
+                )
             feats.append(log_mel(clip(wav, rng), SR, N_MELS))
             labels.append(ci)
     x, y = np.stack(feats), np.array(labels, np.int64)
@@ -98,14 +108,17 @@ def build_model() -> Any:
         def __init__(self, cin: int, cout: int, depthwise: bool, dilation: int = 1) -> None:
             super().__init__()
             self.keep = 2 * dilation
-            self.dw = (nn.Conv1d(cin, cin, 3, groups=cin, dilation=dilation) if depthwise
-                       else nn.Conv1d(cin, cout, 3, dilation=dilation))
+            self.dw = (
+                nn.Conv1d(cin, cin, 3, groups=cin, dilation=dilation)
+                if depthwise
+                else nn.Conv1d(cin, cout, 3, dilation=dilation)
+            )
             self.pw = nn.Conv1d(cin, cout, 1) if depthwise else nn.Identity()
             self.bn = nn.BatchNorm1d(cout)
 
         def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             z = torch.cat([state, x], dim=2)
-            return torch.relu(self.bn(self.pw(self.dw(z)))), z[:, :, -self.keep:]
+            return torch.relu(self.bn(self.pw(self.dw(z)))), z[:, :, -self.keep :]
 
     class StreamingKWS(nn.Module):
         def __init__(self) -> None:
@@ -128,8 +141,12 @@ def build_model() -> Any:
 
 
 def zero_states(batch: int) -> dict[str, np.ndarray]:
-    return {"c1": np.zeros((batch, N_MELS, 2), np.float32), "c2": np.zeros((batch, 64, 4), np.float32),
-            "c3": np.zeros((batch, 64, 8), np.float32), "acc": np.zeros((batch, len(CLASSES)), np.float32)}
+    return {
+        "c1": np.zeros((batch, N_MELS, 2), np.float32),
+        "c2": np.zeros((batch, 64, 4), np.float32),
+        "c3": np.zeros((batch, 64, 8), np.float32),
+        "acc": np.zeros((batch, len(CLASSES)), np.float32),
+    }
 
 
 def train(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0) -> None:
@@ -145,7 +162,7 @@ def train(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0) 
         perm = torch.randperm(len(x), generator=g)
         tot = 0.0
         for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
+            idx = perm[i : i + 32]
             st = {k: torch.from_numpy(v) for k, v in zero_states(len(idx)).items()}
             logits = model(xt[idx], **st)[0][:, -1] / xt.shape[1]  # the clip's mean frame scores
             loss = torch.nn.functional.cross_entropy(logits, yt[idx], label_smoothing=0.05)
@@ -167,11 +184,20 @@ def export(model: Any, path: Path) -> None:
     names = ["c1", "c2", "c3", "acc"]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, CHUNK, N_MELS), *st.values()), str(path),
-                          input_names=["features", *names], output_names=["scores", *(f"{n}_out" for n in names)],
-                          dynamic_axes={"features": {0: "batch", 1: "time"}, "scores": {0: "batch", 1: "time"},
-                                        **{n: {0: "batch"} for n in names}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, CHUNK, N_MELS), *st.values()),
+            str(path),
+            input_names=["features", *names],
+            output_names=["scores", *(f"{n}_out" for n in names)],
+            dynamic_axes={
+                "features": {0: "batch", 1: "time"},
+                "scores": {0: "batch", 1: "time"},
+                **{n: {0: "batch"} for n in names},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def accuracy(session: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -194,8 +220,11 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
     print("keyword spotting: synthesising speech (cached in", data, ")", flush=True)
     xtr, ytr = make_split(TRAIN_VOICES, per_word, data / "train", 1)
     xte, yte = make_split(HELDOUT_VOICES, per_word, data / "heldout", 2)
-    print(f"  {len(xtr)} training clips ({len(TRAIN_VOICES)} voices), {len(xte)} held-out clips "
-          f"({len(HELDOUT_VOICES)} other voices), {len(CLASSES)} classes", flush=True)
+    print(
+        f"  {len(xtr)} training clips ({len(TRAIN_VOICES)} voices), {len(xte)} held-out clips "
+        f"({len(HELDOUT_VOICES)} other voices), {len(CLASSES)} classes",
+        flush=True,
+    )
     kws = work / "kws"
     shutil.rmtree(kws, ignore_errors=True)
     kws.mkdir(parents=True)
@@ -218,7 +247,7 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
         st = zero_states(1)
         t0 = int(rng.integers(0, xtr_n.shape[1] // CHUNK)) * CHUNK
         for s in range(0, t0 + 1, CHUNK):
-            feats = xtr_n[i:i + 1, s:s + CHUNK]
+            feats = xtr_n[i : i + 1, s : s + CHUNK]
             if feats.shape[1] < CHUNK:
                 break
             if s == t0:
@@ -228,24 +257,75 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
             st = {k: out[f"{k}_out"] for k in st}
     np.savez(kws / "calib.npz", **{k: np.concatenate(v) for k, v in calib.items()})
     q = kws / "q"
-    rc = cli(["quantize", "-m", str(onnx_path), "-d", str(kws / "calib.npz"), "-b", "onnxruntime", "--no-eval",
-              "-o", str(q), "--json", str(kws / "q.json")], logs / "kws_quantize.log")
+    rc = cli(
+        [
+            "quantize",
+            "-m",
+            str(onnx_path),
+            "-d",
+            str(kws / "calib.npz"),
+            "-b",
+            "onnxruntime",
+            "--no-eval",
+            "-o",
+            str(q),
+            "--json",
+            str(kws / "q.json"),
+        ],
+        logs / "kws_quantize.log",
+    )
     found = sorted(p for p in q.glob("*_quantize") if p.is_dir()) if q.is_dir() else []
-    res: dict[str, Any] = {"fp32_acc": round(acc32["top1"], 2), "fp32": acc32, "classes": CLASSES,
-                           "fp32_train_acc": round(train_acc, 2),
-                           "train_voices": TRAIN_VOICES, "heldout_voices": HELDOUT_VOICES, "epochs": epochs,
-                           "int8_acc": None, "chunk_ms_fp32": None, "chunk_ms_int8": None,
-                           "front_end": {"log_mel": N_MELS, "win_ms": 25, "hop_ms": 10, "where": "beside the model",
-                                         "normalise": [float(mu), float(sd)]},
-                           "chunk_frames": CHUNK, "pruned": False}
+    res: dict[str, Any] = {
+        "fp32_acc": round(acc32["top1"], 2),
+        "fp32": acc32,
+        "classes": CLASSES,
+        "fp32_train_acc": round(train_acc, 2),
+        "train_voices": TRAIN_VOICES,
+        "heldout_voices": HELDOUT_VOICES,
+        "epochs": epochs,
+        "int8_acc": None,
+        "chunk_ms_fp32": None,
+        "chunk_ms_int8": None,
+        "front_end": {
+            "log_mel": N_MELS,
+            "win_ms": 25,
+            "hop_ms": 10,
+            "where": "beside the model",
+            "normalise": [float(mu), float(sd)],
+        },
+        "chunk_frames": CHUNK,
+        "pruned": False,
+    }
     if rc == 0 and found:
         acc8 = accuracy(open_session(Artifact.load(found[-1]), "onnxruntime"), xte_n, yte)
         res.update(int8_acc=round(acc8["top1"], 2), int8=acc8)
         bench_json = kws / "bench.json"
-        shapes = ["--input-shape", f"features=1x{CHUNK}x{N_MELS}", "--input-shape", f"c1=1x{N_MELS}x2",
-                  "--input-shape", "c2=1x64x4", "--input-shape", "c3=1x64x8", "--input-shape", f"acc=1x{len(CLASSES)}"]
-        cli(["bench", str(onnx_path), str(found[-1]), "-r", "onnxruntime", *shapes, *bench_flags, "--json",
-             str(bench_json)], logs / "kws_bench.log")
+        shapes = [
+            "--input-shape",
+            f"features=1x{CHUNK}x{N_MELS}",
+            "--input-shape",
+            f"c1=1x{N_MELS}x2",
+            "--input-shape",
+            "c2=1x64x4",
+            "--input-shape",
+            "c3=1x64x8",
+            "--input-shape",
+            f"acc=1x{len(CLASSES)}",
+        ]
+        cli(
+            [
+                "bench",
+                str(onnx_path),
+                str(found[-1]),
+                "-r",
+                "onnxruntime",
+                *shapes,
+                *bench_flags,
+                "--json",
+                str(bench_json),
+            ],
+            logs / "kws_bench.log",
+        )
         rows = json.loads(bench_json.read_text()).get("results", []) if bench_json.exists() else []
         for row in rows:
             if row.get("status") != "ok" or not row.get("latency_ms"):
@@ -255,8 +335,9 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
             res[key] = round(float(row["latency_ms"]["median"]), 4)
     n = acc32.get("n", len(yte))
     res["n"] = n
-    res["ratio"] = (round(res["chunk_ms_int8"] / res["chunk_ms_fp32"], 3)
-                    if res["chunk_ms_int8"] and res["chunk_ms_fp32"] else None)
+    res["ratio"] = (
+        round(res["chunk_ms_int8"] / res["chunk_ms_fp32"], 3) if res["chunk_ms_int8"] and res["chunk_ms_fp32"] else None
+    )
     res["pass"] = {
         "int8_within_1_point": res["int8_acc"] is not None and res["fp32_acc"] - res["int8_acc"] <= 1.0,
         "chunk_latency_le_0.5x_fp32": res["ratio"] is not None and res["ratio"] <= 0.5,

@@ -48,30 +48,50 @@ def main() -> None:
     train, val = load_dataset("cifar10-sample", "train").split_off(200, seed=0)
     test = load_dataset("cifar10-sample", "test")
     before = evaluate(student, test)
-    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=64, kd=True, temperature=4.0, mixup=args.mixup,
-                         feature_layers=("layer1", "layer2", "layer3"), feature_weight=args.feature_weight,
-                         threads=args.threads)
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=64,
+        kd=True,
+        temperature=4.0,
+        mixup=args.mixup,
+        feature_layers=("layer1", "layer2", "layer3"),
+        feature_weight=args.feature_weight,
+        threads=args.threads,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    rec = finetune(student, train, cfg, args.epochs, teacher=copy.deepcopy(teacher), val=val,
-                   checkpoint=args.out / "checkpoint.pt", description="continue")
+    rec = finetune(
+        student,
+        train,
+        cfg,
+        args.epochs,
+        teacher=copy.deepcopy(teacher),
+        val=val,
+        checkpoint=args.out / "checkpoint.pt",
+        description="continue",
+    )
     after = evaluate(student.eval(), test)
     ref = evaluate(teacher, test)
     record = {"step": "continue", "epochs": args.epochs, "lr": args.lr}
     out = save_torch(student, args.out / "artifact", art.meta, [*art.lineage, record])
     shape = (3, 32, 32)
     summary = {
-        "command": "benchmarks/prune_resnet56/run.sh continue "
-        + " ".join(f"{k}={v}" for k, v in vars(args).items()),
+        "command": "benchmarks/prune_resnet56/run.sh continue " + " ".join(f"{k}={v}" for k, v in vars(args).items()),
         "params": [count_params(teacher), count_params(student)],
         "macs": [count_macs(teacher, shape), count_macs(student, shape)],
         "test_top1": {"unpruned": ref["top1"], "pruned_before": before["top1"], "pruned_after": after["top1"]},
-        "drop_points": ref["top1"] - after["top1"], "test_n": after["n"],
-        "loss": rec.get("loss"), "val_history": [h.get("val_top1") for h in rec.get("history", [])],
-        "artifact": str(out.path), "seconds": round(time.time() - t0, 1),
+        "drop_points": ref["top1"] - after["top1"],
+        "test_n": after["n"],
+        "loss": rec.get("loss"),
+        "val_history": [h.get("val_top1") for h in rec.get("history", [])],
+        "artifact": str(out.path),
+        "seconds": round(time.time() - t0, 1),
     }
     write_json(args.out / "summary.json", summary)
-    print(f"test top-1 (n={after['n']}): unpruned {ref['top1']:.2f}%, pruned {before['top1']:.2f}% -> "
-          f"{after['top1']:.2f}% after {args.epochs} more epochs (drop {summary['drop_points']:.2f} pts)")
+    print(
+        f"test top-1 (n={after['n']}): unpruned {ref['top1']:.2f}%, pruned {before['top1']:.2f}% -> "
+        f"{after['top1']:.2f}% after {args.epochs} more epochs (drop {summary['drop_points']:.2f} pts)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def sensitivity_files(prune_dir: Path) -> list[str]:
     return [str(prune_dir / f"sensitivity_{k}.json") for k in ("block", "channel")]
 
 
-def candidate(example: dict[str, Any], name: str, speedup: float | None, out: Path,
-              sens_files: list[str], calibrate: int = 0) -> dict[str, Any]:
+def candidate(
+    example: dict[str, Any], name: str, speedup: float | None, out: Path, sens_files: list[str], calibrate: int = 0
+) -> dict[str, Any]:
     r = copy.deepcopy(example)
     r["name"], r["output_dir"] = name, str(out / name)
     r["model"]["weights"] = str((ROOT / r["model"]["weights"]).resolve())
@@ -59,8 +60,12 @@ def candidate(example: dict[str, Any], name: str, speedup: float | None, out: Pa
         if calibrate:
             prune["latency"] = {**prune.get("latency", {}), "calibrate": calibrate}
     prune["target"] = target
-    r["steps"] = [{"prune": prune}, {"fuse": {"layout": "auto"}}, {"export_onnx": {}},
-                  {"quantize": {"backend": "openvino", "format": "onnx"}}]
+    r["steps"] = [
+        {"prune": prune},
+        {"fuse": {"layout": "auto"}},
+        {"export_onnx": {}},
+        {"quantize": {"backend": "openvino", "format": "onnx"}},
+    ]
     r.pop("benchmark", None)
     return r
 
@@ -71,10 +76,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/prune_resnet56_plans"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-seconds", type=float, default=3.0)
-    ap.add_argument("--sensitivity-dir", type=Path, default=None,
-                    help="a prune folder holding sensitivity_block.json and sensitivity_channel.json to reuse")
-    ap.add_argument("--calibrate", type=int, default=0,
-                    help="latency.calibrate for the speedup candidates (re-plan until the pruned graph times at X)")
+    ap.add_argument(
+        "--sensitivity-dir",
+        type=Path,
+        default=None,
+        help="a prune folder holding sensitivity_block.json and sensitivity_channel.json to reuse",
+    )
+    ap.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        help="latency.calibrate for the speedup candidates (re-plan until the pruned graph times at X)",
+    )
     args = ap.parse_args()
 
     from slimline import run
@@ -91,12 +104,24 @@ def main() -> int:
         if not sens:  # measured by the first candidate: the others read it
             sens = sensitivity_files(args.out / name / "01_prune")
         plan = rec["plan"]
-        rows.append({"name": name, "speedup_target": speedup, "blocks": sorted(plan["blocks"]), "keep": plan["keep"],
-                     "predicted": plan["predicted"], "predicted_drop": plan["predicted_drop"],
-                     "int8": str(args.out / name / "04_quantize"), "baseline": str(args.out / name / "00_baseline"),
-                     "latency_ms": rec.get("latency_ms"), "calibration": rec.get("latency_calibration")})
-        cal = "".join(f", round {r['round']}: asked {r['asked_speedup']:.2f}x, measured {r['measured_speedup']:.2f}x"
-                      for r in rec.get("latency_calibration") or [])
+        rows.append(
+            {
+                "name": name,
+                "speedup_target": speedup,
+                "blocks": sorted(plan["blocks"]),
+                "keep": plan["keep"],
+                "predicted": plan["predicted"],
+                "predicted_drop": plan["predicted_drop"],
+                "int8": str(args.out / name / "04_quantize"),
+                "baseline": str(args.out / name / "00_baseline"),
+                "latency_ms": rec.get("latency_ms"),
+                "calibration": rec.get("latency_calibration"),
+            }
+        )
+        cal = "".join(
+            f", round {r['round']}: asked {r['asked_speedup']:.2f}x, measured {r['measured_speedup']:.2f}x"
+            for r in rec.get("latency_calibration") or []
+        )
         print(f"{name}: {len(plan['blocks'])} blocks, predicted drop {plan['predicted_drop']:.3f}{cal}", flush=True)
 
     kw = {"threads": args.threads, "min_seconds": args.min_seconds, "min_runs": 10, "peak": False}
@@ -111,12 +136,20 @@ def main() -> int:
         row["int8_img_s"] = tp.get(row["int8"])
         row["x_eager"] = row["int8_img_s"] / base_tp if row["int8_img_s"] else None
         p = row["predicted"]
-        print(f"| {row['name']} | {len(row['blocks'])} | -{100 * p['params']:.1f}% / -{100 * p['macs']:.1f}% "
-              f"| {row['predicted_drop']:.3f} | {row['int8_img_s']:.0f} | {row['x_eager']:.2f} |")
+        print(
+            f"| {row['name']} | {len(row['blocks'])} | -{100 * p['params']:.1f}% / -{100 * p['macs']:.1f}% "
+            f"| {row['predicted_drop']:.3f} | {row['int8_img_s']:.0f} | {row['x_eager']:.2f} |"
+        )
     from slimline.environment import environment
 
-    summary = {"eager_img_s": base_tp, "rows": rows, "threads": args.threads, "environment": environment(),
-               "bench": {"eager": eager, "openvino": ov}, "seconds": time.time() - t0}
+    summary = {
+        "eager_img_s": base_tp,
+        "rows": rows,
+        "threads": args.threads,
+        "environment": environment(),
+        "bench": {"eager": eager, "openvino": ov},
+        "seconds": time.time() - t0,
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\n{args.out / 'summary.json'} ({time.time() - t0:.0f} s)")
     return 0

@@ -79,8 +79,12 @@ def load_plan(path: Path) -> Any:
 
     rec = json.loads(path.read_text())
     p = rec.get("plan", rec)
-    return Plan(keep=dict(p.get("keep", {})), blocks=list(p.get("blocks", [])), channels=dict(p.get("channels", {})),
-                round_to=p.get("round_to"))
+    return Plan(
+        keep=dict(p.get("keep", {})),
+        blocks=list(p.get("blocks", [])),
+        channels=dict(p.get("channels", {})),
+        round_to=p.get("round_to"),
+    )
 
 
 def main() -> None:
@@ -94,15 +98,26 @@ def main() -> None:
     ap.add_argument("--cutmix", type=float, default=0.0)
     ap.add_argument("--ema", type=float, default=0.0)
     ap.add_argument("--jitter", type=float, default=0.0)
-    ap.add_argument("--fade-epochs", type=int, default=0,
-                    help="remove the plan's blocks gradually: fade them to identity over these first epochs")
+    ap.add_argument(
+        "--fade-epochs",
+        type=int,
+        default=0,
+        help="remove the plan's blocks gradually: fade them to identity over these first epochs",
+    )
     ap.add_argument("--temperature", type=float, default=4.0)
-    ap.add_argument("--feature-layers", default="layer1,layer2,layer3",
-                    help="comma-separated; '' for none; 'blocks' for the output of every kept residual block")
+    ap.add_argument(
+        "--feature-layers",
+        default="layer1,layer2,layer3",
+        help="comma-separated; '' for none; 'blocks' for the output of every kept residual block",
+    )
     ap.add_argument("--feature-weight", type=float, default=2.0)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
-    ap.add_argument("--adversarial", type=float, default=0.0,
-                    help="half the batches moved towards student/teacher disagreement by this L-inf step")
+    ap.add_argument(
+        "--adversarial",
+        type=float,
+        default=0.0,
+        help="half the batches moved towards student/teacher disagreement by this L-inf step",
+    )
     ap.add_argument("--anchor", type=float, default=0.0, help="L2 pull towards the pruned starting weights")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -135,12 +150,25 @@ def main() -> None:
         for name in plan.blocks:
             replace_module(student, name, fading_block(student.get_submodule(name), int(0.8 * steps)))
         layers0 = tuple(s for s in args.feature_layers.split(",") if s)
-        cfg0 = FinetuneConfig(epochs=args.fade_epochs, lr=args.lr, warmup_epochs=args.warmup, batch_size=64, kd=True,
-                              temperature=args.temperature, mixup=args.mixup, cutmix=args.cutmix, jitter=args.jitter,
-                              feature_layers=layers0, feature_weight=args.feature_weight,
-                              weight_decay=args.weight_decay, threads=args.threads, seed=args.seed)
-        fade_record = finetune(student, train, cfg0, args.fade_epochs, teacher=copy.deepcopy(teacher), val=val,
-                               description="fading")
+        cfg0 = FinetuneConfig(
+            epochs=args.fade_epochs,
+            lr=args.lr,
+            warmup_epochs=args.warmup,
+            batch_size=64,
+            kd=True,
+            temperature=args.temperature,
+            mixup=args.mixup,
+            cutmix=args.cutmix,
+            jitter=args.jitter,
+            feature_layers=layers0,
+            feature_weight=args.feature_weight,
+            weight_decay=args.weight_decay,
+            threads=args.threads,
+            seed=args.seed,
+        )
+        fade_record = finetune(
+            student, train, cfg0, args.fade_epochs, teacher=copy.deepcopy(teacher), val=val, description="fading"
+        )
         applied["blocks_removed"] = remove_blocks(student, list(plan.blocks))
         recalibrate_bn(student, train.sample(2048, seed=args.seed + 2))
     else:
@@ -150,17 +178,42 @@ def main() -> None:
     if args.feature_layers == "blocks":
         from torch import nn
 
-        layers = tuple(n for n, m in student.named_modules()
-                       if n.count(".") == 1 and n.startswith("layer") and not isinstance(m, nn.Identity))
-    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=args.warmup, batch_size=64, kd=True,
-                         temperature=args.temperature, mixup=args.mixup, cutmix=args.cutmix, ema=args.ema,
-                         jitter=args.jitter, anchor=args.anchor, adversarial=args.adversarial,
-                         feature_layers=layers, feature_weight=args.feature_weight, weight_decay=args.weight_decay,
-                         threads=args.threads, seed=args.seed)
+        layers = tuple(
+            n
+            for n, m in student.named_modules()
+            if n.count(".") == 1 and n.startswith("layer") and not isinstance(m, nn.Identity)
+        )
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        warmup_epochs=args.warmup,
+        batch_size=64,
+        kd=True,
+        temperature=args.temperature,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        ema=args.ema,
+        jitter=args.jitter,
+        anchor=args.anchor,
+        adversarial=args.adversarial,
+        feature_layers=layers,
+        feature_weight=args.feature_weight,
+        weight_decay=args.weight_decay,
+        threads=args.threads,
+        seed=args.seed,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     fid_before = blended_fidelity(student.eval(), teacher, val)
-    rec = finetune(student, train, cfg, args.epochs, teacher=copy.deepcopy(teacher), val=val,
-                   checkpoint=args.out / "checkpoint.pt", description="recovery")
+    rec = finetune(
+        student,
+        train,
+        cfg,
+        args.epochs,
+        teacher=copy.deepcopy(teacher),
+        val=val,
+        checkpoint=args.out / "checkpoint.pt",
+        description="recovery",
+    )
     student.eval()
     shape = (3, 32, 32)
     summary = {
@@ -173,8 +226,9 @@ def main() -> None:
         "val_fidelity_before": fid_before,
         "val_fidelity": blended_fidelity(student, teacher, val),
         "val_history": [h.get("val_top1") for h in rec.get("history", [])],
-        "fade": None if fade_record is None else {"epochs": args.fade_epochs,
-                                                  "val_history": [h.get("val_top1") for h in fade_record["history"]]},
+        "fade": None
+        if fade_record is None
+        else {"epochs": args.fade_epochs, "val_history": [h.get("val_top1") for h in fade_record["history"]]},
     }
     if not args.no_test:
         test = load_dataset("cifar10-sample", "test")

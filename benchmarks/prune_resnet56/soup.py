@@ -68,14 +68,21 @@ def main() -> None:
 
     for path, state in zip(args.students, states, strict=True):
         s = student(state)
-        row = {"student": str(path), "val_fidelity": blended_fidelity(s, teacher, val)["mean"],
-               "train_agreement": agreement(s, "train", train)}
+        row = {
+            "student": str(path),
+            "val_fidelity": blended_fidelity(s, teacher, val)["mean"],
+            "train_agreement": agreement(s, "train", train),
+        }
         if test is not None:
             row["test_top1"] = evaluate(s, test)["top1"]
             row["test_agreement"] = agreement(s, "test", test)
         rows.append(row)
-    avg = {k: (sum(st[k].double() for st in states) / len(states)).to(states[0][k].dtype)
-           if states[0][k].is_floating_point() else states[0][k] for k in states[0]}
+    avg = {
+        k: (sum(st[k].double() for st in states) / len(states)).to(states[0][k].dtype)
+        if states[0][k].is_floating_point()
+        else states[0][k]
+        for k in states[0]
+    }
     soup = student(avg)
     recalibrate_bn(soup, train.sample(2048, seed=1))
     soup.eval()

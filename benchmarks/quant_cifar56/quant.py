@@ -25,9 +25,14 @@ WEIGHTS = ROOT.parent / "shared" / "data" / "cifar10" / "resnet56-4bfd9763.th"
 
 
 def recipe(name: str, steps: list[dict[str, Any]], out: Path, weights: Path) -> dict[str, Any]:
-    return {"name": name, "model": {"name": "cifar_resnet56", "weights": str(weights)},
-            "data": {"name": "cifar10-sample", "test_limit": 1000}, "seed": 0, "steps": steps,
-            "output_dir": str(out / name)}
+    return {
+        "name": name,
+        "model": {"name": "cifar_resnet56", "weights": str(weights)},
+        "data": {"name": "cifar10-sample", "test_limit": 1000},
+        "seed": 0,
+        "steps": steps,
+        "output_dir": str(out / name),
+    }
 
 
 def main() -> int:
@@ -82,23 +87,55 @@ def main() -> int:
         fm = evaluate_artifact(f_art, test, runtime=runtime)
         ref = evaluate_artifact(f_art, test, runtime=runtime, return_logits=True)
         qm = evaluate_artifact(q_art, test, runtime=runtime, reference=ref)
-        rows.append({
-            "label": label, "runtime": runtime, "fp32_artifact": str(f_art.path), "int8_artifact": str(q_art.path),
-            "fp32_top1": fm["top1"], "int8_top1": qm["top1"], "drop": fm["top1"] - qm["top1"],
-            "top1_agreement": qm["top1_agreement"], "n": qm["n"],
-            "fp32_bytes": f_art.size_bytes(), "int8_bytes": q_art.size_bytes(),
-            "size_ratio": f_art.size_bytes() / q_art.size_bytes(),
-            "quantize_record": {k: v for k, v in records[q_key].items()
-                                if k in ("backend", "calibration_samples", "left_float", "warnings", "reduce_range",
-                                         "reduce_range_reason", "quantized_ops", "settings", "preset", "seconds")},
-        })
-        print(f"{label}: top-1 {fm['top1']:.2f} -> {qm['top1']:.2f}, size {rows[-1]['size_ratio']:.2f}x smaller",
-              flush=True)
+        rows.append(
+            {
+                "label": label,
+                "runtime": runtime,
+                "fp32_artifact": str(f_art.path),
+                "int8_artifact": str(q_art.path),
+                "fp32_top1": fm["top1"],
+                "int8_top1": qm["top1"],
+                "drop": fm["top1"] - qm["top1"],
+                "top1_agreement": qm["top1_agreement"],
+                "n": qm["n"],
+                "fp32_bytes": f_art.size_bytes(),
+                "int8_bytes": q_art.size_bytes(),
+                "size_ratio": f_art.size_bytes() / q_art.size_bytes(),
+                "quantize_record": {
+                    k: v
+                    for k, v in records[q_key].items()
+                    if k
+                    in (
+                        "backend",
+                        "calibration_samples",
+                        "left_float",
+                        "warnings",
+                        "reduce_range",
+                        "reduce_range_reason",
+                        "quantized_ops",
+                        "settings",
+                        "preset",
+                        "seconds",
+                    )
+                },
+            }
+        )
+        print(
+            f"{label}: top-1 {fm['top1']:.2f} -> {qm['top1']:.2f}, size {rows[-1]['size_ratio']:.2f}x smaller",
+            flush=True,
+        )
     bench: dict[str, Any] = {}
     if not args.no_bench:
         for row in rows:
-            doc = bench_artifacts([row["fp32_artifact"], row["int8_artifact"]], [row["runtime"]], [args.batch],
-                                  threads=args.threads, min_seconds=args.min_seconds, min_runs=10, peak=False)
+            doc = bench_artifacts(
+                [row["fp32_artifact"], row["int8_artifact"]],
+                [row["runtime"]],
+                [args.batch],
+                threads=args.threads,
+                min_seconds=args.min_seconds,
+                min_runs=10,
+                peak=False,
+            )
             bench[row["runtime"]] = doc
             tp = {r["artifact_path"]: r["throughput"] for r in doc["results"]}
             row["fp32_img_s"], row["int8_img_s"] = tp.get(row["fp32_artifact"]), tp.get(row["int8_artifact"])
@@ -110,22 +147,37 @@ def main() -> int:
             print(f"{row['label']}: batch {args.batch} {row['fp32_img_s']} -> {row['int8_img_s']} img/s", flush=True)
     from slimline.environment import environment
 
-    summary = {"model": "cifar_resnet56", "weights": str(args.weights), "test_samples": 1000,
-               "calibration": "300 training samples", "batch": args.batch, "threads": args.threads,
-               "environment": environment(), "rows": rows, "bench": bench, "seconds": time.time() - t0,
-               "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    summary = {
+        "model": "cifar_resnet56",
+        "weights": str(args.weights),
+        "test_samples": 1000,
+        "calibration": "300 training samples",
+        "batch": args.batch,
+        "threads": args.threads,
+        "environment": environment(),
+        "rows": rows,
+        "bench": bench,
+        "seconds": time.time() - t0,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print()
-    print("| runtime | fp32 top-1 | int8 top-1 | drop (pts) | fp32 MB | int8 MB | size ratio | "
-          f"fp32 img/s (b{args.batch}) | int8 img/s | speed-up |")
+    print(
+        "| runtime | fp32 top-1 | int8 top-1 | drop (pts) | fp32 MB | int8 MB | size ratio | "
+        f"fp32 img/s (b{args.batch}) | int8 img/s | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+
         def f(v: Any, fmt: str) -> str:
             return format(v, fmt) if isinstance(v, int | float) else "-"
-        print(f"| {r['label']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop']:+.2f} | "
-              f"{r['fp32_bytes'] / 1e6:.3f} | {r['int8_bytes'] / 1e6:.3f} | {r['size_ratio']:.2f}x | "
-              f"{f(r.get('fp32_img_s'), '.0f')} | {f(r.get('int8_img_s'), '.0f')} | {f(r.get('speedup'), '.2f')}x |")
+
+        print(
+            f"| {r['label']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop']:+.2f} | "
+            f"{r['fp32_bytes'] / 1e6:.3f} | {r['int8_bytes'] / 1e6:.3f} | {r['size_ratio']:.2f}x | "
+            f"{f(r.get('fp32_img_s'), '.0f')} | {f(r.get('int8_img_s'), '.0f')} | {f(r.get('speedup'), '.2f')}x |"
+        )
     print(f"\nwrote {out / 'summary.json'} ({time.time() - t0:.0f} s)")
     return 0
 

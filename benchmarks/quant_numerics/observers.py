@@ -34,9 +34,21 @@ def main() -> None:
         by = {r["scheme"]: r for r in rows if r["observer"] == obs}
         print(f"| {obs} | " + " | ".join(f"{by[s]['sqnr_db']:.2f}" for s in schemes) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"tensor": {"shape": list(x.shape), "outliers": args.outliers,
-                                               "magnitude": args.magnitude, "percentile": args.percentile},
-                                    "rows": rows, "seconds": time.time() - t0}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "tensor": {
+                    "shape": list(x.shape),
+                    "outliers": args.outliers,
+                    "magnitude": args.magnitude,
+                    "percentile": args.percentile,
+                },
+                "rows": rows,
+                "seconds": time.time() - t0,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {args.out}")
 
 

@@ -42,14 +42,18 @@ def main() -> int:
     from slimline import run
 
     t0 = time.time()
-    model = {"name": "slimline.quant.demo_models:outlier_resnet",
-             "kwargs": {"depth": 20, "checkpoint": str(args.weights), "magnitude": args.magnitude}}
+    model = {
+        "name": "slimline.quant.demo_models:outlier_resnet",
+        "kwargs": {"depth": 20, "checkpoint": str(args.weights), "magnitude": args.magnitude},
+    }
     data = {"name": "cifar10-sample", "test_limit": 1000}
     plans: dict[str, list[dict[str, Any]]] = {
-        "ptq_ort_minmax": [{"evaluate": {"fidelity": False}}, {"quantize": {"backend": "onnxruntime"}},
-                           {"evaluate": {}}],
-        "ptq_ort_percentile": [{"quantize": {"backend": "onnxruntime", "calibration": "percentile"}},
-                               {"evaluate": {}}],
+        "ptq_ort_minmax": [
+            {"evaluate": {"fidelity": False}},
+            {"quantize": {"backend": "onnxruntime"}},
+            {"evaluate": {}},
+        ],
+        "ptq_ort_percentile": [{"quantize": {"backend": "onnxruntime", "calibration": "percentile"}}, {"evaluate": {}}],
         "ptq_ort_full_range": [{"quantize": {"backend": "onnxruntime", "reduce_range": False}}, {"evaluate": {}}],
         "qat_ort": [{"qat": {"epochs": args.epochs, "lr": args.lr}}, {"evaluate": {}}],
     }
@@ -58,17 +62,25 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     float_top1 = None
     for name, steps in plans.items():
-        res = run({"name": name, "model": model, "data": data, "seed": 0, "steps": steps,
-                   "output_dir": str(args.out / name)})
+        res = run(
+            {"name": name, "model": model, "data": data, "seed": 0, "steps": steps, "output_dir": str(args.out / name)}
+        )
         evals = [s["record"]["metrics"] for s in res["stages"] if s["step"] == "evaluate"]
         if float_top1 is None:
             float_top1 = evals[0]["top1"]
             rows.append({"method": "float (torch)", "top1": float_top1, "drop": 0.0, "n": evals[0]["n"]})
         m = evals[-1]
         made = res["stages"][-2]["record"]
-        row = {"method": name, "top1": m["top1"], "drop": float_top1 - m["top1"], "n": m["n"],
-               "runtime": m["runtime"], "top1_ci95": m["top1_ci95"], "agreement_with_float": m.get("top1_agreement"),
-               "artifact": str(args.out / name / res["final_artifact"])}
+        row = {
+            "method": name,
+            "top1": m["top1"],
+            "drop": float_top1 - m["top1"],
+            "n": m["n"],
+            "runtime": m["runtime"],
+            "top1_ci95": m["top1_ci95"],
+            "agreement_with_float": m.get("top1_agreement"),
+            "artifact": str(args.out / name / res["final_artifact"]),
+        }
         if "history" in made:
             row["qat_history"] = made["history"]
             row["qat_val"] = {"before": made["val_before"]["top1"], "after": made["val"]["top1"]}
@@ -77,8 +89,14 @@ def main() -> int:
         print(f"{name}: top-1 {m['top1']:.2f} (drop {row['drop']:+.2f})", flush=True)
     from slimline.environment import environment
 
-    summary = {"model": model, "data": data, "rows": rows, "environment": environment(),
-               "seconds": time.time() - t0, "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    summary = {
+        "model": model,
+        "data": data,
+        "rows": rows,
+        "environment": environment(),
+        "seconds": time.time() - t0,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print("\n| method | runtime | top-1 % | drop vs float (pts) |\n|---|---|---|---|")

@@ -102,8 +102,10 @@ def main() -> None:
             f"{k:14s} median {ms[k]:9.1f} ms   {result['speedup_vs_plain'][k]:.2f}x vs plain   "
             f"{100 * efficiency[k]:4.0f}% of GEMM peak   max |diff| {diffs[k]:.2e}"
         )
-    print(f"fp32 GEMM peak {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); ideal speedup over plain "
-          f"{1 / efficiency['plain']:.2f}x")
+    print(
+        f"fp32 GEMM peak {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); ideal speedup over plain "
+        f"{1 / efficiency['plain']:.2f}x"
+    )
     print(f"threads {result['threads']}, batch {args.batch}, rounds {args.rounds}; wrote {args.out}")
 
 

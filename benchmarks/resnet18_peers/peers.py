@@ -80,24 +80,34 @@ def build(work: Path, calib: np.ndarray) -> dict[str, Any]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(fp32), str(work / "peer_pre.onnx"))  # the documented first step
-    quantize_static(str(work / "peer_pre.onnx"), str(work / "peer_ort.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(work / "peer_pre.onnx"),
+        str(work / "peer_ort.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     made["ort-qdq (by hand)"] = ("ort", work / "peer_ort.onnx")
 
     # by hand: NNCF on the OpenVINO model
     import nncf
 
     ov = import_openvino()
-    qmodel = nncf.quantize(ov.Core().read_model(str(work / "fp32.xml")),
-                           nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]))
+    qmodel = nncf.quantize(
+        ov.Core().read_model(str(work / "fp32.xml")), nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
+    )
     ov.save_model(qmodel, str(work / "peer_ov.xml"))
     made["openvino-nncf (by hand)"] = ("openvino", work / "peer_ov.xml")
     made["torchao-pt2e+compile (by hand)"] = ("torchao", work / "resnet18.pt")
 
     # slimline's backends, defaults
     meta = {"model": "resnet18", "input_shape": list(SHAPE), "num_classes": 1000}
-    for name, backend, runtime in (("slimline_int8_ort", "onnxruntime", "onnxruntime"),
-                                   ("slimline_int8_openvino", "openvino", "openvino")):
+    for name, backend, runtime in (
+        ("slimline_int8_ort", "onnxruntime", "onnxruntime"),
+        ("slimline_int8_openvino", "openvino", "openvino"),
+    ):
         res = get_backend(backend).quantize(src, calib, QuantConfig(), [], work / name)
         with ArtifactWriter(work / f"{name}_art", res.kind, {**meta, **res.meta}, [{"step": name}]) as w:
             for role, f in res.files.items():
@@ -144,8 +154,20 @@ def measure(kind: str, path: Path, args: argparse.Namespace) -> dict:
         return run_byhand(kind, path, args.batch, args.threads, args.seconds, args.warmup)
     from slimline.bench.harness import worker_env
 
-    cmd = [sys.executable, __file__, "--torchao", str(path), "--calib", str(path.parent / "calib.npy"),
-           "--batch", str(args.batch), "--threads", str(args.threads), "--seconds", str(args.seconds)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--torchao",
+        str(path),
+        "--calib",
+        str(path.parent / "calib.npy"),
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+        "--seconds",
+        str(args.seconds),
+    ]
     out = subprocess.run(cmd, env=worker_env(args.threads), capture_output=True, text=True, timeout=1800)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
@@ -190,17 +212,28 @@ def main() -> None:
     table = {}
     for name, rs in results.items():
         ok = [r["throughput"] for r in rs if "error" not in r]
-        table[name] = {"img_s": statistics.mean(ok) if ok else None,
-                       "error": next((r["error"] for r in rs if "error" in r), None)}
+        table[name] = {
+            "img_s": statistics.mean(ok) if ok else None,
+            "error": next((r["error"] for r in rs if "error" in r), None),
+        }
     peers = {k: v["img_s"] for k, v in table.items() if "by hand" in k and v["img_s"]}
     ours = {k: v["img_s"] for k, v in table.items() if k.startswith("slimline") and v["img_s"]}
     best_peer, best_ours = max(peers, key=peers.__getitem__), max(ours, key=ours.__getitem__)
     ratio = ours[best_ours] / peers[best_peer]
-    summary = {"model": "resnet18 (seeded random init; throughput only)", "batch": args.batch,
-               "threads": args.threads, "rounds": args.rounds, "calibration": calib_note, "table": table,
-               "best_peer": best_peer, "best_slimline": best_ours, "ratio_best_slimline_to_best_peer": ratio,
-               "measurements": results, "environment": environment(),
-               "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    summary = {
+        "model": "resnet18 (seeded random init; throughput only)",
+        "batch": args.batch,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "calibration": calib_note,
+        "table": table,
+        "best_peer": best_peer,
+        "best_slimline": best_ours,
+        "ratio_best_slimline_to_best_peer": ratio,
+        "measurements": results,
+        "environment": environment(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     write_json(args.out / "summary.json", summary)
     print(f"\n| int8 artifact | img/s (batch {args.batch}, {args.threads} threads) |\n|---|---|")
     for name, v in table.items():

@@ -77,23 +77,51 @@ def main() -> int:
             warnings.simplefilter("always")
             res = get_backend(backend).quantize(src, calib, cfg, [], work / name)
         arts[name] = save(name, res.kind, res.files, work / name)
-        records[name] = {"seconds": time.time() - t, "details": res.details, "left_float": res.left_float,
-                         "warnings": [str(c.message) for c in caught if "Quant" in type(c.message).__name__]}
+        records[name] = {
+            "seconds": time.time() - t,
+            "details": res.details,
+            "left_float": res.left_float,
+            "warnings": [str(c.message) for c in caught if "Quant" in type(c.message).__name__],
+        }
         print(f"{name}: {arts[name].size_bytes() / 1e6:.1f} MB in {time.time() - t:.0f} s", flush=True)
-    groups = [("onnxruntime", ["fp32_onnx", "int8_onnxruntime"] + (["int8_ort_dynamic"] if args.dynamic else [])),
-              ("openvino", ["fp32_openvino", "int8_openvino"])]
+    groups = [
+        ("onnxruntime", ["fp32_onnx", "int8_onnxruntime"] + (["int8_ort_dynamic"] if args.dynamic else [])),
+        ("openvino", ["fp32_openvino", "int8_openvino"]),
+    ]
     rows = []
     for runtime, names in groups:
-        doc = bench_artifacts([arts[n] for n in names], [runtime], [args.batch], threads=args.threads,
-                              min_seconds=args.min_seconds, min_runs=5, peak=False)
+        doc = bench_artifacts(
+            [arts[n] for n in names],
+            [runtime],
+            [args.batch],
+            threads=args.threads,
+            min_seconds=args.min_seconds,
+            min_runs=5,
+            peak=False,
+        )
         for n, r in zip(names, doc["results"], strict=True):
-            rows.append({"artifact": n, "runtime": runtime, "batch": args.batch, "img_s": r["throughput"],
-                         "latency_ms": (r["latency_ms"] or {}).get("median"), "status": r["status"],
-                         "error": r["error"], "bytes": arts[n].size_bytes()})
+            rows.append(
+                {
+                    "artifact": n,
+                    "runtime": runtime,
+                    "batch": args.batch,
+                    "img_s": r["throughput"],
+                    "latency_ms": (r["latency_ms"] or {}).get("median"),
+                    "status": r["status"],
+                    "error": r["error"],
+                    "bytes": arts[n].size_bytes(),
+                }
+            )
             print(f"{n} on {runtime}: {r['throughput']} img/s", flush=True)
-    summary = {"model": "resnet18 (random init: throughput only)", "input": list(shape), "rows": rows,
-               "quantize": records, "environment": environment(), "seconds": time.time() - t0,
-               "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    summary = {
+        "model": "resnet18 (random init: throughput only)",
+        "input": list(shape),
+        "rows": rows,
+        "quantize": records,
+        "environment": environment(),
+        "seconds": time.time() - t0,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"\n| artifact | runtime | img/s (batch {args.batch}) | median latency ms | MB |\n|---|---|---|---|---|")
     for r in rows:

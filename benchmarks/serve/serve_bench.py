@@ -58,9 +58,25 @@ def find_artifact(out: Path, given: str | None) -> tuple[Path, str]:
             return meta.parent, "found under runs/ (int8 ResNet-56)"
     built = out / "work" / "q56" / "02_quantize"
     if not (built / "artifact.json").is_file():
-        slimline("quantize", "-m", "cifar_resnet56", "--weights", str(WEIGHTS), "-d", "cifar10-sample",
-                 "-b", "openvino", "--calibration-size", "300", "--test-limit", "500", "-o", str(built.parent),
-                 "--json", str(out / "work" / "quantize.json"))
+        slimline(
+            "quantize",
+            "-m",
+            "cifar_resnet56",
+            "--weights",
+            str(WEIGHTS),
+            "-d",
+            "cifar10-sample",
+            "-b",
+            "openvino",
+            "--calibration-size",
+            "300",
+            "--test-limit",
+            "500",
+            "-o",
+            str(built.parent),
+            "--json",
+            str(out / "work" / "quantize.json"),
+        )
     return built, "built here: slimline quantize -b openvino (int8, calibrated on 300 training images; not pruned)"
 
 
@@ -77,8 +93,20 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "SLIMLINE_PROGRESS": "0"}
-        cmd = [PY, "-m", "slimline", "serve", str(artifact), "--port", str(self.port), "--max-batch", str(max_batch),
-               "--stats", str(stats), *extra]
+        cmd = [
+            PY,
+            "-m",
+            "slimline",
+            "serve",
+            str(artifact),
+            "--port",
+            str(self.port),
+            "--max-batch",
+            str(max_batch),
+            "--stats",
+            str(stats),
+            *extra,
+        ]
         log(" ".join(cmd[1:]))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.time() + 120
@@ -130,19 +158,34 @@ def load_once(art: Path, samples: np.ndarray, max_batch: int, args: argparse.Nam
         rc = srv.stop()
     d = res.to_dict()
     lat = np.asarray(res.latencies_ms)
-    d |= {"mean_batch": round(rows / batches, 2) if batches else None, "server_exit": rc, "n": res.sent,
-          "p99_ms_ci95": bootstrap(lat, lambda a: np.percentile(a, 99)),
-          "rps_ci95": [round(1000 * args.concurrency / x, 1) for x in bootstrap(lat, np.mean)[::-1]]}
-    log(f"{tag}: {d['throughput_rps']} req/s, p99 {d['p99_ms']} ms, errors {d['errors']}, lost {d['lost']}, "
-        f"mean batch {d['mean_batch']}")
+    d |= {
+        "mean_batch": round(rows / batches, 2) if batches else None,
+        "server_exit": rc,
+        "n": res.sent,
+        "p99_ms_ci95": bootstrap(lat, lambda a: np.percentile(a, 99)),
+        "rps_ci95": [round(1000 * args.concurrency / x, 1) for x in bootstrap(lat, np.mean)[::-1]],
+    }
+    log(
+        f"{tag}: {d['throughput_rps']} req/s, p99 {d['p99_ms']} ms, errors {d['errors']}, lost {d['lost']}, "
+        f"mean batch {d['mean_batch']}"
+    )
     return d
 
 
 def offline(art: Path, batch: int, out: Path) -> float | None:
     path = out / "work" / f"offline_b{batch}.json"
-    slimline("bench", str(art), "-b", str(batch), "--no-peak", "--runtime",
-             json.loads((art / "artifact.json").read_text()).get("meta", {}).get("runtime") or "openvino",
-             "--json", str(path), timeout=900)
+    slimline(
+        "bench",
+        str(art),
+        "-b",
+        str(batch),
+        "--no-peak",
+        "--runtime",
+        json.loads((art / "artifact.json").read_text()).get("meta", {}).get("runtime") or "openvino",
+        "--json",
+        str(path),
+        timeout=900,
+    )
     doc = json.loads(path.read_text())
     found = [r["throughput"] for r in doc.get("results", []) if r.get("status") == "ok"]
     return round(float(found[0]), 1) if found else None
@@ -155,8 +198,11 @@ def shutdown_test(art: Path, samples: np.ndarray, args: argparse.Namespace) -> d
     stats.unlink(missing_ok=True)
     srv = Server(art, args.max_batch, stats, args.serve_args)
     box: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: box.setdefault("res", run_load(
-        srv.url, samples, args.count, args.concurrency, time_limit=args.time_limit, id_prefix="s")))
+    t = threading.Thread(
+        target=lambda: box.setdefault(
+            "res", run_load(srv.url, samples, args.count, args.concurrency, time_limit=args.time_limit, id_prefix="s")
+        )
+    )
     t.start()
     time.sleep(args.sigterm_after)
     log(f"SIGTERM to the server {args.sigterm_after} s into the load")
@@ -166,9 +212,16 @@ def shutdown_test(art: Path, samples: np.ndarray, args: argparse.Namespace) -> d
     served = json.loads(stats.read_text()) if stats.is_file() else {"accepted_ids": None}
     accepted = set(served.get("accepted_ids") or [])
     lost = len(accepted - set(res.answered_ids)) if served["accepted_ids"] is not None else None
-    d = {"server_exit": rc, "accepted_by_server": len(accepted), "answered": res.ok, "refused_after_signal":
-         res.refused, "client_lost": res.lost, "client_errors": res.errors, "sent": res.sent,
-         "lost_on_shutdown": lost}
+    d = {
+        "server_exit": rc,
+        "accepted_by_server": len(accepted),
+        "answered": res.ok,
+        "refused_after_signal": res.refused,
+        "client_lost": res.lost,
+        "client_errors": res.errors,
+        "sent": res.sent,
+        "lost_on_shutdown": lost,
+    }
     log(f"shutdown: {d}")
     return d
 
@@ -208,15 +261,26 @@ def main() -> int:
     ratio = batched["throughput_rps"] / unbatched["throughput_rps"] if unbatched["throughput_rps"] else None
     frac = batched["throughput_rps"] / offline_tput if offline_tput else None
     doc = {
-        "rps_batched": batched["throughput_rps"], "rps_unbatched": unbatched["throughput_rps"],
-        "p99_ms": batched["p99_ms"], "errors": batched["errors"], "lost": batched["lost"],
-        "offline_items_per_s": offline_tput, "lost_on_shutdown": shut["lost_on_shutdown"],
-        "n": batched["n"], "intervals": {"p99_ms_ci95": batched["p99_ms_ci95"], "rps_batched_ci95":
-                                         batched["rps_ci95"], "rps_unbatched_ci95": unbatched["rps_ci95"]},
+        "rps_batched": batched["throughput_rps"],
+        "rps_unbatched": unbatched["throughput_rps"],
+        "p99_ms": batched["p99_ms"],
+        "errors": batched["errors"],
+        "lost": batched["lost"],
+        "offline_items_per_s": offline_tput,
+        "lost_on_shutdown": shut["lost_on_shutdown"],
+        "n": batched["n"],
+        "intervals": {
+            "p99_ms_ci95": batched["p99_ms_ci95"],
+            "rps_batched_ci95": batched["rps_ci95"],
+            "rps_unbatched_ci95": unbatched["rps_ci95"],
+        },
         "offline_items_per_s_batch1": offline_b1,
-        "ratios": {"batched_over_unbatched": ratio and round(ratio, 2), "served_over_offline": frac and round(frac, 3),
-                   # what batching can gain at most for this model on this CPU, offline
-                   "offline_batched_over_batch1": offline_tput and offline_b1 and round(offline_tput / offline_b1, 2)},
+        "ratios": {
+            "batched_over_unbatched": ratio and round(ratio, 2),
+            "served_over_offline": frac and round(frac, 3),
+            # what batching can gain at most for this model on this CPU, offline
+            "offline_batched_over_batch1": offline_tput and offline_b1 and round(offline_tput / offline_b1, 2),
+        },
         "must_show": {
             "no_errors_no_lost": batched["errors"] == 0 and batched["lost"] == 0 and batched["sent"] == args.count,
             "batched_3x_unbatched": bool(ratio and ratio >= 3),
@@ -224,16 +288,43 @@ def main() -> int:
             "lost_on_shutdown_0": shut["lost_on_shutdown"] == 0 and shut["server_exit"] == 0,
             "text_artifact": "not run: the text issue's artifact is not in this branch",
         },
-        "batched": batched, "unbatched": unbatched, "shutdown": shut, "artifact": str(art), "artifact_how": how,
-        "settings": {"count": args.count, "concurrency": args.concurrency, "max_batch": args.max_batch,
-                     "serve_args": args.serve_args, "offline_batch": mean_b, "quick": args.quick},
-        "seconds": round(time.time() - t0, 1), "environment": environment(),
+        "batched": batched,
+        "unbatched": unbatched,
+        "shutdown": shut,
+        "artifact": str(art),
+        "artifact_how": how,
+        "settings": {
+            "count": args.count,
+            "concurrency": args.concurrency,
+            "max_batch": args.max_batch,
+            "serve_args": args.serve_args,
+            "offline_batch": mean_b,
+            "quick": args.quick,
+        },
+        "seconds": round(time.time() - t0, 1),
+        "environment": environment(),
     }
     write_json(out / "results.json", doc)
-    print(json.dumps({k: doc[k] for k in ("rps_batched", "rps_unbatched", "p99_ms", "errors", "lost",
-                                          "offline_items_per_s", "offline_items_per_s_batch1", "lost_on_shutdown",
-                                          "ratios", "must_show")},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                k: doc[k]
+                for k in (
+                    "rps_batched",
+                    "rps_unbatched",
+                    "p99_ms",
+                    "errors",
+                    "lost",
+                    "offline_items_per_s",
+                    "offline_items_per_s_batch1",
+                    "lost_on_shutdown",
+                    "ratios",
+                    "must_show",
+                )
+            },
+            indent=1,
+        )
+    )
     log(f"wrote {out / 'results.json'} in {doc['seconds']} s")
     return 0
 

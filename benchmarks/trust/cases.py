@@ -48,8 +48,14 @@ class Skip(Exception):
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "slimline", *args], capture_output=True, text=True,
-                       env=env or ENV, timeout=timeout, cwd=cwd)
+    p = subprocess.run(
+        [sys.executable, "-m", "slimline", *args],
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        timeout=timeout,
+        cwd=cwd,
+    )
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -107,12 +113,19 @@ def hostile_artifact(folder: Path, marker: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"w": torch.zeros(1)}, folder / "weights.pt")
-    (folder / "model.json").write_text(json.dumps(
-        {"source": {"factory": "os:system", "kwargs": {"command": f"touch {marker}"}}, "layers": {}}))
-    (folder / "artifact.json").write_text(json.dumps({
-        "kind": "torch", "files": {"model": "weights.pt", "architecture": "model.json"},
-        "meta": {"model": "os:system", "input_shape": [1, 8, 8], "num_classes": 10}, "lineage": [{"step": "baseline"}],
-    }))
+    (folder / "model.json").write_text(
+        json.dumps({"source": {"factory": "os:system", "kwargs": {"command": f"touch {marker}"}}, "layers": {}})
+    )
+    (folder / "artifact.json").write_text(
+        json.dumps(
+            {
+                "kind": "torch",
+                "files": {"model": "weights.pt", "architecture": "model.json"},
+                "meta": {"model": "os:system", "input_shape": [1, 8, 8], "num_classes": 10},
+                "lineage": [{"step": "baseline"}],
+            }
+        )
+    )
     return folder
 
 
@@ -129,10 +142,14 @@ def hostile_artifact_folder(work: Path) -> dict[str, Any]:
         "export": cli("export", str(art), "-o", str(work / "exp")),
     }
     observed = {k: {"rc": r["rc"], "message": last_error(r)} for k, r in runs.items()} | {"code_ran": marker.exists()}
-    ok = not marker.exists() and all(r["rc"] != 0 and "--trust-code" in (r["stdout"] + r["stderr"])
-                                     for r in runs.values())
-    return {"expected": "no code named in the folder runs; each command refuses in one line naming --trust-code",
-            "observed": observed, "pass": ok}
+    ok = not marker.exists() and all(
+        r["rc"] != 0 and "--trust-code" in (r["stdout"] + r["stderr"]) for r in runs.values()
+    )
+    return {
+        "expected": "no code named in the folder runs; each command refuses in one line naming --trust-code",
+        "observed": observed,
+        "pass": ok,
+    }
 
 
 @case
@@ -140,14 +157,20 @@ def hostile_run_folder(work: Path) -> dict[str, Any]:
     marker = work / "PWNED"
     run = work / "run"
     hostile_artifact(run / "00_baseline", marker)
-    (run / "results.json").write_text(json.dumps({
-        "recipe": {"name": "evil", "model": {"name": "os:system"}, "data": {"name": "digits"}},
-        "stages": [{"index": 0, "step": "baseline", "artifact": "00_baseline", "record": {"step": "baseline"}}],
-    }))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "recipe": {"name": "evil", "model": {"name": "os:system"}, "data": {"name": "digits"}},
+                "stages": [{"index": 0, "step": "baseline", "artifact": "00_baseline", "record": {"step": "baseline"}}],
+            }
+        )
+    )
     res = cli("report", str(run))
-    return {"expected": "report reads the folder as data: no code runs",
-            "observed": {"rc": res["rc"], "code_ran": marker.exists(), "message": last_error(res) or "ok"},
-            "pass": not marker.exists() and (res["rc"] == 0 or one_line(res))}
+    return {
+        "expected": "report reads the folder as data: no code runs",
+        "observed": {"rc": res["rc"], "code_ran": marker.exists(), "message": last_error(res) or "ok"},
+        "pass": not marker.exists() and (res["rc"] == 0 or one_line(res)),
+    }
 
 
 NET_SCRIPT = r"""
@@ -168,10 +191,12 @@ def _strace_netns(cmd: list[str], log: Path, timeout: float) -> subprocess.Popen
         raise Skip("strace or unshare is missing")
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         raise Skip("unshare -n is not permitted here (needs root or user namespaces)")
-    inner = f"ip link set lo up 2>/dev/null; exec strace -f -qq -e trace=connect,sendto,sendmsg -o {log} " + \
-        " ".join(f"'{c}'" for c in cmd)
-    return subprocess.Popen(["unshare", "-n", "sh", "-c", inner], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+    inner = f"ip link set lo up 2>/dev/null; exec strace -f -qq -e trace=connect,sendto,sendmsg -o {log} " + " ".join(
+        f"'{c}'" for c in cmd
+    )
+    return subprocess.Popen(
+        ["unshare", "-n", "sh", "-c", inner], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
 
 
 def _non_loopback(log: Path) -> list[str]:
@@ -190,7 +215,9 @@ def network_namespace(work: Path) -> dict[str, Any]:
     """A whole recipe (train, ONNX, int8 on both backends, OpenVINO, bench, report) in a fresh network namespace
     under strace, kept alive 40 s after import (ONNX Runtime's telemetry fired about 30 s after import); a
     control process importing onnxruntime and openvino without slimline shows what the trace catches."""
-    recipe = write_recipe(work / "net.yaml", """
+    recipe = write_recipe(
+        work / "net.yaml",
+        """
 name: net
 model: small_cnn_half
 data: {name: digits, val_size: 200}
@@ -200,31 +227,44 @@ steps:
   - quantize: {backend: onnxruntime, calibration_size: 64}
   - quantize: {backend: openvino, calibration_size: 64, input: export_onnx}
 benchmark: {runtimes: [torch, onnxruntime, openvino], batch_sizes: [1], min_runs: 3, min_seconds: 0.1}
-""")
+""",
+    )
     seconds = 40.0
-    p = _strace_netns([sys.executable, "-c", NET_SCRIPT, str(recipe), str(work / "run"), str(seconds)],
-                      work / "slimline.strace", 600)
+    p = _strace_netns(
+        [sys.executable, "-c", NET_SCRIPT, str(recipe), str(work / "run"), str(seconds)], work / "slimline.strace", 600
+    )
     c = _strace_netns([sys.executable, "-c", CONTROL_SCRIPT, str(seconds)], work / "control.strace", 120)
     out, err = p.communicate(timeout=900)
     c.communicate(timeout=300)
     bad, control = _non_loopback(work / "slimline.strace"), _non_loopback(work / "control.strace")
-    observed = {"rc": p.returncode, "non_loopback_attempts": len(bad), "examples": bad[:3],
-                "ort_telemetry_env": "ORT_DISABLE_TELEMETRY 1" in out,
-                "control_without_slimline_attempts": len(control), "control_examples": control[:2],
-                "error": last_error({"stdout": out, "stderr": err}) if p.returncode else None}
-    return {"expected": "the recipe exits 0 and attempts no connection beyond loopback",
-            "observed": observed, "pass": p.returncode == 0 and not bad}
+    observed = {
+        "rc": p.returncode,
+        "non_loopback_attempts": len(bad),
+        "examples": bad[:3],
+        "ort_telemetry_env": "ORT_DISABLE_TELEMETRY 1" in out,
+        "control_without_slimline_attempts": len(control),
+        "control_examples": control[:2],
+        "error": last_error({"stdout": out, "stderr": err}) if p.returncode else None,
+    }
+    return {
+        "expected": "the recipe exits 0 and attempts no connection beyond loopback",
+        "observed": observed,
+        "pass": p.returncode == 0 and not bad,
+    }
 
 
 def _train_recipe(path: Path, lr: float, out: Path, epochs: int = 4) -> Path:
-    return write_recipe(path, f"""
+    return write_recipe(
+        path,
+        f"""
 name: stale
 model: {{name: cifar_resnet20, weights: {R20}}}
 data: {{name: cifar10-sample, val_size: 100, train_limit: 1200}}
 steps:
   - train: {{epochs: {epochs}, lr: {lr}, batch_size: 64}}
 output_dir: {out}
-""")
+""",
+    )
 
 
 @case
@@ -233,8 +273,13 @@ def stale_checkpoint(work: Path) -> dict[str, Any]:
 
     run = work / "run"
     a = _train_recipe(work / "a.yaml", 0.01, run)
-    proc = subprocess.Popen([sys.executable, "-m", "slimline", "run", str(a)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slimline", "run", str(a)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     ckpts: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None and not ckpts:
@@ -243,8 +288,11 @@ def stale_checkpoint(work: Path) -> dict[str, Any]:
     proc.kill()
     proc.communicate()
     if not ckpts:
-        return {"expected": "a checkpoint to resume from", "observed": "the run ended before writing one",
-                "pass": False}
+        return {
+            "expected": "a checkpoint to resume from",
+            "observed": "the run ended before writing one",
+            "pass": False,
+        }
     b = _train_recipe(work / "b.yaml", 0.3, run)
     res = cli("run", str(b))
     fresh = cli("run", str(_train_recipe(work / "c.yaml", 0.3, work / "fresh")))
@@ -255,16 +303,27 @@ def stale_checkpoint(work: Path) -> dict[str, Any]:
         w2 = torch.load(work / "fresh" / "01_train" / "weights.pt", weights_only=True)
         same = all(torch.equal(w1[k], w2[k]) for k in w1)
     said = "afresh" in (res["stdout"] + res["stderr"])
-    observed = {"rc": res["rc"], "said_restart": said, "record_lr": record.get("config", {}).get("lr"),
-                "record_resume": record.get("resume"), "weights_equal_fresh_lr_0.3_run": same}
-    return {"expected": "the checkpoint of the lr 0.01 run is discarded, the step restarts and says so; weights equal "
-                        "a fresh lr 0.3 run", "observed": observed, "pass": res["rc"] == 0 and said and same}
+    observed = {
+        "rc": res["rc"],
+        "said_restart": said,
+        "record_lr": record.get("config", {}).get("lr"),
+        "record_resume": record.get("resume"),
+        "weights_equal_fresh_lr_0.3_run": same,
+    }
+    return {
+        "expected": "the checkpoint of the lr 0.01 run is discarded, the step restarts and says so; weights equal "
+        "a fresh lr 0.3 run",
+        "observed": observed,
+        "pass": res["rc"] == 0 and said and same,
+    }
 
 
 @case
 def two_runs_one_folder(work: Path) -> dict[str, Any]:
     run = work / "run"
-    recipe = write_recipe(work / "r.yaml", f"""
+    recipe = write_recipe(
+        work / "r.yaml",
+        f"""
 name: twice
 model: small_cnn_half
 data: {{name: digits, val_size: 200}}
@@ -272,25 +331,41 @@ steps:
   - train: {{epochs: 3}}
 benchmark: {{runtimes: [torch], batch_sizes: [1], min_runs: 5, min_seconds: 0.2}}
 output_dir: {run}
-""")
-    first = subprocess.Popen([sys.executable, "-m", "slimline", "run", str(recipe)], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+""",
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "slimline", "run", str(recipe)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(2.0)
     second = cli("run", str(recipe))
     out, err = first.communicate(timeout=600)
     results = json.loads((run / "results.json").read_text()) if (run / "results.json").exists() else {}
     bench = json.loads((run / "benchmark.json").read_text()) if (run / "benchmark.json").exists() else {}
     consistent = bool(results) and results.get("benchmark", {}).get("created") == bench.get("created")
-    observed = {"first_rc": first.returncode, "second_rc": second["rc"], "second_message": last_error(second),
-                "second_seconds": second["seconds"], "results_and_benchmark_from_one_run": consistent}
+    observed = {
+        "first_rc": first.returncode,
+        "second_rc": second["rc"],
+        "second_message": last_error(second),
+        "second_seconds": second["seconds"],
+        "results_and_benchmark_from_one_run": consistent,
+    }
     ok = first.returncode == 0 and one_line(second) and "another slimline run" in last_error(second) and consistent
-    return {"expected": "the second run stops at once with one line naming the lock holder; the first completes",
-            "observed": observed, "pass": ok}
+    return {
+        "expected": "the second run stops at once with one line naming the lock holder; the first completes",
+        "observed": observed,
+        "pass": ok,
+    }
 
 
 @case
 def invalid_values(work: Path) -> dict[str, Any]:
-    bad_recipe = write_recipe(work / "bad.yaml", f"""
+    bad_recipe = write_recipe(
+        work / "bad.yaml",
+        f"""
 name: bad
 model: small_cnn_half
 data: {{name: digits}}
@@ -298,7 +373,8 @@ steps:
   - train: {{epochs: 1}}
 benchmark: {{runtimes: [torch], batch_sizes: [0], threads: -1, warmup: -3}}
 output_dir: {work / "badrun"}
-""")
+""",
+    )
     folder = work / "images"
     for split in ("train", "test"):
         for cls in ("cat", "dog", "emu"):
@@ -316,10 +392,26 @@ output_dir: {work / "badrun"}
         "eval --limit -5": ["eval", "-m", "small_cnn_half", "-d", "digits", "--limit", "-5"],
         "eval --limit 0": ["eval", "-m", "small_cnn_half", "-d", "digits", "--limit", "0"],
         "run with an invalid benchmark section": ["run", str(bad_recipe)],
-        "imagefolder with an empty class": ["eval", "-m", "small_cnn_half", "-d", "imagefolder",
-                                            "--data-dir", str(folder)],
-        "RGB data into a 1-channel model": ["train", "-m", "small_cnn_half", "-d", "cifar10-sample",
-                                            "--epochs", "1", "-o", str(work / "chan")],
+        "imagefolder with an empty class": [
+            "eval",
+            "-m",
+            "small_cnn_half",
+            "-d",
+            "imagefolder",
+            "--data-dir",
+            str(folder),
+        ],
+        "RGB data into a 1-channel model": [
+            "train",
+            "-m",
+            "small_cnn_half",
+            "-d",
+            "cifar10-sample",
+            "--epochs",
+            "1",
+            "-o",
+            str(work / "chan"),
+        ],
     }
     observed = {}
     for name, args in tries.items():
@@ -327,8 +419,11 @@ output_dir: {work / "badrun"}
         observed[name] = {"rc": r["rc"], "one_line": one_line(r), "message": last_error(r), "seconds": r["seconds"]}
     steps_ran = (work / "badrun" / "00_baseline").exists() or (work / "chan" / "00_baseline").exists()
     ok = all(v["rc"] != 0 and (v["one_line"] or v["rc"] == 2) for v in observed.values()) and not steps_ran
-    return {"expected": "each is refused before any work, in one line (usage errors: exit 2)",
-            "observed": observed | {"stage_written_before_refusal": steps_ran}, "pass": ok}
+    return {
+        "expected": "each is refused before any work, in one line (usage errors: exit 2)",
+        "observed": observed | {"stage_written_before_refusal": steps_ran},
+        "pass": ok,
+    }
 
 
 @case
@@ -336,9 +431,28 @@ def sigterm_during_bench(work: Path) -> dict[str, Any]:
     tmp = work / "tmp"
     tmp.mkdir()
     env = dict(ENV, TMPDIR=str(tmp))
-    proc = subprocess.Popen([sys.executable, "-m", "slimline", "bench", "small_cnn", "-r", "torch", "-b", "1",
-                             "--no-peak", "--min-seconds", "120", "--workdir", str(work / "wd")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slimline",
+            "bench",
+            "small_cnn",
+            "-r",
+            "torch",
+            "-b",
+            "1",
+            "--no-peak",
+            "--min-seconds",
+            "120",
+            "--workdir",
+            str(work / "wd"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline, workers = time.monotonic() + 120, []
     while time.monotonic() < deadline and not workers and proc.poll() is None:
         workers = [c for c in children(proc.pid)]
@@ -351,33 +465,51 @@ def sigterm_during_bench(work: Path) -> dict[str, Any]:
     for w in left_alive:
         os.kill(w, signal.SIGKILL)
     leftovers = sorted(p.name for p in tmp.iterdir())
-    observed = {"rc": proc.returncode, "workers_seen": len(workers), "workers_alive_after": len(left_alive),
-                "temp_left": leftovers, "message": last_error({"stdout": out, "stderr": err})}
+    observed = {
+        "rc": proc.returncode,
+        "workers_seen": len(workers),
+        "workers_alive_after": len(left_alive),
+        "temp_left": leftovers,
+        "message": last_error({"stdout": out, "stderr": err}),
+    }
     ok = bool(workers) and not left_alive and not leftovers and proc.returncode == 143
-    return {"expected": "the worker dies with the bench, temporary folders go, exit 143 with one line",
-            "observed": observed, "pass": ok}
+    return {
+        "expected": "the worker dies with the bench, temporary folders go, exit 143 with one line",
+        "observed": observed,
+        "pass": ok,
+    }
 
 
 @case
 def disk_full(work: Path) -> dict[str, Any]:
     with tmpfs(work / "small", "size=256k") as small:
         exp = cli("export", "small_cnn", "-o", str(small / "exported"))
-        recipe = write_recipe(work / "r.yaml", f"""
+        recipe = write_recipe(
+            work / "r.yaml",
+            f"""
 name: full
 model: small_cnn
 data: {{name: digits, val_size: 200}}
 steps:
   - export_onnx: {{}}
 output_dir: {small / "run"}
-""")
+""",
+        )
         run = cli("run", str(recipe))
-        left = sorted(str(p.relative_to(small)) for p in small.rglob("*")
-                      if p.name.startswith(".") and p.name != ".slimline.lock")  # the run folder's lock stays
-    observed = {"export": {"rc": exp["rc"], "message": last_error(exp)},
-                "run": {"rc": run["rc"], "message": last_error(run)}, "hidden_temporaries_left": left}
+        left = sorted(
+            str(p.relative_to(small)) for p in small.rglob("*") if p.name.startswith(".") and p.name != ".slimline.lock"
+        )  # the run folder's lock stays
+    observed = {
+        "export": {"rc": exp["rc"], "message": last_error(exp)},
+        "run": {"rc": run["rc"], "message": last_error(run)},
+        "hidden_temporaries_left": left,
+    }
     ok = all(one_line(r) and "disk is full" in last_error(r) and "MB free" in last_error(r) for r in (exp, run))
-    return {"expected": "one line: the disk is full, with the path and the free space; no temporaries left",
-            "observed": observed, "pass": ok and not left}
+    return {
+        "expected": "one line: the disk is full, with the path and the free space; no temporaries left",
+        "observed": observed,
+        "pass": ok and not left,
+    }
 
 
 @case
@@ -407,8 +539,13 @@ def other_failures_one_line(work: Path) -> dict[str, Any]:
 def interrupted_run(work: Path) -> dict[str, Any]:
     run = work / "run"
     recipe = _train_recipe(work / "r.yaml", 0.01, run, epochs=30)
-    proc = subprocess.Popen([sys.executable, "-m", "slimline", "run", str(recipe)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slimline", "run", str(recipe)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not list(run.rglob("*checkpoint*.pt")):
         time.sleep(0.2)
@@ -418,32 +555,48 @@ def interrupted_run(work: Path) -> dict[str, Any]:
     kept = (run / "00_baseline" / "artifact.json").exists()
     observed = {"rc": proc.returncode, "message": msg, "baseline_kept": kept, "traceback": "Traceback" in err}
     ok = proc.returncode == 130 and "run the same command again" in msg.lower() and kept and "Traceback" not in err
-    return {"expected": "exit 130 with one line saying what was kept and how to resume", "observed": observed,
-            "pass": ok}
+    return {
+        "expected": "exit 130 with one line saying what was kept and how to resume",
+        "observed": observed,
+        "pass": ok,
+    }
 
 
 @case
 def file_permissions(work: Path) -> dict[str, Any]:
-    recipe = write_recipe(work / "r.yaml", f"""
+    recipe = write_recipe(
+        work / "r.yaml",
+        f"""
 name: perms
 model: small_cnn_half
 data: {{name: digits, val_size: 200}}
 steps:
   - train: {{epochs: 1}}
 output_dir: {work / "run"}
-""")
+""",
+    )
     old = os.umask(0o022)
     try:
         res = cli("run", str(recipe))
     finally:
         os.umask(old)
-    modes = {p: oct((work / "run" / p).stat().st_mode & 0o777) for p in
-             ("results.json", "report.html", "01_train", "01_train/artifact.json", "01_train/weights.pt")
-             if (work / "run" / p).exists()}
-    want = {"results.json": "0o644", "report.html": "0o644", "01_train": "0o755", "01_train/artifact.json": "0o644",
-            "01_train/weights.pt": "0o644"}
-    return {"expected": f"with umask 022: {want}", "observed": {"rc": res["rc"], "modes": modes},
-            "pass": res["rc"] == 0 and modes == want}
+    modes = {
+        p: oct((work / "run" / p).stat().st_mode & 0o777)
+        for p in ("results.json", "report.html", "01_train", "01_train/artifact.json", "01_train/weights.pt")
+        if (work / "run" / p).exists()
+    }
+    want = {
+        "results.json": "0o644",
+        "report.html": "0o644",
+        "01_train": "0o755",
+        "01_train/artifact.json": "0o644",
+        "01_train/weights.pt": "0o644",
+    }
+    return {
+        "expected": f"with umask 022: {want}",
+        "observed": {"rc": res["rc"], "modes": modes},
+        "pass": res["rc"] == 0 and modes == want,
+    }
 
 
 @case
@@ -451,9 +604,28 @@ def busy_latency_table(work: Path) -> dict[str, Any]:
     """The latency table measured while a CPU-bound process runs beside it: re-measured or refused, never
     silently kept; the planner's prediction is checked against the timed pruned graph."""
     env = dict(ENV, SLIMLINE_CACHE=str(work / "cache"))
-    args = ["prune", "-m", "cifar_resnet20", "--weights", str(R20), "-d", "cifar10-sample", "--method", "block",
-            "--target", "speedup=1.4", "--epochs", "0", "--samples", "100", "--limit", "200", "--no-test",
-            "--threads", "2"]
+    args = [
+        "prune",
+        "-m",
+        "cifar_resnet20",
+        "--weights",
+        str(R20),
+        "-d",
+        "cifar10-sample",
+        "--method",
+        "block",
+        "--target",
+        "speedup=1.4",
+        "--epochs",
+        "0",
+        "--samples",
+        "100",
+        "--limit",
+        "200",
+        "--no-test",
+        "--threads",
+        "2",
+    ]
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         busy = cli(*args, "-o", str(work / "busy"), env=env, timeout=900)
@@ -466,14 +638,19 @@ def busy_latency_table(work: Path) -> dict[str, Any]:
         rec = next((work / name).rglob("record.json"), None) if (work / name).exists() else None
         if rec is not None:
             r = json.loads(rec.read_text())
-            observed[name]["latency"] = {k: v for k, v in (r.get("latency") or {}).items()
-                                         if k in ("predicted_speedup", "measured_speedup", "busy", "remeasured",
-                                                  "prediction_error")}
+            observed[name]["latency"] = {
+                k: v
+                for k, v in (r.get("latency") or {}).items()
+                if k in ("predicted_speedup", "measured_speedup", "busy", "remeasured", "prediction_error")
+            }
     refused = busy["rc"] != 0 and "busy" in last_error(busy)
     remeasured = busy["rc"] == 0
     ok = (refused or remeasured) and quiet["rc"] == 0
-    return {"expected": "busy: the table is re-measured or refused with one line; quiet: the plan is made",
-            "observed": observed, "pass": ok}
+    return {
+        "expected": "busy: the table is re-measured or refused with one line; quiet: the plan is made",
+        "observed": observed,
+        "pass": ok,
+    }
 
 
 def _example_prune_recipe(work: Path, name: str, sens_dir: Path | None, allow_busy: bool = False) -> Path:
@@ -488,8 +665,10 @@ def _example_prune_recipe(work: Path, name: str, sens_dir: Path | None, allow_bu
     if allow_busy:
         prune["latency"] = {**prune.get("latency", {}), "allow_busy": True}
     if sens_dir is not None:
-        prune["sensitivity"] = {**prune.get("sensitivity", {}),
-                                "files": [str(sens_dir / f"sensitivity_{k}.json") for k in ("block", "channel")]}
+        prune["sensitivity"] = {
+            **prune.get("sensitivity", {}),
+            "files": [str(sens_dir / f"sensitivity_{k}.json") for k in ("block", "channel")],
+        }
     r["model"]["weights"] = str((ROOT / r["model"]["weights"]).resolve())
     r |= {"name": name, "output_dir": str(work / name), "steps": [{"prune": prune}]}
     r.pop("benchmark", None)
@@ -510,8 +689,9 @@ def cifar_prune_prediction(work: Path) -> dict[str, Any]:
         sens = work / "quiet" / "01_prune" if name == "busy" else None
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if name == "busy" else None
         try:
-            res = cli("run", str(_example_prune_recipe(work, name, sens, allow_busy=name == "busy")), env=env,
-                      timeout=1800)
+            res = cli(
+                "run", str(_example_prune_recipe(work, name, sens, allow_busy=name == "busy")), env=env, timeout=1800
+            )
         finally:
             if hog is not None:
                 hog.kill()
@@ -520,11 +700,16 @@ def cifar_prune_prediction(work: Path) -> dict[str, Any]:
         rec = json.loads(rec_file.read_text()) if rec_file.exists() else {}
         lat = rec.get("latency_ms") or {}
         pred, meas = lat.get("predicted_speedup"), lat.get("measured_speedup")
-        observed[name] = {"rc": res["rc"], "seconds": res["seconds"], "message": last_error(res) or None,
-                          "predicted_speedup": pred, "measured_speedup": meas,
-                          "error": abs(pred / meas - 1) if pred and meas else None,
-                          "blocks_removed": len((rec.get("plan") or {}).get("blocks", [])),
-                          "calibration_rounds": len(rec.get("latency_calibration") or [])}
+        observed[name] = {
+            "rc": res["rc"],
+            "seconds": res["seconds"],
+            "message": last_error(res) or None,
+            "predicted_speedup": pred,
+            "measured_speedup": meas,
+            "error": abs(pred / meas - 1) if pred and meas else None,
+            "blocks_removed": len((rec.get("plan") or {}).get("blocks", [])),
+            "calibration_rounds": len(rec.get("latency_calibration") or []),
+        }
     ok = all(o["error"] is not None and o["error"] <= 0.15 for o in observed.values())
     return {"expected": "predicted vs measured speed-up within 15%, quiet and busy", "observed": observed, "pass": ok}
 
@@ -554,12 +739,18 @@ def main() -> int:
                 res = {"expected": None, "observed": f"the case itself failed: {type(e).__name__}: {e}", "pass": False}
         res["seconds"] = round(time.perf_counter() - t0, 1)
         results[name] = res
-        print(f"{'PASS' if res['pass'] else ('SKIP' if res['pass'] is None else 'FAIL')}  {name}  ({res['seconds']} s)",
-              flush=True)
-    doc = {"cases": results, "passed": sum(1 for r in results.values() if r["pass"]),
-           "failed": sum(1 for r in results.values() if r["pass"] is False),
-           "skipped": sum(1 for r in results.values() if r["pass"] is None),
-           "seconds": round(time.perf_counter() - t_all, 1), "environment": environment()}
+        print(
+            f"{'PASS' if res['pass'] else ('SKIP' if res['pass'] is None else 'FAIL')}  {name}  ({res['seconds']} s)",
+            flush=True,
+        )
+    doc = {
+        "cases": results,
+        "passed": sum(1 for r in results.values() if r["pass"]),
+        "failed": sum(1 for r in results.values() if r["pass"] is False),
+        "skipped": sum(1 for r in results.values() if r["pass"] is None),
+        "seconds": round(time.perf_counter() - t_all, 1),
+        "environment": environment(),
+    }
     write_json(args.out / "results.json", doc)
     print(f"{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped -> {args.out / 'results.json'}")
     return 0 if doc["failed"] == 0 else 1

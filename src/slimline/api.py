@@ -75,8 +75,20 @@ def evaluate_model(
     names that factory too, or with ``trust_code=True``; ``download=True`` may fetch the dataset.
     """
     with trusted_factories(*factories_named([model, reference]), trust_code=trust_code):
-        return _evaluate_model(model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
-                               download, parse_preprocess(preprocess), metric)
+        return _evaluate_model(
+            model,
+            data,
+            split,
+            weights,
+            reference,
+            reference_weights,
+            runtime,
+            limit,
+            data_dir,
+            download,
+            parse_preprocess(preprocess),
+            metric,
+        )
 
 
 def _evaluate_model(
@@ -94,8 +106,10 @@ def _evaluate_model(
     metric: str | None = None,
 ) -> dict[str, Any]:
     if isinstance(data, str | Path) and is_text_path(data):
-        raise SlimlineError(f"{data} is a text file, and slimline has no tokenizer to feed texts to a model yet; "
-                            "give the token ids as named arrays (-d tokens.npz, one array per input name)")
+        raise SlimlineError(
+            f"{data} is a text file, and slimline has no tokenizer to feed texts to a model yet; "
+            "give the token ids as named arrays (-d tokens.npz, one array per input name)"
+        )
     if preprocess is None and data == "imagefolder":
         preprocess = model_preprocess(model)
     samples: NamedSamples | None = None
@@ -105,13 +119,18 @@ def _evaluate_model(
         samples = data if isinstance(data, NamedSamples) else None if audio else load_arrays(data)
     elif isinstance(data, str) and is_factory(data):
         if preprocess is not None:
-            raise SlimlineError(f"preprocess applies to image files (imagefolder); data factory {data} "
-                                "preprocesses its own samples: leave --preprocess out")
+            raise SlimlineError(
+                f"preprocess applies to image files (imagefolder); data factory {data} "
+                "preprocesses its own samples: leave --preprocess out"
+            )
         got = load_factory(data, None, split)
         samples, ds = (got, None) if isinstance(got, NamedSamples) else (None, got.take(limit))
     else:
-        ds = data if isinstance(data, ArrayDataset) else load_dataset(str(data), split, data_dir, limit,
-                                                                      download=download, preprocess=preprocess)
+        ds = (
+            data
+            if isinstance(data, ArrayDataset)
+            else load_dataset(str(data), split, data_dir, limit, download=download, preprocess=preprocess)
+        )
     task = get_task(metric) if metric is not None else None  # a typo in --metric fails before any inference
     m = open_model(model, weights) if isinstance(model, str | Path) else model
     r = None
@@ -126,10 +145,16 @@ def _evaluate_model(
     if isinstance(m, Artifact) and (task is not None or not signature_scores(artifact_signature(m))):
         sig = artifact_signature(m)
         if len(sig.inputs) != 1:
-            raise SlimlineError(f"the model has inputs {', '.join(sig.input_names)} but {ds.spec.name} feeds one; "
-                                "give named arrays: -d data.npz (one array per input name)")
-        return _evaluate_named_model(m, NamedSamples({sig.inputs[0].name: ds.inputs()}, ds.y, ds.spec.name), r,
-                                     runtime, metric) | shown
+            raise SlimlineError(
+                f"the model has inputs {', '.join(sig.input_names)} but {ds.spec.name} feeds one; "
+                "give named arrays: -d data.npz (one array per input name)"
+            )
+        return (
+            _evaluate_named_model(
+                m, NamedSamples({sig.inputs[0].name: ds.inputs()}, ds.y, ds.spec.name), r, runtime, metric
+            )
+            | shown
+        )
     ref_logits = None
     if r is not None:
         ref_logits = predict_logits(r, ds) if isinstance(r, nn.Module) else evaluate_artifact(r, ds, return_logits=True)
@@ -153,14 +178,21 @@ def model_preprocess(model: Any) -> Preprocess | None:
     return recorded_preprocess(art.meta) if art is not None else None
 
 
-def _evaluate_named_model(m: nn.Module | Artifact, samples: NamedSamples, reference: nn.Module | Artifact | None,
-                          runtime: str | None, metric: str | None = None) -> dict[str, Any]:
+def _evaluate_named_model(
+    m: nn.Module | Artifact,
+    samples: NamedSamples,
+    reference: nn.Module | Artifact | None,
+    runtime: str | None,
+    metric: str | None = None,
+) -> dict[str, Any]:
     """Any ONNX/OpenVINO model (or artifact) on named arrays, by :func:`slimline.evaluate.evaluate_named`."""
     from slimline.runtimes import default_runtime, open_session
 
     if isinstance(m, nn.Module) or isinstance(reference, nn.Module):
-        raise SlimlineError("named arrays run ONNX/OpenVINO models and artifact folders; export the PyTorch model "
-                            "first (slimline export) and evaluate that")
+        raise SlimlineError(
+            "named arrays run ONNX/OpenVINO models and artifact folders; export the PyTorch model "
+            "first (slimline export) and evaluate that"
+        )
     name = runtime or default_runtime(m)
     session = open_session(m, name)
     samples = samples.conform(session.signature or artifact_signature(m))
@@ -212,8 +244,9 @@ def apply_step(
         raise RecipeError(f"step {step_name!r}: {format_errors(e)}") from None
     src = artifact if isinstance(artifact, Artifact) else _open_artifact(artifact)
     out_dir = Path(output_dir)
-    ctx = RunContext(run_dir=out_dir.parent, data=DataBundle(_data_config(data), seed), seed=seed, out_dir=out_dir,
-                     artifacts=[src])
+    ctx = RunContext(
+        run_dir=out_dir.parent, data=DataBundle(_data_config(data), seed), seed=seed, out_dir=out_dir, artifacts=[src]
+    )
     step = step_cls(config)
     fix = f"give it a {' or '.join(step.accepts)} artifact instead"
     with trusted_factories(*named_factories(config.model_dump(mode="json")), trust_code=trust_code):

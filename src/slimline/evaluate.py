@@ -134,8 +134,10 @@ def evaluate_named(
 
     user = get_task(metric) if metric is not None else None
     if user is not None and samples.labels is None:
-        raise SlimlineError(f"metric {metric} scores outputs against labels but the data has none; add a 'labels' "
-                            "array to the data (or leave --metric out)")
+        raise SlimlineError(
+            f"metric {metric} scores outputs against labels but the data has none; add a 'labels' "
+            "array to the data (or leave --metric out)"
+        )
     outputs = predict_named(session, samples)
     metrics: dict[str, Any] = {"n": len(samples)}
     if reference is not None:
@@ -149,8 +151,10 @@ def evaluate_named(
             if reference is None and user is None:
                 raise
     elif reference is None:
-        raise SlimlineError("the data has no labels, and without a reference only fidelity can be measured: give "
-                            "--reference REF (or a 'labels' array for a [batch, classes] model)")
+        raise SlimlineError(
+            "the data has no labels, and without a reference only fidelity can be measured: give "
+            "--reference REF (or a 'labels' array for a [batch, classes] model)"
+        )
     if user is not None:
         metrics.update(user.metric(outputs, samples.labels))
     return metrics

@@ -46,8 +46,12 @@ def _onnx_params(model: Any) -> int:
 
     tensors = list(model.graph.initializer)
     tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    return sum(math.prod(t.dims) for t in tensors if _onnx_dtype(t.data_type) in _WEIGHT_DTYPES or (
-        t.data_type in (onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2)))
+    return sum(
+        math.prod(t.dims)
+        for t in tensors
+        if _onnx_dtype(t.data_type) in _WEIGHT_DTYPES
+        or (t.data_type in (onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2))
+    )
 
 
 def inspect_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]], top: int) -> dict[str, Any]:
@@ -134,9 +138,13 @@ def _torch_summary(model: Any, input_shape: tuple[int, ...] | None, top: int) ->
         y = model(torch.zeros(1, *input_shape))
     ys = y if isinstance(y, (tuple, list)) else [y]
     out["outputs"] = [
-        {"name": f"output{i}" if len(ys) > 1 else "output", "dtype": str(t.dtype).removeprefix("torch."),
-         "shape": ["batch", *t.shape[1:]]}
-        for i, t in enumerate(ys) if isinstance(t, torch.Tensor)
+        {
+            "name": f"output{i}" if len(ys) > 1 else "output",
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "shape": ["batch", *t.shape[1:]],
+        }
+        for i, t in enumerate(ys)
+        if isinstance(t, torch.Tensor)
     ]
     out["macs"] = count_macs(model, tuple(input_shape))
     return out
@@ -260,7 +268,8 @@ def format_inspection(info: dict[str, Any]) -> list[str]:
         lines.append(f"MACs: unknown{f' ({why})' if why else ''}")
     if info.get("assumed_dims"):
         lines.append(
-            "assumed dims: " + ", ".join(f"{k}={v}" for k, v in info["assumed_dims"].items())
+            "assumed dims: "
+            + ", ".join(f"{k}={v}" for k, v in info["assumed_dims"].items())
             + " (set them with --input-shape NAME=DxD...)"
         )
     lines.append("runtimes:")

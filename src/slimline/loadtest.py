@@ -34,8 +34,10 @@ def check_loopback(url: str) -> str:
     except ValueError:
         loop = False
     if parts.scheme not in ("http", "https") or not loop:
-        raise SlimlineError(f"loadtest: {url} is not a loopback http URL; slimline load-tests 127.0.0.1 only "
-                            "(e.g. http://127.0.0.1:8000)")
+        raise SlimlineError(
+            f"loadtest: {url} is not a loopback http URL; slimline load-tests 127.0.0.1 only "
+            "(e.g. http://127.0.0.1:8000)"
+        )
     path = parts.path if parts.path not in ("", "/") else "/predict"
     return f"{parts.scheme}://{parts.netloc}{path}"
 
@@ -69,11 +71,20 @@ class LoadResult:
     def to_dict(self, ids: bool = False) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
         d = {
-            "sent": self.sent, "ok": self.ok, "errors": self.errors, "lost": self.lost, "refused": self.refused,
-            "seconds": round(self.seconds, 3), "concurrency": self.concurrency, "rate": self.rate,
+            "sent": self.sent,
+            "ok": self.ok,
+            "errors": self.errors,
+            "lost": self.lost,
+            "refused": self.refused,
+            "seconds": round(self.seconds, 3),
+            "concurrency": self.concurrency,
+            "rate": self.rate,
             "throughput_rps": round(self.ok / self.seconds, 2) if self.seconds > 0 else 0.0,
-            "p50_ms": _r(np.percentile(lat, 50)), "p90_ms": _r(np.percentile(lat, 90)),
-            "p99_ms": _r(np.percentile(lat, 99)), "mean_ms": _r(float(np.mean(lat))), "statuses": self.statuses,
+            "p50_ms": _r(np.percentile(lat, 50)),
+            "p90_ms": _r(np.percentile(lat, 90)),
+            "p99_ms": _r(np.percentile(lat, 99)),
+            "mean_ms": _r(float(np.mean(lat))),
+            "statuses": self.statuses,
         }
         return d | ({"answered_ids": self.answered_ids} if ids else {})
 
@@ -82,8 +93,17 @@ def _r(x: float) -> float | None:
     return None if np.isnan(x) else round(float(x), 3)
 
 
-async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int, concurrency: int,
-                rate: float | None, time_limit: float, timeout: float, id_prefix: str) -> LoadResult:
+async def _load(
+    url: str,
+    bodies: Sequence[bytes],
+    content_type: str,
+    count: int,
+    concurrency: int,
+    rate: float | None,
+    time_limit: float,
+    timeout: float,
+    id_prefix: str,
+) -> LoadResult:
     import aiohttp
 
     res = LoadResult(concurrency=concurrency, rate=rate)
@@ -97,8 +117,9 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
         rid = f"{id_prefix}{i}"
         t0 = time.perf_counter()
         try:
-            async with client.post(url, data=bodies[i % len(bodies)],
-                                   headers={"content-type": content_type, "x-request-id": rid}) as r:
+            async with client.post(
+                url, data=bodies[i % len(bodies)], headers={"content-type": content_type, "x-request-id": rid}
+            ) as r:
                 await r.read()
                 status, echoed = r.status, r.headers.get("x-request-id")
         except aiohttp.ClientConnectorError:
@@ -117,9 +138,11 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
             res.errors += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
-                                     trust_env=False) as client:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False
+    ) as client:
         if rate is None:
+
             async def caller() -> None:
                 nonlocal next_index
                 while next_index < count and time.perf_counter() < stop_at and not gone.is_set():
@@ -150,8 +173,16 @@ async def _load(url: str, bodies: Sequence[bytes], content_type: str, count: int
     return res
 
 
-def run_load(url: str, samples: np.ndarray, count: int = 1000, concurrency: int = 16, rate: float | None = None,
-             time_limit: float = 60.0, timeout: float = 30.0, id_prefix: str = "r") -> LoadResult:
+def run_load(
+    url: str,
+    samples: np.ndarray,
+    count: int = 1000,
+    concurrency: int = 16,
+    rate: float | None = None,
+    time_limit: float = 60.0,
+    timeout: float = 30.0,
+    id_prefix: str = "r",
+) -> LoadResult:
     """Send up to ``count`` requests (``samples`` cycled, one ``.npy`` body each) to the loopback ``url``.
 
     Stops after ``count`` requests or ``time_limit`` seconds, whichever comes first; requests in flight then
@@ -161,5 +192,8 @@ def run_load(url: str, samples: np.ndarray, count: int = 1000, concurrency: int 
     if len(samples) == 0:
         raise SlimlineError("loadtest: no samples to send")
     target = check_loopback(url)
-    return asyncio.run(_load(target, npy_bodies(samples), "application/x-npy", count, concurrency, rate,
-                             time_limit, timeout, id_prefix))
+    return asyncio.run(
+        _load(
+            target, npy_bodies(samples), "application/x-npy", count, concurrency, rate, time_limit, timeout, id_prefix
+        )
+    )

@@ -149,8 +149,9 @@ ExportInputs = tuple[int, ...] | Sequence[int] | Signature | Mapping[str, torch.
 
 def classifier_plan(input_shape: Sequence[int]) -> ExportPlan:
     """One float ``input`` [batch, *input_shape] -> ``output``, both with a dynamic batch."""
-    return ExportPlan(["input"], (torch.zeros(1, *input_shape),), ["output"],
-                      {"input": {0: "batch"}, "output": {0: "batch"}})
+    return ExportPlan(
+        ["input"], (torch.zeros(1, *input_shape),), ["output"], {"input": {0: "batch"}, "output": {0: "batch"}}
+    )
 
 
 def int_high(model: nn.Module, default: int = 100) -> int:
@@ -175,8 +176,13 @@ def _run_module(model: nn.Module, args: Sequence[torch.Tensor]) -> Any:
         return model.eval()(*args)
 
 
-def signature_plan(model: nn.Module | None, sig: Signature, shapes: Mapping[str, Sequence[int]] | None = None,
-                   seed: int = 0, feeds: Mapping[str, Any] | None = None) -> ExportPlan:
+def signature_plan(
+    model: nn.Module | None,
+    sig: Signature,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    feeds: Mapping[str, Any] | None = None,
+) -> ExportPlan:
     """The plan for ``sig``: example inputs of ``shapes`` (default: the signature's dims, batch 2) or ``feeds``;
     outputs named by the signature (or ``output``, ``output_1``...) with dynamic axes from the signature, else
     found by running the model again with every named dim one larger. Without a model (an ONNX source) the
@@ -197,8 +203,9 @@ def signature_plan(model: nn.Module | None, sig: Signature, shapes: Mapping[str,
     return ExportPlan(sig.input_names, args, names, axes)
 
 
-def _probe_output_axes(model: nn.Module, sig: Signature, shapes: Mapping[str, Sequence[int]], names: list[str],
-                       outs: list[torch.Tensor]) -> dict[str, dict[int, str]]:
+def _probe_output_axes(
+    model: nn.Module, sig: Signature, shapes: Mapping[str, Sequence[int]], names: list[str], outs: list[torch.Tensor]
+) -> dict[str, dict[int, str]]:
     """Output axes that grow when every named input dim grows by one, named after the dim of that size."""
     base = sig.named_dims(shapes)
     if not base:
@@ -241,14 +248,29 @@ def _export_dynamo(model: nn.Module, plan: ExportPlan, path: Path, opset: int) -
     from torch.export import Dim
 
     dims: dict[str, Any] = {}
-    shapes = tuple({axis: dims.setdefault(name, Dim(re.sub(r"\W", "_", name))) for axis, name in
-                    plan.dynamic_axes.get(n, {}).items()} or None for n in plan.input_names)
+    shapes = tuple(
+        {
+            axis: dims.setdefault(name, Dim(re.sub(r"\W", "_", name)))
+            for axis, name in plan.dynamic_axes.get(n, {}).items()
+        }
+        or None
+        for n in plan.input_names
+    )
     try:
         with _quiet_stdout(), torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, plan.args, str(path), input_names=plan.input_names,
-                              output_names=plan.output_names, dynamic_shapes=shapes, opset_version=max(opset, 18),
-                              dynamo=True, external_data=False, verbose=False)
+            torch.onnx.export(
+                model,
+                plan.args,
+                str(path),
+                input_names=plan.input_names,
+                output_names=plan.output_names,
+                dynamic_shapes=shapes,
+                opset_version=max(opset, 18),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     except Exception:  # noqa: BLE001 - torch.export refuses many models; the tracer may still take them
         path.unlink(missing_ok=True)
         return False
@@ -390,14 +412,22 @@ def check_parity(
     return p | {"tolerance": rtol, "passed": True, "against": against}
 
 
-def check_outputs(reference: Sequence[np.ndarray], other: Sequence[np.ndarray], names: Sequence[str], rtol: float,
-                  what: str, against: str = "PyTorch") -> dict[str, Any]:
+def check_outputs(
+    reference: Sequence[np.ndarray],
+    other: Sequence[np.ndarray],
+    names: Sequence[str],
+    rtol: float,
+    what: str,
+    against: str = "PyTorch",
+) -> dict[str, Any]:
     """:func:`check_parity` on every output (in order); the record of the worst, plus each output's with several."""
     if len(reference) != len(other):
         raise ExportError(f"{what} gives {len(other)} output(s) but {against} {len(reference)}; the export is wrong")
     several = len(reference) > 1
-    per = {n: check_parity(r, o, rtol, f"{what}, output {n!r}," if several else what, against)
-           for n, r, o in zip(names, reference, other, strict=True)}
+    per = {
+        n: check_parity(r, o, rtol, f"{what}, output {n!r}," if several else what, against)
+        for n, r, o in zip(names, reference, other, strict=True)
+    }
     worst = max(per.values(), key=lambda p: p["max_rel_diff"])
     if not several:
         return worst
@@ -457,13 +487,19 @@ def export_signature(meta: Mapping[str, Any], signature: Signature | None = None
     if sig is None:
         raise ExportError(
             "the model's inputs are unknown: give them (e.g. --input-shape 3,224,224, or --input-shape ids=1x128 "
-            "--input-dtype ids=int64 for token ids)")
+            "--input-dtype ids=int64 for token ids)"
+        )
     return sig
 
 
-def parity_plan(model: nn.Module | None, meta: Mapping[str, Any], signature: Signature | None,
-                shapes: Mapping[str, Sequence[int]] | None, parity_batch: int,
-                seed: int) -> tuple[ExportPlan, dict[str, np.ndarray]]:
+def parity_plan(
+    model: nn.Module | None,
+    meta: Mapping[str, Any],
+    signature: Signature | None,
+    shapes: Mapping[str, Sequence[int]] | None,
+    parity_batch: int,
+    seed: int,
+) -> tuple[ExportPlan, dict[str, np.ndarray]]:
     """The export plan and the seeded parity feeds (``parity_batch`` samples) for ``meta`` / ``signature``."""
     sig = export_signature(meta, signature)
     if sig is None:

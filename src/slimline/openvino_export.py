@@ -50,8 +50,9 @@ def _plan(input_shape: tuple[int, ...] | ExportPlan) -> ExportPlan:
     return input_shape if isinstance(input_shape, ExportPlan) else classifier_plan(input_shape)
 
 
-def convert_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...] | ExportPlan,
-                     signature: Signature | None = None) -> Any:
+def convert_openvino(
+    source: nn.Module | str | Path, input_shape: tuple[int, ...] | ExportPlan, signature: Signature | None = None
+) -> Any:
     """An ``openvino.Model`` from a PyTorch module or an ONNX file. A classifier (``input_shape``: one sample's
     shape) gets a dynamic batch; with a plan and ``signature``, every input gets its dtype and dynamic axes
     and the inputs and outputs the plan's names."""
@@ -66,8 +67,10 @@ def convert_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...
                 return ov.convert_model(
                     source.eval(), example_input=example, input=[ov.PartialShape([-1, *example.shape[1:]])]
                 )
-            inputs = [(ov.PartialShape([-1 if isinstance(d, str) else d for d in t.shape]), ov.Type(np.dtype(t.dtype)))
-                      for t in signature.inputs]
+            inputs = [
+                (ov.PartialShape([-1 if isinstance(d, str) else d for d in t.shape]), ov.Type(np.dtype(t.dtype)))
+                for t in signature.inputs
+            ]
             model = ov.convert_model(source.eval(), example_input=plan.args, input=inputs)
         for ports, names in ((model.inputs, plan.input_names), (model.outputs, plan.output_names)):
             for port, name in zip(ports, names, strict=False):
@@ -92,8 +95,12 @@ def _explain(e: Exception, source: nn.Module | str | Path, plan: ExportPlan) -> 
     return msg
 
 
-def export_openvino(source: nn.Module | str | Path, input_shape: tuple[int, ...] | ExportPlan, xml_path: str | Path,
-                    signature: Signature | None = None) -> Path:
+def export_openvino(
+    source: nn.Module | str | Path,
+    input_shape: tuple[int, ...] | ExportPlan,
+    xml_path: str | Path,
+    signature: Signature | None = None,
+) -> Path:
     """Convert ``source`` and write ``xml_path`` plus its ``.bin`` (fp32 weights)."""
     ov = _ov()
     model = convert_openvino(source, input_shape, signature)
@@ -128,8 +135,10 @@ def plan_signature(plan: ExportPlan, outputs: list[np.ndarray]) -> Signature:
         axes = plan.dynamic_axes.get(name, {})
         return TensorSpec(name, shape=tuple(axes.get(i, 0) for i in range(ndim)))
 
-    return Signature(tuple(spec(n, a.dim()) for n, a in zip(plan.input_names, plan.args, strict=True)),
-                     tuple(spec(n, o.ndim) for n, o in zip(plan.output_names, outputs, strict=False)))
+    return Signature(
+        tuple(spec(n, a.dim()) for n, a in zip(plan.input_names, plan.args, strict=True)),
+        tuple(spec(n, o.ndim) for n, o in zip(plan.output_names, outputs, strict=False)),
+    )
 
 
 def export_openvino_artifact(
@@ -181,8 +190,9 @@ def export_openvino_artifact(
             got = openvino_run(xml, feeds)
         except Exception as e:  # noqa: BLE001 - openvino raises RuntimeError with long texts
             raise ExportError(f"OpenVINO cannot run the IR it wrote: {str(e).strip().splitlines()[0]}") from e
-        par = check_outputs(reference, got, plan.output_names, rtol, "the OpenVINO export (run on CPU in f32)",
-                            against=against)
+        par = check_outputs(
+            reference, got, plan.output_names, rtol, "the OpenVINO export (run on CPU in f32)", against=against
+        )
     art = w.artifact
     assert art is not None
     ov = _ov()

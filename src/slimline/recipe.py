@@ -29,8 +29,9 @@ class DataConfig(BaseModel):
     factory: str | None = Field(None, description="'package.module:function' returning an ArrayDataset")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
     preprocess: dict[str, Any] | None = Field(
-        None, description="imagefolder: how images become inputs (resize, center_crop, letterbox, scale, mean, std, "
-        "layout, channels); see slimline.data.preprocess"
+        None,
+        description="imagefolder: how images become inputs (resize, center_crop, letterbox, scale, mean, std, "
+        "layout, channels); see slimline.data.preprocess",
     )
     data_dir: str | None = None
     val_size: float | int = Field(0.1, description="validation slice of the training split (fraction or count)")
@@ -67,8 +68,15 @@ class DataConfig(BaseModel):
         """``split`` of this data (an :class:`slimline.data.ArrayDataset`), first ``limit`` samples."""
         from slimline.data import load_dataset
 
-        return load_dataset(self.source, split, self.data_dir, limit, download=self.download,
-                            preprocess=self.preprocess, kwargs=self.kwargs)
+        return load_dataset(
+            self.source,
+            split,
+            self.data_dir,
+            limit,
+            download=self.download,
+            preprocess=self.preprocess,
+            kwargs=self.kwargs,
+        )
 
 
 class BenchmarkConfig(BenchSettings):

@@ -75,18 +75,22 @@ def _json_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> 
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(f"body: not valid JSON ({e}); send {{\"inputs\": {{name: array}}}}", 400) from None
+        raise RequestError(f'body: not valid JSON ({e}); send {{"inputs": {{name: array}}}}', 400) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
-        raise RequestError(f"inputs: the JSON body needs an object 'inputs' mapping {', '.join(signature.input_names)}"
-                           " to arrays", 422)
+        raise RequestError(
+            f"inputs: the JSON body needs an object 'inputs' mapping {', '.join(signature.input_names)} to arrays", 422
+        )
     rid = doc.get("id")
     return doc["inputs"], None if rid is None else str(rid)
 
 
 def _npy_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     if len(signature.inputs) != 1:
-        raise RequestError(f"body: a .npy body fits single-input models; this one takes "
-                           f"{', '.join(signature.input_names)}: send .npz ({NPZ_TYPE}) or JSON", 415)
+        raise RequestError(
+            f"body: a .npy body fits single-input models; this one takes "
+            f"{', '.join(signature.input_names)}: send .npz ({NPZ_TYPE}) or JSON",
+            415,
+        )
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any unreadable body is the client's
@@ -111,11 +115,17 @@ def _image_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) ->
 
     data = meta.get("data")
     if len(signature.inputs) != 1 or not isinstance(data, dict):
-        raise RequestError("body: image bodies fit single-input image artifacts that record their data "
-                           "preprocessing; send the preprocessed array as .npy or JSON", 415)
+        raise RequestError(
+            "body: image bodies fit single-input image artifacts that record their data "
+            "preprocessing; send the preprocessed array as .npy or JSON",
+            415,
+        )
     spec = DataSpec.from_dict(data)
-    c, h, w = spec.input_shape if not spec.preprocess or spec.preprocess.layout != "NHWC" else (
-        spec.input_shape[2], spec.input_shape[0], spec.input_shape[1])
+    c, h, w = (
+        spec.input_shape
+        if not spec.preprocess or spec.preprocess.layout != "NHWC"
+        else (spec.input_shape[2], spec.input_shape[0], spec.input_shape[1])
+    )
     try:
         img: Image.Image = Image.open(io.BytesIO(body))
         img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
@@ -153,8 +163,7 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     except ValueError:
         raise RequestError(f"inputs.{spec.name}: ragged nested lists; every row needs the same length") from None
     if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and want.kind in "biu"):
-        raise RequestError(f"inputs.{spec.name}: values of type {_kind_name(arr.dtype)} do not "
-                           f"fit the model's {want}")
+        raise RequestError(f"inputs.{spec.name}: values of type {_kind_name(arr.dtype)} do not fit the model's {want}")
     return arr.astype(want)
 
 
@@ -169,8 +178,9 @@ def validate_inputs(raw: Mapping[str, Any], signature: Signature, max_rows: int)
     rows beyond ``max_rows`` or rows differing between inputs."""
     unknown = [k for k in raw if k not in signature.input_names]
     if unknown:
-        raise RequestError(f"inputs.{unknown[0]}: the model has no such input; its inputs: "
-                           f"{', '.join(signature.input_names)}")
+        raise RequestError(
+            f"inputs.{unknown[0]}: the model has no such input; its inputs: {', '.join(signature.input_names)}"
+        )
     missing = [n for n in signature.input_names if n not in raw]
     if missing:
         raise RequestError(f"inputs.{missing[0]}: missing ({signature.describe()})")
@@ -180,20 +190,25 @@ def validate_inputs(raw: Mapping[str, Any], signature: Signature, max_rows: int)
         if spec.shape and arr.ndim == len(spec.shape) - 1:
             arr = arr[None]
         if spec.shape and arr.ndim != len(spec.shape):
-            raise RequestError(f"inputs.{spec.name}: shape {list(arr.shape)} has {arr.ndim} dimensions; the model "
-                               f"wants {len(spec.shape)} ({spec.describe()})")
+            raise RequestError(
+                f"inputs.{spec.name}: shape {list(arr.shape)} has {arr.ndim} dimensions; the model "
+                f"wants {len(spec.shape)} ({spec.describe()})"
+            )
         for i, d in enumerate(spec.shape):
             if i and isinstance(d, int) and arr.shape[i] != d:
-                raise RequestError(f"inputs.{spec.name}: shape {list(arr.shape)}, dimension {i} must be {d} "
-                                   f"({spec.describe()})")
+                raise RequestError(
+                    f"inputs.{spec.name}: shape {list(arr.shape)}, dimension {i} must be {d} ({spec.describe()})"
+                )
         out[spec.name] = arr
     rows = {a.shape[0] if a.ndim else 1 for a in out.values()}
     if len(rows) > 1:
         raise RequestError(f"inputs: inputs differ in rows ({sorted(rows)}); every input needs the same batch size")
     n = rows.pop() if rows else 1
     if n < 1 or n > max_rows:
-        raise RequestError(f"inputs: {n} rows; one request carries 1..{max_rows} (the server's max-batch)", 413
-                           if n > max_rows else 422)
+        raise RequestError(
+            f"inputs: {n} rows; one request carries 1..{max_rows} (the server's max-batch)",
+            413 if n > max_rows else 422,
+        )
     return out
 
 
@@ -220,13 +235,21 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("slimline_requests", "predict requests answered, by HTTP status", ["status"],
-                                registry=self.registry)
-        self.latency = Histogram("slimline_request_latency_seconds", "predict latency, arrival to answer",
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
-                                 registry=self.registry)
-        self.batch_size = Histogram("slimline_batch_size", "rows per batch run", registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.requests = Counter(
+            "slimline_requests", "predict requests answered, by HTTP status", ["status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "slimline_request_latency_seconds",
+            "predict latency, arrival to answer",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "slimline_batch_size",
+            "rows per batch run",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
         self.queue_depth = Gauge("slimline_queue_depth", "requests waiting to be batched", registry=self.registry)
         self.errors = Counter("slimline_errors", "failed predict requests, by kind", ["kind"], registry=self.registry)
         self.rows = 0
@@ -245,8 +268,9 @@ def warmup_shapes(signature: Signature, batch: int) -> dict[str, tuple[int, ...]
 class Batcher:
     """One bounded queue, one gathering task and worker thread per session."""
 
-    def __init__(self, sessions: list[Session], signature: Signature, settings: ServeSettings,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, sessions: list[Session], signature: Signature, settings: ServeSettings, metrics: Metrics
+    ) -> None:
         self.sessions, self.signature, self.settings, self.metrics = sessions, signature, settings, metrics
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=settings.queue_size)
         self.pool = ThreadPoolExecutor(max_workers=len(sessions), thread_name_prefix="slimline-serve")
@@ -276,8 +300,9 @@ class Batcher:
         try:
             self.queue.put_nowait(_Item(feeds, fut, rows, _bucket(feeds)))
         except asyncio.QueueFull:
-            raise RequestError(f"server busy: {self.settings.queue_size} requests waiting; retry shortly", 503) \
-                from None
+            raise RequestError(
+                f"server busy: {self.settings.queue_size} requests waiting; retry shortly", 503
+            ) from None
         self.metrics.queue_depth.set(self.queue.qsize())
         return fut
 
@@ -309,16 +334,20 @@ class Batcher:
             await self._run(loop, session, batch, rows)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, session: Session, batch: list[_Item], rows: int) -> None:
-        feeds = {k: np.concatenate([it.feeds[k] for it in batch]) if len(batch) > 1 else batch[0].feeds[k]
-                 for k in batch[0].feeds}
+        feeds = {
+            k: np.concatenate([it.feeds[k] for it in batch]) if len(batch) > 1 else batch[0].feeds[k]
+            for k in batch[0].feeds
+        }
         self.metrics.batch_size.observe(rows)
         self.metrics.rows += rows
         self.metrics.batches += 1
         try:
             out = await loop.run_in_executor(self.pool, session.run_named, feeds)
             if any(np.ndim(v) == 0 or np.shape(v)[0] != rows for v in out.values()):
-                raise SlimlineError(f"the model returned {', '.join(f'{k}{list(np.shape(v))}' for k, v in out.items())}"
-                                    f" for a batch of {rows}; it does not keep the batch axis")
+                raise SlimlineError(
+                    f"the model returned {', '.join(f'{k}{list(np.shape(v))}' for k, v in out.items())}"
+                    f" for a batch of {rows}; it does not keep the batch axis"
+                )
         except Exception as e:  # noqa: BLE001 - a failed batch fails its own requests only
             for it in batch:
                 if not it.future.done():
@@ -327,7 +356,7 @@ class Batcher:
         start = 0
         for it in batch:
             if not it.future.done():
-                it.future.set_result({k: v[start:start + it.rows] for k, v in out.items()})
+                it.future.set_result({k: v[start : start + it.rows] for k, v in out.items()})
             start += it.rows
 
 
@@ -338,9 +367,14 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "application/json").split(";")[0].strip().lower()
 
 
-def create_app(sessions: list[Session], signature: Signature, settings: ServeSettings,
-               info: Mapping[str, Any] | None = None, stats_path: Path | None = None,
-               meta: Mapping[str, Any] | None = None) -> Any:
+def create_app(
+    sessions: list[Session],
+    signature: Signature,
+    settings: ServeSettings,
+    info: Mapping[str, Any] | None = None,
+    stats_path: Path | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Any:
     """The FastAPI app serving ``sessions`` (one per model instance, all of ``signature``).
 
     ``meta`` (the artifact's) tells decoders how to preprocess raw inputs and names classes (answers then carry
@@ -393,8 +427,12 @@ def create_app(sessions: list[Session], signature: Signature, settings: ServeSet
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
-        return {"signature": signature.to_dict(), "settings": asdict(settings),
-                "content_types": sorted(DECODERS), **dict(info or {})}
+        return {
+            "signature": signature.to_dict(),
+            "settings": asdict(settings),
+            "content_types": sorted(DECODERS),
+            **dict(info or {}),
+        }
 
     @app.get("/metrics")
     async def prom() -> Response:
@@ -409,20 +447,23 @@ def create_app(sessions: list[Session], signature: Signature, settings: ServeSet
             return error(503, "not ready: the model is warming up; retry shortly", rid, "not_ready")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error(413, f"body: {length} bytes exceeds the server's limit of {settings.max_body_bytes}",
-                         rid, "too_large")
+            return error(
+                413, f"body: {length} bytes exceeds the server's limit of {settings.max_body_bytes}", rid, "too_large"
+            )
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > settings.max_body_bytes:
-                return error(413, f"body: more than the server's limit of {settings.max_body_bytes} bytes",
-                             rid, "too_large")
+                return error(
+                    413, f"body: more than the server's limit of {settings.max_body_bytes} bytes", rid, "too_large"
+                )
         ctype = _media_type(request.headers.get("content-type"))
         decoder = DECODERS.get(ctype)
         try:
             if decoder is None:
-                raise RequestError(f"content-type: {ctype} is not served; use one of {', '.join(sorted(DECODERS))}",
-                                   415)
+                raise RequestError(
+                    f"content-type: {ctype} is not served; use one of {', '.join(sorted(DECODERS))}", 415
+                )
             raw, body_id = decoder(body, signature, meta)
             rid = body_id if body_id is not None else rid
             feeds = validate_inputs(raw, signature, settings.max_batch)
@@ -463,13 +504,19 @@ def check_port(host: str, port: int) -> None:
         with socket.create_server((host, port)):
             pass
     except OSError as e:
-        raise SlimlineError(f"serve: cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, "
-                            "or stop what uses it") from None
+        raise SlimlineError(
+            f"serve: cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, or stop what uses it"
+        ) from None
 
 
-def serve(artifact_path: str | Path, runtime: str | None = None, options: Mapping[str, Any] | None = None,
-          settings: ServeSettings | None = None, stats_path: Path | None = None,
-          on_ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    artifact_path: str | Path,
+    runtime: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    settings: ServeSettings | None = None,
+    stats_path: Path | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Load the artifact into ``settings.instances`` sessions and serve it until SIGTERM/SIGINT (uvicorn's graceful
     shutdown: stop accepting, answer every accepted request, then return)."""
     import uvicorn
@@ -487,8 +534,16 @@ def serve(artifact_path: str | Path, runtime: str | None = None, options: Mappin
     signature = sessions[0].signature or artifact_signature(art)
     info = {"artifact": str(art.path), "kind": art.kind, "runtime": sessions[0].describe()}
     app = create_app(sessions, signature, settings, info, stats_path, art.meta)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=None, backlog=2048)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=None,
+        backlog=2048,
+    )
     server = uvicorn.Server(config)
     if on_ready is not None:
         on_ready(f"http://{settings.host}:{settings.port}")
@@ -516,8 +571,13 @@ def load_test_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
         except (OSError, ValueError):
             continue
         rows = doc.get("runs", [doc]) if isinstance(doc, dict) else []
-        rows = [r for r in rows if isinstance(r, dict) and {"concurrency", "p50_ms", "p99_ms", "throughput_rps"}
-                <= r.keys() and r["p50_ms"] is not None]
+        rows = [
+            r
+            for r in rows
+            if isinstance(r, dict)
+            and {"concurrency", "p50_ms", "p99_ms", "throughput_rps"} <= r.keys()
+            and r["p50_ms"] is not None
+        ]
         if rows:
             out[f.stem] = rows
     return out

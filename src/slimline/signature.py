@@ -27,8 +27,18 @@ BATCH = "batch"
 DIM_DEFAULTS: dict[str, int] = {"sequence": 128, "seq": 128, "time": 100, "frames": 100}
 
 _ONNX_DTYPES = {
-    1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
-    11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
 }
 
 
@@ -69,8 +79,10 @@ class Signature:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Signature:
-        return cls(tuple(TensorSpec.from_dict(t) for t in d.get("inputs", ())),
-                   tuple(TensorSpec.from_dict(t) for t in d.get("outputs", ())))
+        return cls(
+            tuple(TensorSpec.from_dict(t) for t in d.get("inputs", ())),
+            tuple(TensorSpec.from_dict(t) for t in d.get("outputs", ())),
+        )
 
     @property
     def input_names(self) -> list[str]:
@@ -87,8 +99,12 @@ class Signature:
         raise SlimlineError(f"the model has no input {name!r}; its inputs: {', '.join(self.input_names)}")
 
     def describe(self) -> str:
-        return "inputs: " + ", ".join(t.describe() for t in self.inputs) + "; outputs: " + ", ".join(
-            t.describe() for t in self.outputs)
+        return (
+            "inputs: "
+            + ", ".join(t.describe() for t in self.inputs)
+            + "; outputs: "
+            + ", ".join(t.describe() for t in self.outputs)
+        )
 
     # ------------------------------------------------------------------ from models
 
@@ -96,8 +112,10 @@ class Signature:
     def classifier(cls, input_shape: Sequence[int], num_classes: int | None = None) -> Signature:
         """The image-classifier signature: ``input`` float32 [batch, C, H, W] -> ``output`` [batch, classes]."""
         out: tuple[Dim, ...] = (BATCH, int(num_classes)) if num_classes else (BATCH, "classes")
-        return cls((TensorSpec("input", "float32", (BATCH, *(int(s) for s in input_shape))),),
-                   (TensorSpec("output", "float32", out),))
+        return cls(
+            (TensorSpec("input", "float32", (BATCH, *(int(s) for s in input_shape))),),
+            (TensorSpec("output", "float32", out),),
+        )
 
     @classmethod
     def from_onnx(cls, model: Any) -> Signature:
@@ -117,8 +135,9 @@ class Signature:
                     dims.append(_clean_dim_name(d.dim_param) if d.dim_param else (BATCH if i == 0 else f"dim{i}"))
             return TensorSpec(v.name, _ONNX_DTYPES.get(tt.elem_type, "float32"), tuple(dims))
 
-        return cls(tuple(spec(v) for v in proto.graph.input if v.name not in inits),
-                   tuple(spec(v) for v in proto.graph.output))
+        return cls(
+            tuple(spec(v) for v in proto.graph.input if v.name not in inits), tuple(spec(v) for v in proto.graph.output)
+        )
 
     @classmethod
     def from_openvino(cls, model: Any) -> Signature:
@@ -133,8 +152,10 @@ class Signature:
                 dims.append(int(d.get_length()) if d.is_static else (BATCH if j == 0 else f"dim{j}"))
             return TensorSpec(name, _ov_dtype(port.get_element_type()), tuple(dims))
 
-        return cls(tuple(spec(p, i, "input") for i, p in enumerate(model.inputs)),
-                   tuple(spec(p, i, "output") for i, p in enumerate(model.outputs)))
+        return cls(
+            tuple(spec(p, i, "input") for i, p in enumerate(model.inputs)),
+            tuple(spec(p, i, "output") for i, p in enumerate(model.outputs)),
+        )
 
     @classmethod
     def from_feeds(cls, feeds: Mapping[str, Any], dynamic: Mapping[str, Mapping[int, str]] | None = None) -> Signature:
@@ -175,8 +196,10 @@ class Signature:
                 if other is None or len(other.shape) != len(t.shape):
                     out.append(t)
                     continue
-                shape = tuple(o if isinstance(d, str) and isinstance(o, str) else d
-                              for d, o in zip(t.shape, other.shape, strict=True))
+                shape = tuple(
+                    o if isinstance(d, str) and isinstance(o, str) else d
+                    for d, o in zip(t.shape, other.shape, strict=True)
+                )
                 out.append(TensorSpec(t.name, t.dtype, shape))
             return tuple(out)
 
@@ -184,8 +207,9 @@ class Signature:
 
     # ------------------------------------------------------------------ concrete shapes and inputs
 
-    def resolve(self, given: Mapping[str, Sequence[int]] | None = None, batch: int = 1,
-                dims: Mapping[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+    def resolve(
+        self, given: Mapping[str, Sequence[int]] | None = None, batch: int = 1, dims: Mapping[str, int] | None = None
+    ) -> dict[str, tuple[int, ...]]:
         """A concrete shape for every input: ``given`` (per input name, full shapes) first, then named dims
         (``dims``, then ones fixed by ``given`` elsewhere, then :data:`DIM_DEFAULTS`), ``batch`` for the batch axis.
 
@@ -204,11 +228,13 @@ class Signature:
             if t.name in given:
                 shape = tuple(int(v) for v in given[t.name])
                 fits = len(shape) == len(t.shape) and all(
-                    not isinstance(d, int) or d == v for d, v in zip(t.shape, shape, strict=True))
+                    not isinstance(d, int) or d == v for d, v in zip(t.shape, shape, strict=True)
+                )
                 if not fits:
                     raise SlimlineError(
                         f"input {t.name!r} is {t.dtype}[{'x'.join(map(str, t.shape))}]; the shape given, "
-                        f"{'x'.join(map(str, shape))}, does not fit it")
+                        f"{'x'.join(map(str, shape))}, does not fit it"
+                    )
                 out[t.name] = shape
                 continue
             shape_l: list[int] = []
@@ -221,12 +247,14 @@ class Signature:
                     example = "x".join(str(x) if isinstance(x, int) else ("1" if x == BATCH else "N") for x in t.shape)
                     raise SlimlineError(
                         f"input {t.name!r} has a dynamic dimension {d!r} that nothing fixes; "
-                        f"give it with --input-shape {t.name}={example}")
+                        f"give it with --input-shape {t.name}={example}"
+                    )
             out[t.name] = tuple(shape_l)
         return out
 
-    def example_feeds(self, shapes: Mapping[str, Sequence[int]], seed: int = 0,
-                      int_high: int = 100) -> dict[str, np.ndarray]:
+    def example_feeds(
+        self, shapes: Mapping[str, Sequence[int]], seed: int = 0, int_high: int = 100
+    ) -> dict[str, np.ndarray]:
         """Inputs of the given shapes: standard normal floats, integers in [0, ``int_high``) (token ids,
         indices), ``False`` booleans; inputs whose name says state (``state``, ``h0``, ``c0``, ``hidden``,
         ``cache``, ``past``) are zeros."""
@@ -267,13 +295,15 @@ def parse_input_shapes(items: Iterable[str]) -> dict[str, list[int]]:
         if not shape or any(s < 1 for s in shape):
             raise SlimlineError(
                 f"--input-shape {item!r}: write NAME=1x3x224x224 (per input, batch included), or C,H,W for a "
-                "single-input model")
+                "single-input model"
+            )
         out[name.strip() if eq else ""] = shape
     return out
 
 
-def signature_from_options(shapes: Mapping[str, Sequence[int]], dtypes: Iterable[str] = (),
-                           dynamic: Iterable[str] = ()) -> Signature:
+def signature_from_options(
+    shapes: Mapping[str, Sequence[int]], dtypes: Iterable[str] = (), dynamic: Iterable[str] = ()
+) -> Signature:
     """The signature the export options describe: ``--input-shape NAME=1x128`` (inputs in that order),
     ``--input-dtype NAME=int64`` (default float32) and ``--dynamic NAME=0:batch,1:sequence`` (default: axis 0,
     ``batch``)."""
@@ -342,5 +372,14 @@ def _clean_dim_name(name: str) -> str:
 
 def _ov_dtype(et: Any) -> str:
     name = str(et.get_type_name() if hasattr(et, "get_type_name") else et).lower()
-    return {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i64": "int64",
-            "i32": "int32", "i8": "int8", "u8": "uint8", "boolean": "bool"}.get(name, "float32")
+    return {
+        "f32": "float32",
+        "f16": "float16",
+        "bf16": "bfloat16",
+        "f64": "float64",
+        "i64": "int64",
+        "i32": "int32",
+        "i8": "int8",
+        "u8": "uint8",
+        "boolean": "bool",
+    }.get(name, "float32")

@@ -65,8 +65,13 @@ def _quiet() -> contextlib.AbstractContextManager[Any]:
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def tflite_plan(model: nn.Module, meta: Mapping[str, Any], signature: Signature | None,
-                shapes: Mapping[str, Sequence[int]] | None, seed: int = 0) -> tuple[ExportPlan, Signature]:
+def tflite_plan(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    signature: Signature | None,
+    shapes: Mapping[str, Sequence[int]] | None,
+    seed: int = 0,
+) -> tuple[ExportPlan, Signature]:
     """The export plan for a fixed-shape ``.tflite`` (batch 1, other dims from ``shapes`` or the signature's
     defaults) and the signature to record (the batch axis stays named: the runtime slices batches)."""
     sig = export_signature(meta, signature)
@@ -83,8 +88,10 @@ def tflite_plan(model: nn.Module, meta: Mapping[str, Any], signature: Signature 
         return TensorSpec(name, dtype, tuple(BATCH if axes.get(i) == BATCH else int(s) for i, s in enumerate(shape)))
 
     inputs = tuple(keep_batch(t.name, t.dtype, fixed[t.name], t.dynamic) for t in sig.inputs)
-    outputs = tuple(keep_batch(n, str(o.dtype), o.shape, plan.dynamic_axes.get(n, {}))
-                    for n, o in zip(plan.output_names, outs, strict=False))
+    outputs = tuple(
+        keep_batch(n, str(o.dtype), o.shape, plan.dynamic_axes.get(n, {}))
+        for n, o in zip(plan.output_names, outs, strict=False)
+    )
     return plan, Signature(inputs, outputs)
 
 
@@ -96,8 +103,9 @@ def convert_tflite(model: nn.Module, plan: ExportPlan, nhwc: bool = False) -> by
     module: nn.Module = model.eval()
     if nhwc:
         if args[0].dim() != 4:
-            raise ExportError(f"NHWC needs a 4-D first input (N, C, H, W); {plan.input_names[0]!r} has "
-                              f"{args[0].dim()} dimensions")
+            raise ExportError(
+                f"NHWC needs a 4-D first input (N, C, H, W); {plan.input_names[0]!r} has {args[0].dim()} dimensions"
+            )
         module = lt.to_channel_last_io(module, args=[0]).eval()
         args = (args[0].permute(0, 2, 3, 1).contiguous(), *args[1:])
     try:
@@ -124,14 +132,18 @@ def explain_conversion(e: BaseException, model: nn.Module, plan: ExportPlan) -> 
         src = re.search(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.+)', text)
         if src:
             where = f" at {Path(src.group(1)).name}:{src.group(2)} ({src.group(4).strip()})"
-    return (f"TFLite conversion failed: operator {name} has no LiteRT lowering{where}; replace it with supported "
-            "operations, or export to ONNX instead (--format onnx)")
+    return (
+        f"TFLite conversion failed: operator {name} has no LiteRT lowering{where}; replace it with supported "
+        "operations, or export to ONNX instead (--format onnx)"
+    )
 
 
 def tflite_io(plan: ExportPlan, n_outputs: int) -> dict[str, dict[str, str]]:
     """Slimline's input/output names -> the converted model's signature names (``args_<i>``, ``output_<i>``)."""
-    return {"inputs": {n: f"args_{i}" for i, n in enumerate(plan.input_names)},
-            "outputs": {n: f"output_{i}" for i, n in enumerate(plan.output_names[:n_outputs])}}
+    return {
+        "inputs": {n: f"args_{i}" for i, n in enumerate(plan.input_names)},
+        "outputs": {n: f"output_{i}" for i, n in enumerate(plan.output_names[:n_outputs])},
+    }
 
 
 def compact_tensor_names(model: bytes) -> bytes:
@@ -162,13 +174,18 @@ def left_float_ops(model: bytes) -> list[dict[str, str]]:
                 t = sg.tensors[op.inputs[0]]
                 if t.type == schema.TensorType.FLOAT32:
                     out_t = sg.tensors[op.outputs[0]]
-                    out.append({"name": out_t.name.decode() if isinstance(out_t.name, bytes) else str(out_t.name),
-                                "op": opname})
+                    out.append(
+                        {
+                            "name": out_t.name.decode() if isinstance(out_t.name, bytes) else str(out_t.name),
+                            "op": opname,
+                        }
+                    )
     return out
 
 
-def quantize_tflite(model: bytes, feeds: Iterable[Mapping[str, np.ndarray]], int8_io: bool = False,
-                    threads: int = 1) -> bytes:
+def quantize_tflite(
+    model: bytes, feeds: Iterable[Mapping[str, np.ndarray]], int8_io: bool = False, threads: int = 1
+) -> bytes:
     """Full-integer int8 of the fp32 ``model`` with ai-edge-quantizer's static recipe (int8 per-channel
     weights, int8 activations from min/max over ``feeds``, each a dict of the model's signature input names
     at its fixed shape). Inputs and outputs stay float with QUANTIZE/DEQUANTIZE at the edges unless
@@ -209,8 +226,9 @@ def _tqdm_off(tqdm: Any) -> Any:
         tqdm.tqdm.__init__ = old  # type: ignore[method-assign]
 
 
-def model_feeds(plan: ExportPlan, io_names: Mapping[str, str], samples: Mapping[str, np.ndarray],
-                nhwc: bool = False) -> list[dict[str, np.ndarray]]:
+def model_feeds(
+    plan: ExportPlan, io_names: Mapping[str, str], samples: Mapping[str, np.ndarray], nhwc: bool = False
+) -> list[dict[str, np.ndarray]]:
     """Calibration feeds at the model's fixed batch (the plan's example batch): ``samples`` by slimline input
     name, split into slices, keyed by the converted model's input names (int64 cast to int32, NCHW moved to
     NHWC when the model takes it)."""
@@ -220,7 +238,7 @@ def model_feeds(plan: ExportPlan, io_names: Mapping[str, str], samples: Mapping[
     for start in range(0, n - b + 1, b):
         feed = {}
         for name in plan.input_names:
-            a = np.asarray(samples[name][start:start + b])
+            a = np.asarray(samples[name][start : start + b])
             if a.dtype == np.int64:
                 a = a.astype(np.int32)
             if nhwc and name == plan.input_names[0]:
@@ -261,8 +279,9 @@ def export_tflite_artifact(
     high = int_high(model)
     fixed = {t.name: tuple(1 if d == BATCH else int(d) for d in t.shape) for t in sig.inputs}
     rng_feeds = sig.example_feeds({k: (parity_batch, *v[1:]) for k, v in fixed.items()}, seed, int_high=high)
-    torch_feeds = {k: (v.transpose(0, 3, 1, 2) if nhwc and k == sig.inputs[0].name else v)
-                   for k, v in rng_feeds.items()}
+    torch_feeds = {
+        k: (v.transpose(0, 3, 1, 2) if nhwc and k == sig.inputs[0].name else v) for k, v in rng_feeds.items()
+    }
     reference = torch_run(model, {k: np.ascontiguousarray(v) for k, v in torch_feeds.items()})
     out_meta = {**meta, "signature": sig.to_dict(), "tflite_io": io_names, "layout": layout}
     with ArtifactWriter(dest, "tflite", out_meta, list(lineage)) as w:
@@ -270,8 +289,9 @@ def export_tflite_artifact(
         session = LiteRTSession(Artifact("tflite", w.tmp, dict(w.files), out_meta), None, "xnnpack")
         got_named = session.run_named(rng_feeds)
         got = [got_named[n] for n in io_names["outputs"]]
-        par = check_outputs(reference[: len(got)], got, list(io_names["outputs"]), rtol,
-                            "the TFLite export (LiteRT, XNNPACK)")
+        par = check_outputs(
+            reference[: len(got)], got, list(io_names["outputs"]), rtol, "the TFLite export (LiteRT, XNNPACK)"
+        )
     art = w.artifact
     assert art is not None
     record = {

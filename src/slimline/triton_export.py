@@ -20,9 +20,18 @@ from slimline.errors import ExportError
 from slimline.signature import BATCH, Signature, TensorSpec, artifact_signature
 
 TRITON_DTYPES = {
-    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "bfloat16": "TYPE_BF16",
-    "int64": "TYPE_INT64", "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8",
-    "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "float64": "TYPE_FP64",
+    "bfloat16": "TYPE_BF16",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "int16": "TYPE_INT16",
+    "int8": "TYPE_INT8",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
     "bool": "TYPE_BOOL",
 }
 
@@ -32,8 +41,9 @@ def model_config_pb2() -> Any:
     try:
         from tritonclient.grpc import model_config_pb2 as pb
     except (ImportError, RuntimeError) as e:
-        raise ExportError(f"--format triton needs Triton's config schema ({e}); install slimline[serve] "
-                          "(tritonclient[grpc])") from None
+        raise ExportError(
+            f"--format triton needs Triton's config schema ({e}); install slimline[serve] (tritonclient[grpc])"
+        ) from None
     return pb
 
 
@@ -47,8 +57,14 @@ def _dims(t: TensorSpec, drop_batch: bool) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in shape]
 
 
-def model_config(signature: Signature, name: str, platform: str, max_batch: int = 32, instances: int = 1,
-                 max_queue_delay_us: int = 5000) -> Any:
+def model_config(
+    signature: Signature,
+    name: str,
+    platform: str,
+    max_batch: int = 32,
+    instances: int = 1,
+    max_queue_delay_us: int = 5000,
+) -> Any:
     """The ``ModelConfig`` message for ``signature``: dynamic batching up to ``max_batch`` when the batch axis
     is first in every tensor (else ``max_batch_size: 0``, no batching), ``instances`` CPU instances."""
     pb = model_config_pb2()
@@ -62,8 +78,9 @@ def model_config(signature: Signature, name: str, platform: str, max_batch: int 
     def add(target: Any, t: TensorSpec) -> None:
         dtype = TRITON_DTYPES.get(t.dtype)
         if dtype is None:
-            raise ExportError(f"tensor {t.name!r} is {t.dtype}, which Triton has no type for; "
-                              f"supported: {', '.join(TRITON_DTYPES)}")
+            raise ExportError(
+                f"tensor {t.name!r} is {t.dtype}, which Triton has no type for; supported: {', '.join(TRITON_DTYPES)}"
+            )
         target.add(name=t.name, data_type=pb.DataType.Value(dtype), dims=_dims(t, can_batch))
 
     for t in signature.inputs:
@@ -87,16 +104,24 @@ def parse_config(text: str) -> Any:
         raise ExportError(f"config.pbtxt does not fit Triton's ModelConfig schema: {e}") from None
 
 
-def export_triton(artifact: Artifact, repo: str | Path, name: str | None = None, max_batch: int = 32,
-                  instances: int = 1, max_queue_delay_us: int = 5000) -> dict[str, Any]:
+def export_triton(
+    artifact: Artifact,
+    repo: str | Path,
+    name: str | None = None,
+    max_batch: int = 32,
+    instances: int = 1,
+    max_queue_delay_us: int = 5000,
+) -> dict[str, Any]:
     """Write the model repository ``repo`` holding ``artifact`` (onnx or openvino) as model ``name``; the record
     (files, platform, config text) is returned. An existing ``repo/<name>`` is replaced only once the new one
     is complete."""
     from google.protobuf import text_format
 
     if artifact.kind not in ("onnx", "openvino"):
-        raise ExportError(f"--format triton takes an onnx or openvino artifact or a model; {artifact.path} is "
-                          f"{artifact.kind}: export it to onnx first")
+        raise ExportError(
+            f"--format triton takes an onnx or openvino artifact or a model; {artifact.path} is "
+            f"{artifact.kind}: export it to onnx first"
+        )
     if max_batch < 1 or instances < 1:
         raise ExportError("--format triton: max-batch and instances must be at least 1")
     name = name or artifact.name
@@ -134,5 +159,12 @@ def export_triton(artifact: Artifact, repo: str | Path, name: str | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = sorted(str(p.relative_to(repo)) for p in final.rglob("*") if p.is_file())
-    return {"repository": str(repo), "model": name, "platform": platform, "files": files,
-            "max_batch_size": cfg.max_batch_size, "instances": instances, "config": text}
+    return {
+        "repository": str(repo),
+        "model": name,
+        "platform": platform,
+        "files": files,
+        "max_batch_size": cfg.max_batch_size,
+        "instances": instances,
+        "config": text,
+    }

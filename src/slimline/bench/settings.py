@@ -37,8 +37,7 @@ class BenchSettings(BaseModel):
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`slimline.bench.bench_targets` (``threads: auto`` -> the default)."""
         d = self.model_dump(exclude={"batch_sizes", "threads"} | (set(type(self).model_fields) - _MEASURING))
-        return {"batch_sizes": list(self.batch_sizes), "threads": None if self.threads == "auto" else self.threads,
-                **d}
+        return {"batch_sizes": list(self.batch_sizes), "threads": None if self.threads == "auto" else self.threads, **d}
 
     @classmethod
     def default(cls, name: str) -> Any:

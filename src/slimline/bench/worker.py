@@ -48,7 +48,8 @@ def named_shapes(sig: Signature, given: Mapping[str, Sequence[int]], batch: int)
             if len(sig.inputs) != 1:
                 raise SlimlineError(
                     f"--input-shape {'x'.join(map(str, shape))} names no input, but the model has inputs "
-                    f"{', '.join(sig.input_names)}; give NAME=1x... once per input")
+                    f"{', '.join(sig.input_names)}; give NAME=1x... once per input"
+                )
             t = sig.inputs[0]
             if len(shape) == len(t.shape) - 1 and t.shape[:1] == (BATCH,):
                 shape = [batch, *shape]
@@ -86,7 +87,8 @@ def bench_shapes(
         return sig, {sig.inputs[0].name: (int(batch), *chw)}
     if batch != 1 and not any(BATCH in t.shape for t in sig.inputs):
         raise SlimlineError(
-            f"{art.name} has no batch axis ({sig.describe()}); bench it with -b 1, or export it with a dynamic batch")
+            f"{art.name} has no batch axis ({sig.describe()}); bench it with -b 1, or export it with a dynamic batch"
+        )
     return sig, sig.resolve(named_shapes(sig, given, batch), batch=batch)
 
 

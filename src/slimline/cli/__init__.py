@@ -8,7 +8,17 @@ from slimline.cli.app import app, install_signal_handlers
 
 # One line per command module.
 _COMMAND_MODULES = (
-    "core", "export", "bench", "distill", "prune", "quantize", "optimize", "report", "inspect", "serve", "search",
+    "core",
+    "export",
+    "bench",
+    "distill",
+    "prune",
+    "quantize",
+    "optimize",
+    "report",
+    "inspect",
+    "serve",
+    "search",
 )
 
 for _mod in _COMMAND_MODULES:

@@ -85,8 +85,15 @@ def bench(
     from slimline.signature import parse_input_shapes
 
     settings = bench_settings(
-        batch_sizes=batch, threads=threads, min_runs=min_runs, min_seconds=min_seconds, max_seconds=max_seconds,
-        warmup=warmup, repeats=repeats, timeout=timeout, tuned_batch=tuned_batch,
+        batch_sizes=batch,
+        threads=threads,
+        min_runs=min_runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        warmup=warmup,
+        repeats=repeats,
+        timeout=timeout,
+        tuned_batch=tuned_batch,
     )
     for r in runtime:  # a misspelt option fails here, not after the other combinations ran
         validate_runtime_spec(r)

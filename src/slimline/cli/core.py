@@ -36,8 +36,12 @@ def run(
 @friendly
 def train(
     model: str = typer.Option(..., "--model", "-m", help="zoo name or package.module:factory"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name, or package.module:function (your data "
-                             "factory returning an ArrayDataset)"),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="dataset name, or package.module:function (your data factory returning an ArrayDataset)",
+    ),
     weights: Path | None = typer.Option(None, help="start from these weights"),
     epochs: int = typer.Option(5, min=1),
     lr: float = typer.Option(0.05),
@@ -74,9 +78,14 @@ def train(
 @friendly
 def eval_cmd(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, package.module:factory, artifact folder or .onnx"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name, package.module:function (your data factory), "
-                             "or named arrays: a .npz/.npy file or a folder of them (one array per input name, "
-                             "optional 'labels')"),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="dataset name, package.module:function (your data factory), "
+        "or named arrays: a .npz/.npy file or a folder of them (one array per input name, "
+        "optional 'labels')",
+    ),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
     split: str = typer.Option("test", help="train or test"),
     reference: str | None = typer.Option(None, help="reference model for fidelity (top-1 agreement, logit cosine)"),
@@ -85,8 +94,11 @@ def eval_cmd(
     limit: int | None = typer.Option(None, min=1, help="evaluate only the first N samples"),
     data_dir: Path | None = typer.Option(None),
     preprocess: str | None = preprocess_option(),
-    metric: str | None = typer.Option(None, help="your metric, package.module:function, called as fn(outputs: "
-                                      "{output name: array}, labels) -> {name: number}; its figures are printed"),
+    metric: str | None = typer.Option(
+        None,
+        help="your metric, package.module:function, called as fn(outputs: "
+        "{output name: array}, labels) -> {name: number}; its figures are printed",
+    ),
     download: bool = DOWNLOAD_OPTION,
     trust_code: bool = TRUST_CODE_OPTION,
     json_path: Path | None = JSON_OPTION,
@@ -107,26 +119,40 @@ def eval_cmd(
     from slimline.data.preprocess import Preprocess
 
     metrics = evaluate_model(
-        model, data, split, weights, reference, reference_weights, runtime, limit, data_dir,
-        download=download, trust_code=trust_code, preprocess=preprocess, metric=metric,
+        model,
+        data,
+        split,
+        weights,
+        reference,
+        reference_weights,
+        runtime,
+        limit,
+        data_dir,
+        download=download,
+        trust_code=trust_code,
+        preprocess=preprocess,
+        metric=metric,
     )
     if metrics.get("preprocess"):
-        console.print(f"preprocess: {Preprocess.from_dict(metrics['preprocess']).describe()}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"preprocess: {Preprocess.from_dict(metrics['preprocess']).describe()}", highlight=False, soft_wrap=True
+        )
     for name, f in metrics.get("fidelity", {}).items():
         console.print(fidelity_line(name, f, metrics["n"]), highlight=False)
     if "top1" in metrics:
         lo, hi = metrics["top1_ci95"]
-        line = (f"top-1 {metrics['top1']:.2f}%  (95% CI {lo:.1f}–{hi:.1f}, n={metrics['n']})  "
-                f"top-5 {metrics['top5']:.2f}%")
+        line = (
+            f"top-1 {metrics['top1']:.2f}%  (95% CI {lo:.1f}–{hi:.1f}, n={metrics['n']})  top-5 {metrics['top5']:.2f}%"
+        )
         if "logit_cosine" in metrics:
             line += f"  agreement {metrics['top1_agreement']:.2f}%  cosine {metrics['logit_cosine']:.4f}"
         console.print(line, highlight=False)
         print(f"top1={metrics['top1']:.2f}")
     if metric:
         mine = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in _SHOWN}
-        console.print(f"{metric}: " + ", ".join(f"{k} {v:.6g}" for k, v in mine.items()), highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"{metric}: " + ", ".join(f"{k} {v:.6g}" for k, v in mine.items()), highlight=False, soft_wrap=True
+        )
     dump_json(json_path, metrics | {"model": model, "data": data, "split": split})
 
 
@@ -177,8 +203,11 @@ def list_cmd(what: str = typer.Argument("all", help="models, datasets, steps, ru
         from slimline.data.preprocess import IMAGENET
 
         console.print("datasets: " + ", ".join(DATASETS.names()), highlight=False)
-        console.print(f"  imagefolder preprocess (default; --preprocess to declare yours): {IMAGENET.describe()}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"  imagefolder preprocess (default; --preprocess to declare yours): {IMAGENET.describe()}",
+            highlight=False,
+            soft_wrap=True,
+        )
         console.print("  also: package.module:function (your factory), .npz/.npy named arrays", highlight=False)
     if what in ("steps", "all"):
         console.print("steps: " + ", ".join(step_names()))
@@ -188,14 +217,15 @@ def list_cmd(what: str = typer.Argument("all", help="models, datasets, steps, ru
 
 
 # figures the eval lines above print already (a --metric line shows the rest)
-_SHOWN = frozenset({"top1", "top5", "n", "top1_agreement", "logit_cosine", "min_cosine", "mean_cosine",
-                    "max_abs_diff"})
+_SHOWN = frozenset({"top1", "top5", "n", "top1_agreement", "logit_cosine", "min_cosine", "mean_cosine", "max_abs_diff"})
 
 
 def fidelity_line(name: str, f: dict[str, Any], n: int) -> str:
     """One output's fidelity in one line."""
-    line = (f"{name}: cosine min {f['min_cosine']:.4f} mean {f['mean_cosine']:.4f}; abs diff max "
-            f"{f['max_abs_diff']:.4g} mean {f['mean_abs_diff']:.4g}")
+    line = (
+        f"{name}: cosine min {f['min_cosine']:.4f} mean {f['mean_cosine']:.4f}; abs diff max "
+        f"{f['max_abs_diff']:.4g} mean {f['mean_abs_diff']:.4g}"
+    )
     if "top1_agreement" in f:
         line += f"; top-1 agreement {f['top1_agreement']:.2f}%"
     return line + f" (n={n})"

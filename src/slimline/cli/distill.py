@@ -90,8 +90,9 @@ def distill(
     recipe = {
         "name": "distill",
         "model": teacher_ref if teacher_first else student_ref,
-        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download,
-                             preprocess=preprocess),
+        "data": data_section(
+            data, data_dir, train_limit=limit, val_size=val_size, download=download, preprocess=preprocess
+        ),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),

@@ -57,7 +57,9 @@ def _source(
 def export(
     model: str = typer.Argument(..., help="zoo name, package.module:factory, artifact folder, or .onnx (for openvino)"),
     fmt: str = typer.Option(
-        "onnx", "--format", "-f",
+        "onnx",
+        "--format",
+        "-f",
         help="onnx, openvino, tflite (LiteRT; slimline[edge]) or triton (a Triton model repository)",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="artifact folder to write"),
@@ -107,8 +109,9 @@ def export(
     if fmt == "triton":
         from slimline.cli.triton import export_repository
 
-        return export_repository(model, output, weights, sample, signature, opset, rtol, seed, max_batch, instances,
-                                 trust_code, json_path)
+        return export_repository(
+            model, output, weights, sample, signature, opset, rtol, seed, max_batch, instances, trust_code, json_path
+        )
     if signature is None and (input_dtype or dynamic):
         raise SlimlineError("--input-dtype and --dynamic need the inputs named: add --input-shape NAME=1x128 per input")
     with trusted_factories(trust_code=trust_code):
@@ -118,8 +121,10 @@ def export(
         known = {t.name for t in artifact_signature(source).inputs}
         unknown = sorted(set(shapes) - known)
         if unknown:
-            raise SlimlineError(f"--input-shape names {', '.join(unknown)}, which {model} does not have; its inputs: "
-                                f"{', '.join(sorted(known))}")
+            raise SlimlineError(
+                f"--input-shape names {', '.join(unknown)}, which {model} does not have; its inputs: "
+                f"{', '.join(sorted(known))}"
+            )
         signature = None
     if signature is not None:
         meta["signature"] = signature.to_dict()

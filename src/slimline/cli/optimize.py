@@ -192,8 +192,10 @@ def predict(
         ..., "--data", "-d", help="dataset name, or named arrays (.npz/.npy, a folder of them or of .wav files)"
     ),
     out: Path = typer.Option(
-        ..., "--out", help="predictions file: .npy (classes, or logits with --logits) or .parquet; for named "
-        "arrays .npz (every output by name)"
+        ...,
+        "--out",
+        help="predictions file: .npy (classes, or logits with --logits) or .parquet; for named "
+        "arrays .npz (every output by name)",
     ),
     split: str = typer.Option("test", help="train or test"),
     data_dir: Path | None = typer.Option(None, help="where the dataset lies"),

@@ -198,8 +198,9 @@ def prune(
     recipe = {
         "name": "prune",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": data_section(data, data_dir, train_limit=limit, val_size=val_size, download=download,
-                             preprocess=preprocess),
+        "data": data_section(
+            data, data_dir, train_limit=limit, val_size=val_size, download=download, preprocess=preprocess
+        ),
         "seed": seed,
         "steps": run_steps,
         "output_dir": str(output),

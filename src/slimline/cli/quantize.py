@@ -22,8 +22,13 @@ def _split(values: list[str] | None) -> list[str]:
 @friendly
 def quantize(
     model: str = typer.Option(..., "--model", "-m", help="zoo name, package.module:factory or .onnx file"),
-    data: str = typer.Option(..., "--data", "-d", help="dataset name (calibration: its training split), or named "
-                             "arrays: a .npz/.npy file or a folder of them (one array per input name)"),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="dataset name (calibration: its training split), or named "
+        "arrays: a .npz/.npy file or a folder of them (one array per input name)",
+    ),
     weights: Path | None = typer.Option(None, help="weights file (state_dict or checkpoint)"),
     backend: str = typer.Option(Q.default("backend"), "--backend", "-b", help=Q.help("backend")),
     mode: str = typer.Option(Q.default("mode"), help=Q.help("mode")),
@@ -72,15 +77,24 @@ def quantize(
     from slimline.errors import SlimlineError
 
     options: dict[str, Any] = {
-        "backend": backend, "mode": mode, "calibration": calibration, "calibration_size": calibration_size,
-        "per_channel": not per_tensor, "activation_type": activation_type,
-        "activation_symmetric": symmetric_activations, "reduce_range": reduce_range,
-        "exclude": _split(exclude), "accuracy_aware": accuracy_aware, "max_drop": max_drop, "format": model_format,
+        "backend": backend,
+        "mode": mode,
+        "calibration": calibration,
+        "calibration_size": calibration_size,
+        "per_channel": not per_tensor,
+        "activation_type": activation_type,
+        "activation_symmetric": symmetric_activations,
+        "reduce_range": reduce_range,
+        "exclude": _split(exclude),
+        "accuracy_aware": accuracy_aware,
+        "max_drop": max_drop,
+        "format": model_format,
     }
     if is_arrays_path(data):
         if preprocess is not None:
-            raise SlimlineError("--preprocess applies to imagefolder's images; named arrays are fed as saved: "
-                                "leave it out")
+            raise SlimlineError(
+                "--preprocess applies to imagefolder's images; named arrays are fed as saved: leave it out"
+            )
         from slimline.steps.quantize import QuantizeOptions, quantize_arrays
 
         summary = quantize_arrays(model, data, QuantizeOptions(**options), output, seed=seed, evaluate=evaluate)
@@ -95,8 +109,9 @@ def quantize(
     recipe = {
         "name": "quantize",
         "model": {"name": model, "weights": str(weights) if weights else None},
-        "data": data_section(data, data_dir, test_limit=test_limit, val_size=val_size, download=download,
-                             preprocess=preprocess),
+        "data": data_section(
+            data, data_dir, test_limit=test_limit, val_size=val_size, download=download, preprocess=preprocess
+        ),
         "seed": seed,
         "steps": steps,
         "output_dir": str(output),
@@ -134,9 +149,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     q = next(s["record"] for s in stages if s["step"] == "quantize")
     evals = [s["record"]["metrics"] for s in stages if s["step"] == "evaluate"]
     out: dict[str, Any] = {
-        "backend": q["backend"], "artifact": next(s["artifact"] for s in stages if s["step"] == "quantize"),
+        "backend": q["backend"],
+        "artifact": next(s["artifact"] for s in stages if s["step"] == "quantize"),
         "sizes": {"float_bytes": q["float_bytes"], "int8_bytes": q["int8_bytes"], "compression": q["compression"]},
-        "kept_float": q.get("accuracy_aware", {}).get("kept_float", []), "left_float": q["left_float"],
+        "kept_float": q.get("accuracy_aware", {}).get("kept_float", []),
+        "left_float": q["left_float"],
         "warnings": q["warnings"],
     }
     if len(evals) >= 2:
@@ -153,17 +170,26 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 def _print_summary(s: dict[str, Any]) -> None:
     sz = s["sizes"]
-    console.print(f"int8 via [bold]{s['backend']}[/] -> {s['artifact']}: {sz['float_bytes'] / 1e6:.2f} MB -> "
-                  f"{sz['int8_bytes'] / 1e6:.2f} MB ({sz['compression']:.2f}x smaller)", highlight=False)
+    console.print(
+        f"int8 via [bold]{s['backend']}[/] -> {s['artifact']}: {sz['float_bytes'] / 1e6:.2f} MB -> "
+        f"{sz['int8_bytes'] / 1e6:.2f} MB ({sz['compression']:.2f}x smaller)",
+        highlight=False,
+    )
     if "int8" in s:
         f, q = s["float"], s["int8"]
-        console.print(f"top-1 float {f['top1']:.2f}% -> int8 {q['top1']:.2f}% (drop {s['drop']:+.2f} points, "
-                      f"n={q['n']}; agreement {q.get('top1_agreement', float('nan')):.2f}%)", highlight=False)
+        console.print(
+            f"top-1 float {f['top1']:.2f}% -> int8 {q['top1']:.2f}% (drop {s['drop']:+.2f} points, "
+            f"n={q['n']}; agreement {q.get('top1_agreement', float('nan')):.2f}%)",
+            highlight=False,
+        )
     if "fidelity" in s:
         f = s["fidelity"]
         where = f"{f.get('split', 'test')} samples" + ("" if "int8" in s else " (not class logits, so no top-1)")
-        console.print(f"int8 vs float outputs on {f['n']} {where}: cosine min {f['min_cosine']:.4f}, mean "
-                      f"{f['mean_cosine']:.4f}; max abs difference {f['max_abs_diff']:.4g}", highlight=False)
+        console.print(
+            f"int8 vs float outputs on {f['n']} {where}: cosine min {f['min_cosine']:.4f}, mean "
+            f"{f['mean_cosine']:.4f}; max abs difference {f['max_abs_diff']:.4g}",
+            highlight=False,
+        )
     if s["kept_float"]:
         console.print(f"kept in float (accuracy-aware): {', '.join(s['kept_float'])}", highlight=False)
     for w in s["warnings"]:
@@ -194,12 +220,26 @@ def quant_numerics(
     x = outlier_tensor(seed, channels, per_channel, outliers, magnitude)
     rows = observer_table(x, percentile=percentile)
     schemes = list(dict.fromkeys(r["scheme"] for r in rows))
-    t = Table("observer", *[f"{s}\nSQNR dB" for s in schemes],
-              title=f"SQNR on {channels}x{per_channel} N(0,1)-like values with {outliers} outliers of +-{magnitude:g}")
+    t = Table(
+        "observer",
+        *[f"{s}\nSQNR dB" for s in schemes],
+        title=f"SQNR on {channels}x{per_channel} N(0,1)-like values with {outliers} outliers of +-{magnitude:g}",
+    )
     for obs in dict.fromkeys(r["observer"] for r in rows):
         by = {r["scheme"]: r for r in rows if r["observer"] == obs}
         t.add_row(obs, *[f"{by[s]['sqnr_db']:.2f}" for s in schemes])
     console.print(t)
-    dump_json(json_path, {"tensor": {"seed": seed, "channels": channels, "per_channel": per_channel,
-                                     "outliers": outliers, "magnitude": magnitude, "percentile": percentile},
-                          "rows": rows})
+    dump_json(
+        json_path,
+        {
+            "tensor": {
+                "seed": seed,
+                "channels": channels,
+                "per_channel": per_channel,
+                "outliers": outliers,
+                "magnitude": magnitude,
+                "percentile": percentile,
+            },
+            "rows": rows,
+        },
+    )

@@ -19,12 +19,21 @@ def _help(name: str) -> str:
 @app.command("optimize")
 @friendly
 def optimize_cmd(
-    model: str | None = typer.Argument(None, help="trained PyTorch artifact folder, or a zoo name / "
-                                       "package.module:factory (default: the --recipe's model)"),
-    data: str | None = typer.Option(None, "--data", "-d", help="dataset name; its training split's validation "
-                                    "slice scores candidates (default: the --recipe's data)"),
-    recipe: Path | None = typer.Option(None, "--recipe", help="a recipe: its model, data, seed and optimize: "
-                                       "section (options given here override the section)"),
+    model: str | None = typer.Argument(
+        None,
+        help="trained PyTorch artifact folder, or a zoo name / package.module:factory (default: the --recipe's model)",
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="dataset name; its training split's validation slice scores candidates (default: the --recipe's data)",
+    ),
+    recipe: Path | None = typer.Option(
+        None,
+        "--recipe",
+        help="a recipe: its model, data, seed and optimize: section (options given here override the section)",
+    ),
     output: Path = typer.Option(Path("runs/optimize"), "--output", "-o", help="run folder (study.db, trials, best)"),
     weights: Path | None = typer.Option(None, help="weights for a zoo/factory model"),
     val_size: float = typer.Option(0.1, help="validation slice of the training split (fraction or count)"),
@@ -52,9 +61,20 @@ def optimize_cmd(
     from slimline.recipe import load_recipe
     from slimline.search import run_search
 
-    opts = {"max_drop": max_drop, "objective": objective, "runtime": runtime, "batch": batch, "budget": budget,
-            "trials": trials, "prune": prune, "executor": executor, "scheduler": scheduler, "parallel": parallel,
-            "threads": threads, "seed": seed}
+    opts = {
+        "max_drop": max_drop,
+        "objective": objective,
+        "runtime": runtime,
+        "batch": batch,
+        "budget": budget,
+        "trials": trials,
+        "prune": prune,
+        "executor": executor,
+        "scheduler": scheduler,
+        "parallel": parallel,
+        "threads": threads,
+        "seed": seed,
+    }
     vs: float | int = int(val_size) if val_size >= 1 else val_size
     data_map: dict[str, object] | None = {"name": data, "val_size": vs} if data else None
     if recipe is not None:

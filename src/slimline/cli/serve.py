@@ -19,8 +19,12 @@ _D = ServeSettings()
 def serve(
     artifact: Path = typer.Argument(..., help="artifact folder (torch, onnx or openvino)"),
     runtime: str | None = typer.Option(
-        None, "--runtime", "-r", help="runtime[:option=value,...], e.g. openvino:hint=latency "
-        "(default: the artifact's; options saved by `slimline tune` apply first)"),
+        None,
+        "--runtime",
+        "-r",
+        help="runtime[:option=value,...], e.g. openvino:hint=latency "
+        "(default: the artifact's; options saved by `slimline tune` apply first)",
+    ),
     host: str = typer.Option(_D.host, help="address to bind; 127.0.0.1 keeps the server on this machine"),
     port: int = typer.Option(_D.port, help="port to listen on"),
     max_batch: int = typer.Option(_D.max_batch, help="rows run together at most (1: no batching)"),
@@ -42,11 +46,25 @@ def serve(
     from slimline.serving import serve as run_server
 
     spec = RuntimeSpec.parse(runtime) if runtime else None
-    settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
-                             max_body_bytes=int(max_body_mb * 2**20), instances=instances, host=host, port=port)
-    run_server(artifact, spec.name if spec else None, spec.options if spec else None, settings, stats,
-               on_ready=lambda url: console.print(f"serving {artifact} on {url} (ready after warm-up: {url}/ready)",
-                                                  highlight=False))
+    settings = ServeSettings(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        queue_size=queue_size,
+        max_body_bytes=int(max_body_mb * 2**20),
+        instances=instances,
+        host=host,
+        port=port,
+    )
+    run_server(
+        artifact,
+        spec.name if spec else None,
+        spec.options if spec else None,
+        settings,
+        stats,
+        on_ready=lambda url: console.print(
+            f"serving {artifact} on {url} (ready after warm-up: {url}/ready)", highlight=False
+        ),
+    )
     console.print("server stopped: every accepted request was answered", highlight=False)
 
 
@@ -60,7 +78,8 @@ def loadtest(
     download: bool = DOWNLOAD_OPTION,
     count: int = typer.Option(1000, min=1, help="requests sent at most"),
     concurrency: list[int] = typer.Option(
-        [16], "--concurrency", "-c", min=1, help="requests in flight at most; repeat for a sweep (one run each)"),
+        [16], "--concurrency", "-c", min=1, help="requests in flight at most; repeat for a sweep (one run each)"
+    ),
     rate: float | None = typer.Option(None, help="requests per second (open loop); default: as fast as answered"),
     time_limit: float = typer.Option(60.0, help="stop sending after this many seconds"),
     timeout: float = typer.Option(30.0, help="seconds one request may take before it counts as lost"),
@@ -86,5 +105,7 @@ def loadtest(
         console.print(
             f"concurrency {c}: {res['ok']}/{res['sent']} answered in {res['seconds']} s: {res['throughput_rps']} "
             f"req/s, p50 {res['p50_ms']} ms, p90 {res['p90_ms']} ms, p99 {res['p99_ms']} ms; errors "
-            f"{res['errors']}, lost {res['lost']}, refused {res['refused']}", highlight=False)
+            f"{res['errors']}, lost {res['lost']}, refused {res['refused']}",
+            highlight=False,
+        )
     dump_json(json_path, runs[-1] | {"url": target, "data": data, "runs": runs})

@@ -11,9 +11,20 @@ from slimline.cli.app import dump_json
 from slimline.progress import console
 
 
-def export_repository(model: str, output: Path, weights: Path | None, sample: list[int] | None, signature: Any,
-                      opset: int | None, rtol: float, seed: int, max_batch: int, instances: int, trust_code: bool,
-                      json_path: Path | None) -> None:
+def export_repository(
+    model: str,
+    output: Path,
+    weights: Path | None,
+    sample: list[int] | None,
+    signature: Any,
+    opset: int | None,
+    rtol: float,
+    seed: int,
+    max_batch: int,
+    instances: int,
+    trust_code: bool,
+    json_path: Path | None,
+) -> None:
     """Write the repository ``output``; a torch model or artifact goes through an ONNX export (parity checked)."""
     from slimline.artifact import Artifact
     from slimline.bench.harness import is_artifact_dir
@@ -35,11 +46,22 @@ def export_repository(model: str, output: Path, weights: Path | None, sample: li
             else:
                 if signature is not None:
                     meta["signature"] = signature.to_dict()
-                art, _ = export_onnx_artifact(source, Path(tmp) / "onnx", meta, lineage, opset=opset, rtol=rtol,
-                                              seed=seed, signature=signature, shapes=None)
+                art, _ = export_onnx_artifact(
+                    source,
+                    Path(tmp) / "onnx",
+                    meta,
+                    lineage,
+                    opset=opset,
+                    rtol=rtol,
+                    seed=seed,
+                    signature=signature,
+                    shapes=None,
+                )
             name = p.name.removesuffix(".onnx") if p.suffix == ".onnx" or is_artifact_dir(p) else model
         record = export_triton(art, output, name.replace(":", "_").replace(".", "_"), max_batch, instances)
-    console.print(f"wrote Triton model repository [bold]{output}[/]: {', '.join(record['files'])} "
-                  f"({record['platform']}, max_batch_size {record['max_batch_size']}, {instances} instance(s))",
-                  highlight=False)
+    console.print(
+        f"wrote Triton model repository [bold]{output}[/]: {', '.join(record['files'])} "
+        f"({record['platform']}, max_batch_size {record['max_batch_size']}, {instances} instance(s))",
+        highlight=False,
+    )
     dump_json(json_path, {k: v for k, v in record.items() if k != "config"} | {"format": "triton"})

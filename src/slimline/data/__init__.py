@@ -44,8 +44,10 @@ def load_factory(
         kw["split"] = split
     out = fn(**kw)
     if not isinstance(out, ArrayDataset | NamedSamples):
-        raise DataError(f"data factory {spec} returned {type(out).__name__}; return a slimline ArrayDataset or "
-                        "NamedSamples (arrays keyed by input name)")
+        raise DataError(
+            f"data factory {spec} returned {type(out).__name__}; return a slimline ArrayDataset or "
+            "NamedSamples (arrays keyed by input name)"
+        )
     return out
 
 
@@ -73,12 +75,16 @@ def load_dataset(
     pp = parse_preprocess(preprocess)
     if is_factory(name):
         if pp is not None:
-            raise DataError(f"preprocess applies to image files (imagefolder); data factory {name} preprocesses "
-                            "its own samples: leave preprocess out")
+            raise DataError(
+                f"preprocess applies to image files (imagefolder); data factory {name} preprocesses "
+                "its own samples: leave preprocess out"
+            )
         ds = load_factory(name, kwargs, split)
         if not isinstance(ds, ArrayDataset):
-            raise DataError(f"data factory {name} returned named arrays, which only eval takes; return an "
-                            "ArrayDataset (images and labels) to train, prune or quantize on it")
+            raise DataError(
+                f"data factory {name} returned named arrays, which only eval takes; return an "
+                "ArrayDataset (images and labels) to train, prune or quantize on it"
+            )
         return ds.take(limit)
     if kwargs:
         raise DataError(f"kwargs are for a data factory (package.module:function), not dataset {name!r}; remove them")
@@ -89,8 +95,10 @@ def load_dataset(
     elif _takes(loader, "preprocess"):
         ds = loader(split=split, data_dir=Path(data_dir) if data_dir else None, download=download, preprocess=pp)
     else:
-        raise DataError(f"dataset {name} has its own fixed preprocessing; preprocess applies to imagefolder "
-                        "(your image files): remove it")
+        raise DataError(
+            f"dataset {name} has its own fixed preprocessing; preprocess applies to imagefolder "
+            "(your image files): remove it"
+        )
     return ds.take(limit)
 
 
@@ -106,6 +114,12 @@ def _import_loaders() -> None:
 
 
 __all__ = [
-    "ArrayDataset", "DataSpec", "DATASETS", "Preprocess", "is_factory", "load_dataset", "load_factory",
+    "ArrayDataset",
+    "DataSpec",
+    "DATASETS",
+    "Preprocess",
+    "is_factory",
+    "load_dataset",
+    "load_factory",
     "parse_preprocess",
 ]

@@ -56,8 +56,10 @@ class NamedSamples:
             counts[LABELS] = len(self.labels) if np.ndim(self.labels) else 0
         if len(set(counts.values())) != 1:
             what = ", ".join(f"{k}: {n}" for k, n in counts.items())
-            raise DataError(f"{where}: arrays have different sample counts ({what}); every array's first axis "
-                            "must be the same samples")
+            raise DataError(
+                f"{where}: arrays have different sample counts ({what}); every array's first axis "
+                "must be the same samples"
+            )
         for k, v in [*self.arrays.items(), *([(LABELS, self.labels)] if self.labels is not None else [])]:
             if np.asarray(v).dtype.kind not in "biuf":
                 raise DataError(f"{where}: array {k!r} is not numeric (dtype {np.asarray(v).dtype}); save numbers")
@@ -72,9 +74,13 @@ class NamedSamples:
         return list(self.arrays)
 
     def subset(self, idx: np.ndarray | slice) -> NamedSamples:
-        return NamedSamples({k: v[idx] for k, v in self.arrays.items()},
-                            None if self.labels is None else self.labels[idx], self.source, self.batch_axes,
-                            self.label_names)
+        return NamedSamples(
+            {k: v[idx] for k, v in self.arrays.items()},
+            None if self.labels is None else self.labels[idx],
+            self.source,
+            self.batch_axes,
+            self.label_names,
+        )
 
     def take(self, n: int | None) -> NamedSamples:
         """The first ``n`` samples (all when ``n`` is None or at least the count)."""
@@ -100,8 +106,10 @@ class NamedSamples:
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds of up to ``batch_size`` samples: ``{input name: contiguous array}``."""
         for i in range(0, len(self), max(1, batch_size)):
-            yield {k: np.ascontiguousarray(np.moveaxis(v[i : i + batch_size], 0, self.batch_axes.get(k, 0)))
-                   for k, v in self.arrays.items()}
+            yield {
+                k: np.ascontiguousarray(np.moveaxis(v[i : i + batch_size], 0, self.batch_axes.get(k, 0)))
+                for k, v in self.arrays.items()
+            }
 
     def fingerprint(self) -> bytes:
         """A digest of names, dtypes and values (for calibration caches)."""
@@ -124,25 +132,33 @@ class NamedSamples:
         missing = [n for n in names if n not in arrays]
         unknown = [n for n in arrays if n not in names]
         if missing or unknown:
-            parts = [f"no array for input(s) {', '.join(missing)}" if missing else "",
-                     f"array(s) {', '.join(unknown)} match no input" if unknown else ""]
-            raise DataError(f"{where}: {'; '.join(p for p in parts if p)}; the model's inputs are "
-                            f"{', '.join(names)} (save one array per input name, plus optional {LABELS!r})")
+            parts = [
+                f"no array for input(s) {', '.join(missing)}" if missing else "",
+                f"array(s) {', '.join(unknown)} match no input" if unknown else "",
+            ]
+            raise DataError(
+                f"{where}: {'; '.join(p for p in parts if p)}; the model's inputs are "
+                f"{', '.join(names)} (save one array per input name, plus optional {LABELS!r})"
+            )
         out: dict[str, np.ndarray] = {}
         axes: dict[str, int] = {}
         for t in signature.inputs:
             a = np.asarray(arrays[t.name])
             if t.shape and a.ndim != len(t.shape):
-                raise DataError(f"{where}: array {t.name!r} has shape {a.shape} but the model wants "
-                                f"{t.describe()} (samples on the first axis, batch included)")
+                raise DataError(
+                    f"{where}: array {t.name!r} has shape {a.shape} but the model wants "
+                    f"{t.describe()} (samples on the first axis, batch included)"
+                )
             dt = np.dtype("float32") if t.dtype == "bfloat16" else np.dtype(t.dtype)
             out[t.name] = a.astype(dt, copy=False)
             axis = next((i for i, d in enumerate(t.shape) if d == "batch"), 0)
             if axis:
                 if a.shape[axis] != 1:
-                    raise DataError(f"{where}: input {t.name!r} ({t.describe()}) takes the batch on axis {axis}; save "
-                                    f"its samples on the first axis with size 1 at axis {axis}, e.g. "
-                                    f"{(len(a), *a.shape[1:axis], 1, *a.shape[axis + 1:])}")
+                    raise DataError(
+                        f"{where}: input {t.name!r} ({t.describe()}) takes the batch on axis {axis}; save "
+                        f"its samples on the first axis with size 1 at axis {axis}, e.g. "
+                        f"{(len(a), *a.shape[1:axis], 1, *a.shape[axis + 1 :])}"
+                    )
                 axes[t.name] = axis
         return NamedSamples(out, self.labels, self.source, axes, self.label_names)
 

@@ -145,5 +145,6 @@ def load_audio(
     if chunk is not None:
         n_chunks = math.ceil(window / chunk)
         x = np.pad(x, ((0, 0), (0, n_chunks * chunk - window))).reshape(len(x), n_chunks, chunk)
-    return NamedSamples({input_name: x}, np.asarray(labels, np.int64) if label_names else None, str(p),
-                        label_names=label_names)
+    return NamedSamples(
+        {input_name: x}, np.asarray(labels, np.int64) if label_names else None, str(p), label_names=label_names
+    )

@@ -129,8 +129,10 @@ class Preprocess:
             ch, cw = (self.center_crop, self.center_crop) if isinstance(self.center_crop, int) else self.center_crop
             w, h = img.size
             if ch > h or cw > w:
-                raise DataError(f"preprocess: center_crop {ch} x {cw} (H x W) is larger than the {h} x {w} image; "
-                                "crop less or resize to at least the crop first")
+                raise DataError(
+                    f"preprocess: center_crop {ch} x {cw} (H x W) is larger than the {h} x {w} image; "
+                    "crop less or resize to at least the crop first"
+                )
             left, top = (w - cw) // 2, (h - ch) // 2
             img = img.crop((left, top, left + cw, top + ch))
         a = np.asarray(img, dtype=np.uint8)
@@ -150,8 +152,10 @@ class Preprocess:
         parts = []
         if self.resize is not None:
             how = f"shortest side {self.resize}" if isinstance(self.resize, int) else "x".join(map(str, self.resize))
-            parts.append(f"{'letterbox' if self.letterbox else 'resize'} {how}"
-                         + (f" (pad {self.pad_value})" if self.letterbox else ""))
+            parts.append(
+                f"{'letterbox' if self.letterbox else 'resize'} {how}"
+                + (f" (pad {self.pad_value})" if self.letterbox else "")
+            )
         if self.center_crop is not None:
             c = self.center_crop
             parts.append(f"center crop {c}x{c}" if isinstance(c, int) else f"center crop {c[0]}x{c[1]}")
@@ -189,8 +193,10 @@ def parse_preprocess(value: str | Path | Mapping[str, Any] | Preprocess | None) 
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0]
-        raise DataError(f"preprocess {str(value)[:60]!r} is not YAML/JSON ({first}); write e.g. "
-                        "'{scale: 1/255, mean: [0.5], std: [0.5]}'") from e
+        raise DataError(
+            f"preprocess {str(value)[:60]!r} is not YAML/JSON ({first}); write e.g. "
+            "'{scale: 1/255, mean: [0.5], std: [0.5]}'"
+        ) from e
     if not isinstance(raw, Mapping):
         raise DataError(f"preprocess {str(value)[:60]!r} is not a mapping; write e.g. '{{resize: [224, 224]}}'")
     return Preprocess.from_dict(raw)
@@ -228,7 +234,10 @@ def _size(name: str, v: Any) -> Size | int | None:
         return None
     if isinstance(v, int) and not isinstance(v, bool) and v > 0:
         return v
-    if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                                          for x in v):
+    if (
+        isinstance(v, list | tuple)
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+    ):
         return (int(v[0]), int(v[1]))
     _bad(name, v, "[H, W] or one positive whole number")

@@ -72,8 +72,10 @@ def load_text(path: str | Path, text_column: str | None = None, label_column: st
         raise DataError(f"{p} is empty; write one sample a line")
     if suffix == ".txt":
         if text_column or label_column:
-            raise DataError(f"{p}: a .txt file holds one text a line and no columns; put texts and labels in a "
-                            ".jsonl or .tsv file to use text_column/label_column")
+            raise DataError(
+                f"{p}: a .txt file holds one text a line and no columns; put texts and labels in a "
+                ".jsonl or .tsv file to use text_column/label_column"
+            )
         return TextSamples([line for line in lines if line.strip()], source=str(p))
     rows = _jsonl_rows(p, lines) if suffix == ".jsonl" else _tsv_rows(p, lines)
     tcol = text_column or DEFAULT_TEXT_COLUMN
@@ -106,8 +108,10 @@ def _tsv_rows(p: Path, lines: list[str]) -> list[tuple[int, dict[str, Any]]]:
             continue
         cells = line.split("\t")
         if len(cells) != len(header):
-            raise DataError(f"{p}:{n} has {len(cells)} tab-separated cells but the header has {len(header)} "
-                            f"({', '.join(header)}); give every row one cell per column")
+            raise DataError(
+                f"{p}:{n} has {len(cells)} tab-separated cells but the header has {len(header)} "
+                f"({', '.join(header)}); give every row one cell per column"
+            )
         rows.append((n, dict(zip(header, cells, strict=True))))
     if not rows:
         raise DataError(f"{p} has a header line but no rows; write one sample a line below the header")
@@ -116,8 +120,9 @@ def _tsv_rows(p: Path, lines: list[str]) -> list[tuple[int, dict[str, Any]]]:
 
 def _cell(p: Path, n: int, row: dict[str, Any], column: str, option: str) -> Any:
     if column not in row:
-        raise DataError(f"{p}:{n} has no column {column!r} (columns: {', '.join(map(str, row))}); "
-                        f"name the right one with {option}")
+        raise DataError(
+            f"{p}:{n} has no column {column!r} (columns: {', '.join(map(str, row))}); name the right one with {option}"
+        )
     return row[column]
 
 

@@ -223,9 +223,7 @@ def load_onnx(path: str | Path) -> Any:
         proto = onnx.load(str(p))
         onnx.checker.check_model(str(p))
     except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValidationError, ...
-        raise ModelError(
-            f"{p} is not a valid ONNX model: {first_line(e)}"
-        ) from e
+        raise ModelError(f"{p} is not a valid ONNX model: {first_line(e)}") from e
     return proto
 
 

@@ -362,8 +362,11 @@ def _fuse_act(gm: fx.GraphModule, report: FuseReport) -> None:
         if act is not None:
             gm.graph.erase_node(user)
         gm.graph.erase_node(conv_node)
-        pattern, nodes = (f"Conv2d+{act[0]}", [str(conv_node.target), user.name]) if act else (
-            "Conv2d(prepacked)", [str(conv_node.target)])
+        pattern, nodes = (
+            (f"Conv2d+{act[0]}", [str(conv_node.target), user.name])
+            if act
+            else ("Conv2d(prepacked)", [str(conv_node.target)])
+        )
         report.fused.append({"pattern": pattern, "nodes": nodes})
 
 

@@ -137,7 +137,11 @@ def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
 
 
 def _load_data(
-    data: str | ArrayDataset, split: str, data_dir: str | Path | None, limit: int | None, download: bool = False,
+    data: str | ArrayDataset,
+    split: str,
+    data_dir: str | Path | None,
+    limit: int | None,
+    download: bool = False,
     preprocess: Preprocess | None = None,
 ) -> ArrayDataset:
     if isinstance(data, ArrayDataset):
@@ -232,13 +236,25 @@ def predict(
     out = Path(out)
     if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
         if preprocess is not None:
-            raise SlimlineError("preprocess applies to imagefolder's images; named arrays are fed as saved: "
-                                "leave it out")
+            raise SlimlineError(
+                "preprocess applies to imagefolder's images; named arrays are fed as saved: leave it out"
+            )
         if workers != 1:
-            raise SlimlineError(f"named arrays are predicted in one process, not {workers} workers; leave "
-                                "--workers at 1")
-        return predict_named(art, data, out, limit=limit, runtime=runtime, threads=threads,
-                             batch_size=batch_size, options=options, progress=progress, trust_code=trust_code)
+            raise SlimlineError(
+                f"named arrays are predicted in one process, not {workers} workers; leave --workers at 1"
+            )
+        return predict_named(
+            art,
+            data,
+            out,
+            limit=limit,
+            runtime=runtime,
+            threads=threads,
+            batch_size=batch_size,
+            options=options,
+            progress=progress,
+            trust_code=trust_code,
+        )
     if isinstance(data, Path):
         data = str(data)
     if out.suffix not in FORMATS:
@@ -315,8 +331,9 @@ def predict_named(
         raise SlimlineError(f"named arrays predict every output by name: write a .npz file, not {out.name!r}")
     sig = artifact_signature(art)
     if out.suffix == ".npy" and len(sig.outputs) != 1:
-        raise SlimlineError(f"a .npy file holds one array but the model has outputs {', '.join(sig.output_names)}; "
-                            "write a .npz file")
+        raise SlimlineError(
+            f"a .npy file holds one array but the model has outputs {', '.join(sig.output_names)}; write a .npz file"
+        )
     samples = (data if isinstance(data, NamedSamples) else load_arrays(data, sig)).conform(sig).take(limit)
     rt = runtime or default_runtime(art)
     bs = int(batch_size or art.meta.get("runtime_config", {}).get(rt, {}).get("batch_size") or 64)
@@ -344,16 +361,22 @@ def predict_named(
                 bar.advance(task, len(next(iter(feeds.values()))))
     finally:
         torch.set_num_threads(threads_before)
-    outputs = {name: np.concatenate(p, axis=axes.get(name, 0)) if p[0].ndim else np.stack(p)
-               for name, p in parts.items()}
+    outputs = {
+        name: np.concatenate(p, axis=axes.get(name, 0)) if p[0].ndim else np.stack(p) for name, p in parts.items()
+    }
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         if out.suffix == ".npz":
             np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy stub: **kwds could name allow_pickle
         else:
             np.save(f, next(iter(outputs.values())))
     result: dict[str, Any] = {
-        "output": str(out), "n": len(samples), "workers": 1, "threads_per_worker": opts.get("threads"),
-        "runtime": rt, "batch_size": bs, "format": out.suffix[1:],
+        "output": str(out),
+        "n": len(samples),
+        "workers": 1,
+        "threads_per_worker": opts.get("threads"),
+        "runtime": rt,
+        "batch_size": bs,
+        "format": out.suffix[1:],
         "outputs": {name: list(v.shape) for name, v in outputs.items()},
     }
     only = next(iter(outputs.values()))

@@ -289,8 +289,10 @@ class Disagreement:
         try:
             with torch.enable_grad():
                 kl = F.kl_div(
-                    F.log_softmax(model(x) / self.t, 1), F.log_softmax(self.teacher(x) / self.t, 1),
-                    reduction="batchmean", log_target=True,
+                    F.log_softmax(model(x) / self.t, 1),
+                    F.log_softmax(self.teacher(x) / self.t, 1),
+                    reduction="batchmean",
+                    log_target=True,
                 )
                 (grad,) = torch.autograd.grad(kl, x)
         finally:

@@ -27,5 +27,16 @@ from slimline.quant.numerics import (
     sqnr_db,
 )
 
-__all__ = ["ACTIVATION_SCHEME", "OBSERVERS", "WEIGHT_SCHEME", "QScheme", "dequantize", "fake_quantize",
-           "make_observer", "observer_table", "qparams", "quantize", "sqnr_db"]
+__all__ = [
+    "ACTIVATION_SCHEME",
+    "OBSERVERS",
+    "WEIGHT_SCHEME",
+    "QScheme",
+    "dequantize",
+    "fake_quantize",
+    "make_observer",
+    "observer_table",
+    "qparams",
+    "quantize",
+    "sqnr_db",
+]

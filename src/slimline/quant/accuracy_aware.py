@@ -36,9 +36,15 @@ class AccuracyAwareResult(Generic[T]):
         return self.float_metric - self.final_metric
 
     def record(self) -> dict[str, Any]:
-        return {"max_drop": self.max_drop, "float_metric": self.float_metric, "final_metric": self.final_metric,
-                "final_drop": self.drop, "kept_float": self.kept_float, "iterations": len(self.history),
-                "history": self.history}
+        return {
+            "max_drop": self.max_drop,
+            "float_metric": self.float_metric,
+            "final_metric": self.final_metric,
+            "final_drop": self.drop,
+            "kept_float": self.kept_float,
+            "iterations": len(self.history),
+            "history": self.history,
+        }
 
 
 def accuracy_aware_quantize(
@@ -69,8 +75,11 @@ def accuracy_aware_quantize(
         drop = float_metric - metric
         history.append({"kept_float": list(kept), "metric": metric, "drop": drop})
         if verbose:
-            console.print(f"  accuracy-aware: {len(kept)} layer(s) in float -> {metric:.2f}% (drop {drop:+.2f}, "
-                          f"budget {max_drop:.2f})", highlight=False)
+            console.print(
+                f"  accuracy-aware: {len(kept)} layer(s) in float -> {metric:.2f}% (drop {drop:+.2f}, "
+                f"budget {max_drop:.2f})",
+                highlight=False,
+            )
         if drop <= max_drop:
             return AccuracyAwareResult(candidate, float_metric, metric, max_drop, kept, history)
         remaining = [n for n in order if n not in set(kept)]

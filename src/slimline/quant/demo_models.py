@@ -58,8 +58,9 @@ def plant_outlier_weights(model: nn.Module, magnitude: float = 10.0, seed: int =
     return planted
 
 
-def outlier_resnet(depth: int = 20, checkpoint: str | None = None, magnitude: float = 10.0, seed: int = 0,
-                   num_classes: int = 10) -> nn.Module:
+def outlier_resnet(
+    depth: int = 20, checkpoint: str | None = None, magnitude: float = 10.0, seed: int = 0, num_classes: int = 10
+) -> nn.Module:
     """A pretrained CIFAR ResNet (``checkpoint``: its weights) with outlier weights on its dead channels."""
     from slimline.models import load_model
 

@@ -187,8 +187,10 @@ class SensitivityReport:
             "weight_scheme": self.weight_scheme,
             "samples": self.samples,
             "folded_batchnorm": self.folded_batchnorm,
-            "all_quantized": {"model_sqnr_db": self.all_quantized_sqnr_db,
-                              "top1_agreement": self.all_quantized_agreement},
+            "all_quantized": {
+                "model_sqnr_db": self.all_quantized_sqnr_db,
+                "top1_agreement": self.all_quantized_agreement,
+            },
             "layers": [r.to_dict() for r in sorted(self.layers, key=lambda r: r.rank)],
             **self.extra,
         }
@@ -239,10 +241,19 @@ class QuantSim:
             layer = self.model.get_submodule(name)
             if not isinstance(layer, QUANTIZABLE):
                 raise ValueError(f"{name!r} is a {type(layer).__name__}, not a Conv/Linear layer")
-            w_scheme = QScheme(weight_scheme.dtype, weight_scheme.symmetric, weight_scheme.per_channel,
-                               _weight_axis(layer), weight_scheme.narrow)
-            sim = SimLayer(layer, name, make_observer(calibration, activation_scheme, **observer_kwargs),
-                           make_observer(weight_calibration, w_scheme))
+            w_scheme = QScheme(
+                weight_scheme.dtype,
+                weight_scheme.symmetric,
+                weight_scheme.per_channel,
+                _weight_axis(layer),
+                weight_scheme.narrow,
+            )
+            sim = SimLayer(
+                layer,
+                name,
+                make_observer(calibration, activation_scheme, **observer_kwargs),
+                make_observer(weight_calibration, w_scheme),
+            )
             _replace(self.model, name, sim)
             self.sims[name] = sim
         self.calibrated = False
@@ -304,11 +315,18 @@ class QuantSim:
         for name, sim in self.sims.items():
             out = self.quant_logits(data, only=[name])
             agree = float((out.argmax(1) == ref.argmax(1)).float().mean()) * 100
-            reports.append(LayerReport(
-                name=name, type=type(sim.layer).__name__, params=sum(p.numel() for p in sim.layer.parameters()),
-                weight_sqnr_db=errors[name]["weight_sqnr_db"], input_sqnr_db=errors[name]["input_sqnr_db"],
-                output_sqnr_db=errors[name]["output_sqnr_db"], model_sqnr_db=sqnr_db(ref, out), top1_agreement=agree,
-            ))
+            reports.append(
+                LayerReport(
+                    name=name,
+                    type=type(sim.layer).__name__,
+                    params=sum(p.numel() for p in sim.layer.parameters()),
+                    weight_sqnr_db=errors[name]["weight_sqnr_db"],
+                    input_sqnr_db=errors[name]["input_sqnr_db"],
+                    output_sqnr_db=errors[name]["output_sqnr_db"],
+                    model_sqnr_db=sqnr_db(ref, out),
+                    top1_agreement=agree,
+                )
+            )
         # most sensitive first: lowest output SQNR, ties broken by agreement
         for rank, r in enumerate(sorted(reports, key=lambda r: (r.model_sqnr_db, r.top1_agreement)), start=1):
             r.rank = rank
@@ -350,10 +368,39 @@ def layer_sensitivity(
     return sim.sensitivity(eval_data if eval_data is not None else calibration_data)
 
 
-_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                 nn.Dropout, nn.Identity, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_PASS_FUNCTIONS = {"relu", "relu_", "relu6", "max_pool1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-                   "flatten", "dropout", "pad", "batch_norm", "hardtanh", "view", "reshape", "contiguous", "clamp"}
+_PASS_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout,
+    nn.Identity,
+    nn.Flatten,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+)
+_PASS_FUNCTIONS = {
+    "relu",
+    "relu_",
+    "relu6",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "flatten",
+    "dropout",
+    "pad",
+    "batch_norm",
+    "hardtanh",
+    "view",
+    "reshape",
+    "contiguous",
+    "clamp",
+}
 
 
 def input_producers(model: nn.Module) -> dict[str, list[str]]:

@@ -283,8 +283,10 @@ class _HistogramObserver(Observer):
 
     def _range(self) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self._range_one(h) for h in self.hists]
-        return (torch.tensor([p[0] for p in pairs], dtype=torch.float64),
-                torch.tensor([p[1] for p in pairs], dtype=torch.float64))
+        return (
+            torch.tensor([p[0] for p in pairs], dtype=torch.float64),
+            torch.tensor([p[1] for p in pairs], dtype=torch.float64),
+        )
 
     def _range_one(self, h: Histogram) -> tuple[float, float]:
         raise NotImplementedError
@@ -295,8 +297,9 @@ class PercentileObserver(_HistogramObserver):
 
     method = "percentile"
 
-    def __init__(self, scheme: QScheme = ACTIVATION_SCHEME, percentile: float = 99.99,
-                 bins_per_side: int = 2048) -> None:
+    def __init__(
+        self, scheme: QScheme = ACTIVATION_SCHEME, percentile: float = 99.99, bins_per_side: int = 2048
+    ) -> None:
         super().__init__(scheme, bins_per_side)
         if not 50.0 < percentile <= 100.0:
             raise ValueError(f"percentile must lie in (50, 100], got {percentile}")
@@ -323,8 +326,9 @@ class EntropyObserver(_HistogramObserver):
 
     method = "entropy"
 
-    def __init__(self, scheme: QScheme = ACTIVATION_SCHEME, bins_per_side: int = 2048,
-                 stride: int | None = None) -> None:
+    def __init__(
+        self, scheme: QScheme = ACTIVATION_SCHEME, bins_per_side: int = 2048, stride: int | None = None
+    ) -> None:
         super().__init__(scheme, bins_per_side)
         # every candidate threshold per tensor; every 4th per channel (many channels, same resolution need)
         self.stride = max(1, stride) if stride is not None else (4 if scheme.per_channel else 1)
@@ -442,8 +446,9 @@ def quantize_tensor(x: Any, scheme: QScheme, method: str = "minmax", **kwargs: A
 # --------------------------------------------------------------------------- the observer table
 
 
-def outlier_tensor(seed: int = 0, channels: int = 64, per_channel: int = 16384, outliers: int = 3,
-                   magnitude: float = 40.0) -> torch.Tensor:
+def outlier_tensor(
+    seed: int = 0, channels: int = 64, per_channel: int = 16384, outliers: int = 3, magnitude: float = 40.0
+) -> torch.Tensor:
     """The fixed test tensor of the observer table: Gaussian values with a few large outliers.
 
     ``channels x per_channel`` values from N(0, 1); channel c's scale grows from 0.5 to 2 (so
@@ -467,8 +472,12 @@ TABLE_SCHEMES = (
 )
 
 
-def observer_table(x: torch.Tensor | None = None, methods: tuple[str, ...] = tuple(OBSERVERS),
-                   schemes: tuple[QScheme, ...] = TABLE_SCHEMES, percentile: float = 99.99) -> list[dict[str, Any]]:
+def observer_table(
+    x: torch.Tensor | None = None,
+    methods: tuple[str, ...] = tuple(OBSERVERS),
+    schemes: tuple[QScheme, ...] = TABLE_SCHEMES,
+    percentile: float = 99.99,
+) -> list[dict[str, Any]]:
     """SQNR (dB) of every observer x scheme on ``x`` (default: :func:`outlier_tensor`), per-channel on axis 0."""
     t = outlier_tensor() if x is None else _as_tensor(x).float()
     rows = []
@@ -477,11 +486,13 @@ def observer_table(x: torch.Tensor | None = None, methods: tuple[str, ...] = tup
             kw = {"percentile": percentile} if method == "percentile" else {}
             r = quantize_tensor(t, scheme, method, **kw)
             lo, hi = r["dequantized"].min(), r["dequantized"].max()
-            rows.append({
-                "observer": method,
-                "scheme": scheme.label,
-                "sqnr_db": r["sqnr_db"],
-                "range": [float(lo), float(hi)],
-                "scale": float(r["scale"].max()) if r["scale"].dim() else float(r["scale"]),
-            })
+            rows.append(
+                {
+                    "observer": method,
+                    "scheme": scheme.label,
+                    "sqnr_db": r["sqnr_db"],
+                    "range": [float(lo), float(hi)],
+                    "scale": float(r["scale"].max()) if r["scale"].dim() else float(r["scale"]),
+                }
+            )
     return rows

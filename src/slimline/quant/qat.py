@@ -70,7 +70,8 @@ class ActQuant(nn.Module):
                 self.zero_point.clamp_(self.qmin, self.qmax)
             grad_factor = 1.0 / float(np.sqrt(x[0].numel() * self.qmax))
             return torch._fake_quantize_learnable_per_tensor_affine(
-                x, self.scale, self.zero_point, self.qmin, self.qmax, grad_factor)
+                x, self.scale, self.zero_point, self.qmin, self.qmax, grad_factor
+            )
         scale, zp = self.qparams()
         return torch.fake_quantize_per_tensor_affine(x, scale, zp, self.qmin, self.qmax)
 
@@ -85,9 +86,17 @@ class QATLayer(nn.Module):
         """The wrapped Conv/Linear's weight."""
         return cast(torch.Tensor, self.layer.weight)
 
-    def __init__(self, layer: nn.Module, act_in: ActQuant | None, act_out: ActQuant | None, per_channel: bool,
-                 weight_limits: tuple[int, int], relu: bool = False, learn_weight_scale: bool = False,
-                 weight_init: str = "minmax") -> None:
+    def __init__(
+        self,
+        layer: nn.Module,
+        act_in: ActQuant | None,
+        act_out: ActQuant | None,
+        per_channel: bool,
+        weight_limits: tuple[int, int],
+        relu: bool = False,
+        learn_weight_scale: bool = False,
+        weight_init: str = "minmax",
+    ) -> None:
         super().__init__()
         self.layer, self.act_in, self.act_out = layer, act_in, act_out
         self.per_channel = per_channel
@@ -134,9 +143,11 @@ class QATLayer(nn.Module):
             grad_factor = 1.0 / float(np.sqrt(w[0].numel() * self.wmax))  # LSQ's step-gradient scale
             if self.per_channel:
                 return torch._fake_quantize_learnable_per_channel_affine(
-                    w, self.w_scale, self.w_zero, 0, self.wmin, self.wmax, grad_factor)
+                    w, self.w_scale, self.w_zero, 0, self.wmin, self.wmax, grad_factor
+                )
             return torch._fake_quantize_learnable_per_tensor_affine(
-                w, self.w_scale, self.w_zero, self.wmin, self.wmax, grad_factor)
+                w, self.w_scale, self.w_zero, self.wmin, self.wmax, grad_factor
+            )
         else:
             scale, lo, hi = self.weight_scale(), self.wmin, self.wmax
         if self.per_channel:
@@ -174,15 +185,18 @@ def _act_scheme(cfg: QATConfig) -> QScheme:
 
 
 @torch.inference_mode()
-def _calibrate_ranges(model: nn.Module, names: list[str], data: Any, cfg: QATConfig, batch_size: int,
-                      relu_after: dict[str, bool]) -> dict[str, tuple[Any, Any]]:
+def _calibrate_ranges(
+    model: nn.Module, names: list[str], data: Any, cfg: QATConfig, batch_size: int, relu_after: dict[str, bool]
+) -> dict[str, tuple[Any, Any]]:
     scheme = _act_scheme(cfg)
     obs = {n: (make_observer(cfg.calibration, scheme), make_observer(cfg.calibration, scheme)) for n in names}
     hooks = []
     for n in names:
+
         def hook(mod: nn.Module, inp: Any, out: Any, n: str = n) -> None:
             obs[n][0].update(inp[0])
             obs[n][1].update(F.relu(out) if relu_after.get(n) else out)
+
         hooks.append(model.get_submodule(n).register_forward_hook(hook))
     try:
         for x in _batches(data, batch_size):
@@ -226,8 +240,13 @@ def _plan(model: nn.Module, names: list[str], quantize_outputs: bool) -> dict[st
                 continue
             if src.op == "call_module" and src.target in plan and len(src.users) == 1:
                 plan[name]["quant_input"] = False
-            elif (_is_relu(model, src) and len(src.users) == 1 and isinstance(src.args[0], torch.fx.Node)
-                  and src.args[0].target in plan and plan[src.args[0].target]["relu"]):
+            elif (
+                _is_relu(model, src)
+                and len(src.users) == 1
+                and isinstance(src.args[0], torch.fx.Node)
+                and src.args[0].target in plan
+                and plan[src.args[0].target]["relu"]
+            ):
                 plan[name]["quant_input"] = False
     return plan
 
@@ -248,8 +267,9 @@ def _absorb_relus(model: nn.Module, plan: dict[str, dict[str, Any]]) -> None:
         model.recompile()
 
 
-def prepare_qat(model: nn.Module, calibration_data: Any, cfg: QATConfig | None = None,
-                batch_size: int = 64) -> nn.Module:
+def prepare_qat(
+    model: nn.Module, calibration_data: Any, cfg: QATConfig | None = None, batch_size: int = 64
+) -> nn.Module:
     """A BatchNorm-folded copy of ``model`` with fake quantization on every Conv/Linear (except ``exclude``)."""
     cfg = cfg or QATConfig()
     folded, _ = fold_batchnorm(model)
@@ -261,13 +281,30 @@ def prepare_qat(model: nn.Module, calibration_data: Any, cfg: QATConfig | None =
     limits = cfg.weight_limits()
     for n in names:
         (s_in, z_in), (s_out, z_out) = ranges[n]
-        act_in = ActQuant(float(s_in), int(z_in), scheme.qmin, scheme.qmax, cfg.learn_ranges) \
-            if plan[n]["quant_input"] else None
-        act_out = ActQuant(float(s_out), int(z_out), scheme.qmin, scheme.qmax, cfg.learn_ranges) \
-            if cfg.quantize_outputs else None
-        _replace(folded, n, QATLayer(folded.get_submodule(n), act_in, act_out, cfg.per_channel, limits,
-                                     relu=plan[n]["relu"], learn_weight_scale=cfg.learn_ranges,
-                                     weight_init=cfg.weight_init))
+        act_in = (
+            ActQuant(float(s_in), int(z_in), scheme.qmin, scheme.qmax, cfg.learn_ranges)
+            if plan[n]["quant_input"]
+            else None
+        )
+        act_out = (
+            ActQuant(float(s_out), int(z_out), scheme.qmin, scheme.qmax, cfg.learn_ranges)
+            if cfg.quantize_outputs
+            else None
+        )
+        _replace(
+            folded,
+            n,
+            QATLayer(
+                folded.get_submodule(n),
+                act_in,
+                act_out,
+                cfg.per_channel,
+                limits,
+                relu=plan[n]["relu"],
+                learn_weight_scale=cfg.learn_ranges,
+                weight_init=cfg.weight_init,
+            ),
+        )
     _absorb_relus(folded, plan)
     folded.slimline_qat = {"layers": names, "config": cfg.__dict__ | {"weight_limits": list(limits)}}  # type: ignore[assignment]
     return folded

@@ -324,13 +324,15 @@ def _count_torch(art: Any, shape: tuple[int, ...]) -> tuple[int | None, int | No
         except ModelError:
             pass
     state = torch.load(art.model_file, map_location="cpu", weights_only=True)
-    params = sum(
-        int(v.numel()) for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith(_BUFFERS)
-    )
+    params = sum(int(v.numel()) for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith(_BUFFERS))
     factory = source.get("factory") if isinstance(source, dict) else None
-    return params, None, (
-        f"MACs of {art.path.name} not counted: its model is built by code it names ({factory!r}), "
-        "and slimline report never runs code named in a run folder"
+    return (
+        params,
+        None,
+        (
+            f"MACs of {art.path.name} not counted: its model is built by code it names ({factory!r}), "
+            "and slimline report never runs code named in a run folder"
+        ),
     )
 
 

@@ -330,10 +330,17 @@ def serving_latency(data: RunData) -> list[Plot]:
     ax2.set(xlabel="concurrent requests", ylabel="answered per second", xscale="log")
     ax.legend(fontsize=7)
     n = sum(r.get("sent", 0) for rows in runs.values() for r in rows)
-    caption = (f"slimline serve under slimline loadtest ({n} requests in all); errors and lost requests are in "
-               "each JSON file.")
-    return [Plot("serving", "Serving: latency and throughput vs concurrency", caption,
-                 svg=to_svg(fig, "serving latency vs concurrency"))]
+    caption = (
+        f"slimline serve under slimline loadtest ({n} requests in all); errors and lost requests are in each JSON file."
+    )
+    return [
+        Plot(
+            "serving",
+            "Serving: latency and throughput vs concurrency",
+            caption,
+            svg=to_svg(fig, "serving latency vs concurrency"),
+        )
+    ]
 
 
 def make_plots(data: RunData) -> list[Plot]:

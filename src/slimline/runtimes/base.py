@@ -33,7 +33,8 @@ class Session(ABC):
         names = self.signature.input_names if self.signature else list(feeds)
         if len(names) != 1 or len(feeds) != 1:
             raise SlimlineError(
-                f"{type(self).__name__} runs single-input models only; this one has inputs {', '.join(names)}")
+                f"{type(self).__name__} runs single-input models only; this one has inputs {', '.join(names)}"
+            )
         out_name = self.signature.output_names[0] if self.signature and self.signature.outputs else "output"
         return {out_name: self.run(next(iter(feeds.values())))}
 
@@ -70,9 +71,18 @@ def check_feeds(signature: Signature, feeds: Mapping[str, np.ndarray]) -> None:
     if missing or unknown:
         raise SlimlineError(
             f"inputs do not fit the model ({signature.describe()}): "
-            + "; ".join(p for p in (f"missing {', '.join(missing)}" if missing else "",
-                                    f"unknown {', '.join(unknown)}" if unknown else "") if p))
+            + "; ".join(
+                p
+                for p in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"unknown {', '.join(unknown)}" if unknown else "",
+                )
+                if p
+            )
+        )
     for t in signature.inputs:
         if t.shape and np.ndim(feeds[t.name]) != len(t.shape):
-            raise SlimlineError(f"input {t.name!r} has {np.ndim(feeds[t.name])} dimensions; the model wants "
-                                f"{len(t.shape)} ({t.describe()})")
+            raise SlimlineError(
+                f"input {t.name!r} has {np.ndim(feeds[t.name])} dimensions; the model wants "
+                f"{len(t.shape)} ({t.describe()})"
+            )

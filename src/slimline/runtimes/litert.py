@@ -49,17 +49,21 @@ class LiteRTSession(Session):
         if delegate not in DELEGATES:
             raise RuntimeUnavailable(f"litert delegate must be one of {', '.join(DELEGATES)}, not {delegate!r}")
         lite = import_interpreter()
-        resolver = (lite.OpResolverType.AUTO if delegate == "xnnpack"
-                    else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self.interpreter = lite.Interpreter(model_path=str(artifact.model_file), num_threads=threads,
-                                            experimental_op_resolver_type=resolver)
+        resolver = (
+            lite.OpResolverType.AUTO if delegate == "xnnpack" else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        self.interpreter = lite.Interpreter(
+            model_path=str(artifact.model_file), num_threads=threads, experimental_op_resolver_type=resolver
+        )
         self.interpreter.allocate_tensors()
         self.signature: Signature = artifact_signature(artifact)
         io = artifact.meta.get("tflite_io") or {}
-        self._in_names: dict[str, str] = dict(io.get("inputs") or
-                                              {n: f"args_{i}" for i, n in enumerate(self.signature.input_names)})
-        self._out_names: dict[str, str] = dict(io.get("outputs") or
-                                               {n: f"output_{i}" for i, n in enumerate(self.signature.output_names)})
+        self._in_names: dict[str, str] = dict(
+            io.get("inputs") or {n: f"args_{i}" for i, n in enumerate(self.signature.input_names)}
+        )
+        self._out_names: dict[str, str] = dict(
+            io.get("outputs") or {n: f"output_{i}" for i, n in enumerate(self.signature.output_names)}
+        )
         keys = list(self.interpreter.get_signature_list())
         self._runner = self.interpreter.get_signature_runner(keys[0] if keys else None)
         self._in_details = self._runner.get_input_details()
@@ -82,7 +86,7 @@ class LiteRTSession(Session):
         b = self.model_batch
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, n, b):
-            part = {k: np.asarray(v)[start:start + b] for k, v in feeds.items()}
+            part = {k: np.asarray(v)[start : start + b] for k, v in feeds.items()}
             got = part[next(iter(part))].shape[0]
             if got < b:  # pad the last slice to the model's batch with copies of its last sample
                 part = {k: np.concatenate([v, np.repeat(v[-1:], b - got, axis=0)]) for k, v in part.items()}
@@ -101,15 +105,23 @@ class LiteRTSession(Session):
                 raise SlimlineError(
                     f"input {name!r} has shape {'x'.join(map(str, value.shape))} but this .tflite model was "
                     f"exported for {'x'.join(str(int(s)) for s in d['shape'])} (TFLite shapes are fixed); "
-                    f"re-export it with --input-shape {name}={'x'.join(map(str, value.shape))}")
+                    f"re-export it with --input-shape {name}={'x'.join(map(str, value.shape))}"
+                )
             args[key] = _to_model(value, d)
         raw = self._runner(**args)
         return {name: _from_model(raw[key], self._out_details[key]) for name, key in self._out_names.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "litert", "version": self._version, "device": "cpu", "precision": self.precision,
-                "delegate_ran": self.delegate, "delegated_partitions": self.delegated,
-                "model_batch": self.model_batch, **self.options}
+        return {
+            "name": "litert",
+            "version": self._version,
+            "device": "cpu",
+            "precision": self.precision,
+            "delegate_ran": self.delegate,
+            "delegated_partitions": self.delegated,
+            "model_batch": self.model_batch,
+            **self.options,
+        }
 
 
 def _to_model(value: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
@@ -151,6 +163,5 @@ class LiteRTRuntime(Runtime):
             return False, "ai-edge-litert is not installed; pip install 'slimline[edge]'"
         return True, ""
 
-    def load(self, artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack",
-             **_: Any) -> Session:
+    def load(self, artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack", **_: Any) -> Session:
         return LiteRTSession(artifact, threads, delegate)

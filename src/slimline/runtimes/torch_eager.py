@@ -44,8 +44,12 @@ class TorchSession(Session):
         sig = self.signature
         assert sig is not None
         check_feeds(sig, feeds)
-        args = [self._prepare(feeds[n]) if np.asarray(feeds[n]).dtype.kind == "f"
-                else torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in sig.input_names]
+        args = [
+            self._prepare(feeds[n])
+            if np.asarray(feeds[n]).dtype.kind == "f"
+            else torch.from_numpy(np.ascontiguousarray(feeds[n]))
+            for n in sig.input_names
+        ]
         return name_outputs(self._forward(*args), sig.output_names)
 
     def _forward(self, *args: torch.Tensor) -> Any:
@@ -69,8 +73,9 @@ class TorchEager(Runtime):
     name = "torch"
     kinds = ("torch",)
 
-    def load(self, artifact: Artifact, threads: int | None = None, channels_last: bool = False, fuse: bool = False,
-             **_: Any) -> Session:
+    def load(
+        self, artifact: Artifact, threads: int | None = None, channels_last: bool = False, fuse: bool = False, **_: Any
+    ) -> Session:
         model = load_torch(artifact)
         if fuse:
             from slimline.optimize.fx_fuse import fuse_for_inference

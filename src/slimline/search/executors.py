@@ -62,8 +62,9 @@ class DaskExecutor:
         try:
             self._client = Client(scheduler, timeout=30, set_as_default=False)
         except (OSError, TimeoutError) as e:
-            raise SlimlineError(f"cannot reach the Dask scheduler at {scheduler} ({e}); start it (dask scheduler) "
-                                "or fix --scheduler") from None
+            raise SlimlineError(
+                f"cannot reach the Dask scheduler at {scheduler} ({e}); start it (dask scheduler) or fix --scheduler"
+            ) from None
         self.retries = retries
 
     def submit(self, params: dict[str, Any], spec: dict[str, Any]) -> Any:

@@ -65,8 +65,12 @@ class SearchConfig(BaseModel):
     min_runs: int = Field(10, ge=1)
     min_seconds: float = Field(0.5, gt=0)
     sensitivity_samples: int = Field(256, ge=8)
-    confirm: int = Field(3, ge=0, description="the best feasible trials re-measured together (3 fresh processes "
-                         "each) before the choice: one trial's figure is noisy on a busy machine")
+    confirm: int = Field(
+        3,
+        ge=0,
+        description="the best feasible trials re-measured together (3 fresh processes "
+        "each) before the choice: one trial's figure is noisy on a busy machine",
+    )
     fail_when: dict[str, Any] | None = Field(None, description="test hook: trials with these settings raise")
 
     @model_validator(mode="after")
@@ -114,9 +118,18 @@ def suggest(trial: Any, cfg: SearchConfig) -> dict[str, Any]:
 def starting_points(cfg: SearchConfig) -> list[dict[str, Any]]:
     """The first trials (before the sampler's own): int8 of the unpruned model and, when pruning is searched, of
     a half-MACs pruned one, with the throughput settings of the runtime."""
-    quant = {"quant": "nncf_int8", "calibration_size": 300, "rt_hint": "throughput"} if cfg.runtime == "openvino" \
-        else {"quant": "ort_int8", "calibration_size": 300, "per_channel": True, "activation_symmetric": False,
-              "calibration": "minmax", "accuracy_aware": False}
+    quant = (
+        {"quant": "nncf_int8", "calibration_size": 300, "rt_hint": "throughput"}
+        if cfg.runtime == "openvino"
+        else {
+            "quant": "ort_int8",
+            "calibration_size": 300,
+            "per_channel": True,
+            "activation_symmetric": False,
+            "calibration": "minmax",
+            "accuracy_aware": False,
+        }
+    )
     points = [{"prune": "none"} | quant]
     if cfg.prune:
         points.append({"prune": cfg.prune_methods[-1], "prune_macs": 0.5, "kd": True} | quant)
@@ -134,11 +147,14 @@ def _score(rec: dict[str, Any], objective: str) -> float:
 
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records no other record beats on validation top-1, items/s and size at once (feasible or not)."""
+
     def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        ge = (a["val_top1"] >= b["val_top1"] and a["items_per_s"] >= b["items_per_s"]
-              and a["size_bytes"] <= b["size_bytes"])
-        gt = (a["val_top1"] > b["val_top1"] or a["items_per_s"] > b["items_per_s"]
-              or a["size_bytes"] < b["size_bytes"])
+        ge = (
+            a["val_top1"] >= b["val_top1"]
+            and a["items_per_s"] >= b["items_per_s"]
+            and a["size_bytes"] <= b["size_bytes"]
+        )
+        gt = a["val_top1"] > b["val_top1"] or a["items_per_s"] > b["items_per_s"] or a["size_bytes"] < b["size_bytes"]
         return ge and gt
 
     return [r for r in records if not any(dominates(o, r) for o in records if o is not r)]
@@ -150,8 +166,10 @@ def why_lost(rec: dict[str, Any], chosen: dict[str, Any], cfg: SearchConfig) -> 
         return f"drop {rec['drop']:.2f} points exceeds --max-drop {cfg.max_drop}"
     if rec["machine"]["kind"] != chosen["machine"]["kind"]:
         return f"measured on another kind of machine ({rec['machine']['kind']}): not compared"
-    return (f"{cfg.objective} worse: {_score(rec, cfg.objective):.4g} vs {_score(chosen, cfg.objective):.4g} "
-            f"(items/s {rec['items_per_s']:.0f} vs {chosen['items_per_s']:.0f}, size {rec['size_bytes']} bytes)")
+    return (
+        f"{cfg.objective} worse: {_score(rec, cfg.objective):.4g} vs {_score(chosen, cfg.objective):.4g} "
+        f"(items/s {rec['items_per_s']:.0f} vs {chosen['items_per_s']:.0f}, size {rec['size_bytes']} bytes)"
+    )
 
 
 class Search:
@@ -167,14 +185,20 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         db = self.run_dir / STUDY_DB
         if db.exists() and not resume:
-            raise SlimlineError(f"{self.run_dir} already holds a study; add --resume to continue it or give another "
-                                "--output")
+            raise SlimlineError(
+                f"{self.run_dir} already holds a study; add --resume to continue it or give another --output"
+            )
         if resume and not db.exists():
             raise SlimlineError(f"{self.run_dir} holds no study to resume ({STUDY_DB} missing); drop --resume")
         sampler = optuna.samplers.TPESampler(seed=self.cfg.seed, n_startup_trials=10)
         fresh = not db.exists()
-        study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY_NAME, sampler=sampler,
-                                    directions=["maximize", "maximize"], load_if_exists=True)
+        study = optuna.create_study(
+            storage=f"sqlite:///{db}",
+            study_name=STUDY_NAME,
+            sampler=sampler,
+            directions=["maximize", "maximize"],
+            load_if_exists=True,
+        )
         if fresh:
             for start in starting_points(self.cfg):
                 study.enqueue_trial(start)
@@ -221,9 +245,14 @@ class Search:
             dest.rename(old)
         tmp.rename(dest)
         shutil.rmtree(old, ignore_errors=True)
-        write_json(self.run_dir / BEST_JSON, {k: best[k] for k in ("number", "params", "artifact", "runtime",
-                                                                   "val_top1", "drop", "items_per_s", "size_bytes")}
-                   | {"copy": str(dest)})
+        write_json(
+            self.run_dir / BEST_JSON,
+            {
+                k: best[k]
+                for k in ("number", "params", "artifact", "runtime", "val_top1", "drop", "items_per_s", "size_bytes")
+            }
+            | {"copy": str(dest)},
+        )
 
     def loop(self, study: Any) -> dict[str, Any]:
         """Ask, run and tell trials in batches until the trial count or the wall-clock budget is reached."""
@@ -260,8 +289,14 @@ class Search:
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # noqa: BLE001 - a failing trial is recorded and the search goes on
-                        self._write_record(trial.number, params, {"state": "failed", "error": f"{type(e).__name__}: "
-                                                                   f"{str(e).splitlines()[0] if str(e) else ''}"})
+                        self._write_record(
+                            trial.number,
+                            params,
+                            {
+                                "state": "failed",
+                                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                            },
+                        )
                         study.tell(trial, state=TrialState.FAIL)
                         console.print(f"trial {trial.number}: [red]failed[/] ({type(e).__name__}: {e})"[:300])
                         continue
@@ -277,11 +312,16 @@ class Search:
                         self.keep_best(best)
                     left = "" if cfg.budget is None else f", {max(0.0, cfg.budget - (time.monotonic() - t0)):.0f}s left"
                     best_txt = f"{best['items_per_s']:.0f} items/s (trial {best['number']})" if best else "none yet"
-                    console.print(f"trial {trial.number}: {rec['items_per_s']:.0f} items/s, drop {rec['drop']:.2f}; "
-                                  f"{finished()} done, best {best_txt}{left}")
+                    console.print(
+                        f"trial {trial.number}: {rec['items_per_s']:.0f} items/s, drop {rec['drop']:.2f}; "
+                        f"{finished()} done, best {best_txt}{left}"
+                    )
         except KeyboardInterrupt:
-            raise Interrupted(2, f"finished trials are kept in {self.run_dir / STUDY_DB}; run the same command with "
-                                 "--resume to continue") from None
+            raise Interrupted(
+                2,
+                f"finished trials are kept in {self.run_dir / STUDY_DB}; run the same command with "
+                "--resume to continue",
+            ) from None
         finally:
             ex.close()
         return {"stopped": stop, "seconds": round(time.monotonic() - t0, 1)}
@@ -351,18 +391,39 @@ def run_search(
     bundle = DataBundle(data_cfg, cfg.seed)
     if not saved.exists():
         base_val = evaluate_artifact(base, bundle.val)
-        write_json(saved, {"model": str(model), "weights": str(weights) if weights else None, "data": data_map,
-                           "config": cfg.model_dump(mode="json"), "baseline": str(base.path),
-                           "base_val_top1": base_val["top1"], "base_val_n": base_val["n"]})
+        write_json(
+            saved,
+            {
+                "model": str(model),
+                "weights": str(weights) if weights else None,
+                "data": data_map,
+                "config": cfg.model_dump(mode="json"),
+                "baseline": str(base.path),
+                "base_val_top1": base_val["top1"],
+                "base_val_n": base_val["n"],
+            },
+        )
     info = json.loads(saved.read_text())
-    search.spec = {"run_dir": str(run_dir.resolve()), "baseline": str(Path(base.path).resolve()),
-                   "data": data_cfg.model_dump(mode="json"), "seed": cfg.seed, "runtime": cfg.runtime,
-                   "batch": cfg.batch, "threads": cfg.threads, "max_drop": cfg.max_drop, "min_runs": cfg.min_runs,
-                   "min_seconds": cfg.min_seconds, "base_val_top1": info["base_val_top1"],
-                   "proxy_epochs": cfg.proxy_epochs, "sensitivity_samples": cfg.sensitivity_samples,
-                   "fail_when": cfg.fail_when}
-    console.print(f"[bold]slimline optimize[/] -> {run_dir} (baseline val top-1 {info['base_val_top1']:.2f}, "
-                  f"max drop {cfg.max_drop}, {cfg.executor} executor)")
+    search.spec = {
+        "run_dir": str(run_dir.resolve()),
+        "baseline": str(Path(base.path).resolve()),
+        "data": data_cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "runtime": cfg.runtime,
+        "batch": cfg.batch,
+        "threads": cfg.threads,
+        "max_drop": cfg.max_drop,
+        "min_runs": cfg.min_runs,
+        "min_seconds": cfg.min_seconds,
+        "base_val_top1": info["base_val_top1"],
+        "proxy_epochs": cfg.proxy_epochs,
+        "sensitivity_samples": cfg.sensitivity_samples,
+        "fail_when": cfg.fail_when,
+    }
+    console.print(
+        f"[bold]slimline optimize[/] -> {run_dir} (baseline val top-1 {info['base_val_top1']:.2f}, "
+        f"max drop {cfg.max_drop}, {cfg.executor} executor)"
+    )
     loop = search.loop(study)
     return finish(search, study, loop, base, bundle)
 
@@ -378,10 +439,16 @@ def finish(search: Search, study: Any, loop: dict[str, Any], base: Artifact, bun
     if chosen is not None and cfg.confirm > 1 and cfg.objective == "throughput":
         records = confirm(search, records, chosen)
         chosen = search.choose(records)
-    report: dict[str, Any] = {"stopped": loop["stopped"], "seconds": loop["seconds"], "trials": len(study.trials),
-                              "complete": len(records), "failed": sum(1 for t in study.trials
-                                                                      if t.state.name == "FAIL"),
-                              "config": cfg.model_dump(mode="json"), "chosen": None, "front": []}
+    report: dict[str, Any] = {
+        "stopped": loop["stopped"],
+        "seconds": loop["seconds"],
+        "trials": len(study.trials),
+        "complete": len(records),
+        "failed": sum(1 for t in study.trials if t.state.name == "FAIL"),
+        "config": cfg.model_dump(mode="json"),
+        "chosen": None,
+        "front": [],
+    }
     if chosen is not None and chosen["params"].get("prune", "none") != "none" and cfg.full_epochs > cfg.proxy_epochs:
         console.print(f"recovering trial {chosen['number']} in full ({cfg.full_epochs} epochs)")
         try:
@@ -390,20 +457,34 @@ def finish(search: Search, study: Any, loop: dict[str, Any], base: Artifact, bun
             full = {"error": str(e)}
         report["full_recovery"] = full
         if "error" not in full and full["drop"] <= cfg.max_drop:
-            chosen = full | {"number": chosen["number"], "params": chosen["params"] | {"recovery_epochs":
-                                                                                       cfg.full_epochs}}
+            chosen = full | {
+                "number": chosen["number"],
+                "params": chosen["params"] | {"recovery_epochs": cfg.full_epochs},
+            }
             search.keep_best(chosen)
     if chosen is not None:
         test = evaluate_artifact(Artifact.load(chosen["artifact"]), bundle.test, runtime=cfg.runtime)
         base_test = evaluate_artifact(base, bundle.test)
-        report["chosen"] = chosen | {"test_top1": test["top1"], "test_n": test["n"],
-                                     "test_top1_ci95": test.get("top1_ci95"), "base_test_top1": base_test["top1"],
-                                     "test_drop": base_test["top1"] - test["top1"]}
+        report["chosen"] = chosen | {
+            "test_top1": test["top1"],
+            "test_n": test["n"],
+            "test_top1_ci95": test.get("top1_ci95"),
+            "base_test_top1": base_test["top1"],
+            "test_drop": base_test["top1"] - test["top1"],
+        }
         front = pareto_front(records)
-        report["front"] = [{"number": r["number"], "val_top1": r["val_top1"], "items_per_s": r["items_per_s"],
-                            "size_bytes": r["size_bytes"], "drop": r["drop"], "params": r["params"],
-                            "why_lost": None if r["number"] == chosen["number"] else why_lost(r, chosen, cfg)}
-                           for r in front]
+        report["front"] = [
+            {
+                "number": r["number"],
+                "val_top1": r["val_top1"],
+                "items_per_s": r["items_per_s"],
+                "size_bytes": r["size_bytes"],
+                "drop": r["drop"],
+                "params": r["params"],
+                "why_lost": None if r["number"] == chosen["number"] else why_lost(r, chosen, cfg),
+            }
+            for r in front
+        ]
     write_json(run_dir / REPORT_JSON, report)
     write_text(run_dir / "report.md", report_markdown(report))
     console.print(f"search stopped: {loop['stopped']}; report: {run_dir / 'report.md'}")
@@ -419,13 +500,24 @@ def confirm(search: Search, records: list[dict[str, Any]], chosen: dict[str, Any
 
     cfg = search.cfg
     kind = chosen["machine"]["kind"]
-    top = sorted((r for r in records if r["drop"] <= cfg.max_drop and r["machine"]["kind"] == kind),
-                 key=lambda r: -r["items_per_s"])[: cfg.confirm]
+    top = sorted(
+        (r for r in records if r["drop"] <= cfg.max_drop and r["machine"]["kind"] == kind),
+        key=lambda r: -r["items_per_s"],
+    )[: cfg.confirm]
     console.print(f"re-measuring the {len(top)} fastest feasible trials together")
     for r in top:
-        out = bench_targets([BenchTarget.from_artifact(Artifact.load(r["artifact"]))], [r["runtime"]], [cfg.batch],
-                            threads=cfg.threads, min_runs=cfg.min_runs, min_seconds=cfg.min_seconds, warmup=3,
-                            peak=False, tuned_batch=False, repeats=3)
+        out = bench_targets(
+            [BenchTarget.from_artifact(Artifact.load(r["artifact"]))],
+            [r["runtime"]],
+            [cfg.batch],
+            threads=cfg.threads,
+            min_runs=cfg.min_runs,
+            min_seconds=cfg.min_seconds,
+            warmup=3,
+            peak=False,
+            tuned_batch=False,
+            repeats=3,
+        )
         row = out["results"][0]
         if row.get("status") == "ok" and row.get("throughput"):
             r["trial_items_per_s"], r["items_per_s"] = r["items_per_s"], float(row["throughput"])
@@ -434,18 +526,29 @@ def confirm(search: Search, records: list[dict[str, Any]], chosen: dict[str, Any
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the chosen artifact, then the Pareto front with why each member lost."""
-    lines = ["# slimline optimize", "", f"Stopped: {report['stopped']} after {report['seconds']} s; "
-             f"{report['complete']} trials complete, {report['failed']} failed.", ""]
+    lines = [
+        "# slimline optimize",
+        "",
+        f"Stopped: {report['stopped']} after {report['seconds']} s; "
+        f"{report['complete']} trials complete, {report['failed']} failed.",
+        "",
+    ]
     c = report["chosen"]
     if c is None:
         lines.append("No trial stayed within the accuracy budget.")
     else:
         lo, hi = c.get("test_top1_ci95") or (float("nan"), float("nan"))
-        lines += [f"Chosen: trial {c['number']} `{c['artifact']}` on {c['runtime']}: {c['items_per_s']:.0f} items/s, "
-                  f"{c['size_bytes']} bytes, validation drop {c['drop']:.2f}; test top-1 {c['test_top1']:.2f} "
-                  f"(95% CI {lo:.2f}-{hi:.2f}, n={c['test_n']}), test drop {c['test_drop']:.2f}.", "",
-                  "| trial | val top-1 | items/s | bytes | drop | why not chosen |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"Chosen: trial {c['number']} `{c['artifact']}` on {c['runtime']}: {c['items_per_s']:.0f} items/s, "
+            f"{c['size_bytes']} bytes, validation drop {c['drop']:.2f}; test top-1 {c['test_top1']:.2f} "
+            f"(95% CI {lo:.2f}-{hi:.2f}, n={c['test_n']}), test drop {c['test_drop']:.2f}.",
+            "",
+            "| trial | val top-1 | items/s | bytes | drop | why not chosen |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in report["front"]:
-            lines.append(f"| {r['number']} | {r['val_top1']:.2f} | {r['items_per_s']:.0f} | {r['size_bytes']} | "
-                         f"{r['drop']:.2f} | {r['why_lost'] or 'chosen'} |")
+            lines.append(
+                f"| {r['number']} | {r['val_top1']:.2f} | {r['items_per_s']:.0f} | {r['size_bytes']} | "
+                f"{r['drop']:.2f} | {r['why_lost'] or 'chosen'} |"
+            )
     return "\n".join(lines) + "\n"

@@ -32,16 +32,21 @@ def machine() -> dict[str, Any]:
 
     cpu = cpu_info()
     kind = f"{cpu['model']} x{cpu['cores']} {platform.machine()}"
-    return {"host": socket.gethostname(), "pid": os.getpid(), "cpu": cpu["model"], "cores": cpu["cores"],
-            "kind": kind}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "cpu": cpu["model"], "cores": cpu["cores"], "kind": kind}
 
 
 def _key(parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _apply(step_name: str, history: list[Artifact], out_dir: Path, data: dict[str, Any] | None, seed: int,
-           options: dict[str, Any]) -> Artifact:
+def _apply(
+    step_name: str,
+    history: list[Artifact],
+    out_dir: Path,
+    data: dict[str, Any] | None,
+    seed: int,
+    options: dict[str, Any],
+) -> Artifact:
     """``step_name`` applied to the last of ``history`` (the earlier stages are the run's, as in a recipe: int8
     accuracy-aware quantization finds the PyTorch model its ONNX was exported from there)."""
     from slimline.context import DataBundle, RunContext
@@ -51,15 +56,21 @@ def _apply(step_name: str, history: list[Artifact], out_dir: Path, data: dict[st
     from slimline.train import seed_everything
 
     step = get_step(step_name)(get_step(step_name).Config.model_validate(options))
-    ctx = RunContext(run_dir=out_dir.parent, data=DataBundle(DataConfig.model_validate(data) if data else None, seed),
-                     seed=seed, out_dir=out_dir, artifacts=list(history))
+    ctx = RunContext(
+        run_dir=out_dir.parent,
+        data=DataBundle(DataConfig.model_validate(data) if data else None, seed),
+        seed=seed,
+        out_dir=out_dir,
+        artifacts=list(history),
+    )
     seed_everything(seed)
     made, _ = apply_stage(step, history[-1], ctx, "search stage", where=str(history[-1].path))
     return made if made is not None else history[-1]
 
 
-def cached_stage(cache: Path, step: str, parts: Any, history: list[Artifact], data: dict[str, Any] | None,
-                 seed: int, **options: Any) -> tuple[Artifact, bool]:
+def cached_stage(
+    cache: Path, step: str, parts: Any, history: list[Artifact], data: dict[str, Any] | None, seed: int, **options: Any
+) -> tuple[Artifact, bool]:
     """``step`` applied to the last artifact of ``history`` with ``options``, from the cache when an identical
     stage was built before (``parts``: what the input was built from).
 
@@ -100,20 +111,37 @@ def build_candidate(params: dict[str, Any], spec: dict[str, Any]) -> tuple[Artif
             reused.append(art.path.name)
 
     if params.get("prune", "none") != "none":
-        finetune = {"epochs": int(params.get("recovery_epochs", spec.get("proxy_epochs", 1))), "lr": 0.01,
-                    "batch_size": 128, "augment": False, "kd": bool(params.get("kd", True))}
+        finetune = {
+            "epochs": int(params.get("recovery_epochs", spec.get("proxy_epochs", 1))),
+            "lr": 0.01,
+            "batch_size": 128,
+            "augment": False,
+            "kd": bool(params.get("kd", True)),
+        }
         method = params["prune"].split("+")
-        stage("prune", data, method=method[0] if len(method) == 1 else method,
-              target={"macs": float(params["prune_macs"])},
-              finetune=finetune, sensitivity={"samples": int(spec.get("sensitivity_samples", 256))})
+        stage(
+            "prune",
+            data,
+            method=method[0] if len(method) == 1 else method,
+            target={"macs": float(params["prune_macs"])},
+            finetune=finetune,
+            sensitivity={"samples": int(spec.get("sensitivity_samples", 256))},
+        )
     stage("fuse", None, layout="nchw")
     stage("export_onnx", None)
     quant = params.get("quant", "fp32")
     if quant == "ort_int8":
-        stage("quantize", data, backend="onnxruntime", per_channel=bool(params["per_channel"]),
-              activation_symmetric=bool(params["activation_symmetric"]), calibration=params["calibration"],
-              calibration_size=int(params["calibration_size"]), accuracy_aware=bool(params["accuracy_aware"]),
-              max_drop=float(spec["max_drop"]) / 2)
+        stage(
+            "quantize",
+            data,
+            backend="onnxruntime",
+            per_channel=bool(params["per_channel"]),
+            activation_symmetric=bool(params["activation_symmetric"]),
+            calibration=params["calibration"],
+            calibration_size=int(params["calibration_size"]),
+            accuracy_aware=bool(params["accuracy_aware"]),
+            max_drop=float(spec["max_drop"]) / 2,
+        )
     elif quant == "nncf_int8":
         stage("export_openvino", None)
         stage("quantize", data, backend="openvino", calibration_size=int(params["calibration_size"]))
@@ -149,9 +177,17 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     label = runtime_label(params, spec)
     bundle = DataBundle(DataConfig.model_validate(spec["data"]), spec.get("seed", 0))
     val = evaluate_artifact(art, bundle.val, runtime=spec["runtime"])
-    bench = bench_artifacts([art], [label], [int(spec["batch"])], threads=spec.get("threads"),
-                            min_runs=int(spec.get("min_runs", 10)), min_seconds=float(spec.get("min_seconds", 0.5)),
-                            warmup=3, peak=False, tuned_batch=False)
+    bench = bench_artifacts(
+        [art],
+        [label],
+        [int(spec["batch"])],
+        threads=spec.get("threads"),
+        min_runs=int(spec.get("min_runs", 10)),
+        min_seconds=float(spec.get("min_seconds", 0.5)),
+        warmup=3,
+        peak=False,
+        tuned_batch=False,
+    )
     row = bench["results"][0]
     if row.get("status") != "ok" or not row.get("throughput"):
         raise SlimlineError(f"measuring {art.path.name} on {label} failed: {row.get('error') or row.get('status')}")

@@ -22,9 +22,7 @@ _STEP_MODULES = (
     "tune",
 )
 
-STEPS: Registry[type[Step]] = Registry(
-    "step", [f"slimline.steps.{m}" for m in _STEP_MODULES], group="slimline.steps"
-)
+STEPS: Registry[type[Step]] = Registry("step", [f"slimline.steps.{m}" for m in _STEP_MODULES], group="slimline.steps")
 
 
 def _import_steps() -> None:

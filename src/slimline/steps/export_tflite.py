@@ -37,7 +37,14 @@ class ExportTFLite(Step[ExportTFLiteOptions]):
         if artifact.kind == "tflite":
             return StepOutput(None, {"note": "already .tflite; nothing to do"})
         cfg = self.config
-        art, record = export_tflite_artifact(load_torch(artifact), ctx.out_dir, artifact.meta, artifact.lineage,
-                                             rtol=cfg.rtol, parity_batch=cfg.parity_batch, seed=ctx.seed,
-                                             nhwc=cfg.nhwc)
+        art, record = export_tflite_artifact(
+            load_torch(artifact),
+            ctx.out_dir,
+            artifact.meta,
+            artifact.lineage,
+            rtol=cfg.rtol,
+            parity_batch=cfg.parity_batch,
+            seed=ctx.seed,
+            nhwc=cfg.nhwc,
+        )
         return StepOutput(art, record)

@@ -74,8 +74,11 @@ class LatencySettings(StepConfig):
         False, description="keep a latency table measured while other processes used the CPUs (marked busy)"
     )
     rounds: int = Field(
-        7, ge=1, le=50, description="a measured speed-up is the median over this many rounds, each timing the "
-        "unpruned and the pruned graph one after the other (steady when other processes load the machine)"
+        7,
+        ge=1,
+        le=50,
+        description="a measured speed-up is the median over this many rounds, each timing the "
+        "unpruned and the pruned graph one after the other (steady when other processes load the machine)",
     )
 
 

@@ -58,8 +58,10 @@ def distill_criterion(teacher: nn.Module, weight: float, temperature: float) -> 
         logits = model(x)
         with torch.no_grad():
             t = teacher(x)
-        kd = F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(t / temperature, 1),
-                      reduction="batchmean") * temperature**2
+        kd = (
+            F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(t / temperature, 1), reduction="batchmean")
+            * temperature**2
+        )
         return (1 - weight) * F.cross_entropy(logits, y) + weight * kd, logits
 
     return crit
@@ -78,36 +80,66 @@ class Qat(Step[QatOptions]):
 
         opts = self.config
         model = load_torch(artifact)
-        qcfg = QATConfig(per_channel=opts.per_channel, activation_symmetric=opts.activation_symmetric,
-                         reduce_range=opts.reduce_range, calibration=opts.calibration,
-                         learn_ranges=opts.learn_ranges, weight_init=opts.weight_init,
-                         quantize_outputs=opts.quantize_outputs,
-                         exclude=list(opts.exclude))
+        qcfg = QATConfig(
+            per_channel=opts.per_channel,
+            activation_symmetric=opts.activation_symmetric,
+            reduce_range=opts.reduce_range,
+            calibration=opts.calibration,
+            learn_ranges=opts.learn_ranges,
+            weight_init=opts.weight_init,
+            quantize_outputs=opts.quantize_outputs,
+            exclude=list(opts.exclude),
+        )
         qmodel = prepare_qat(model, ctx.data.calibration(opts.calibration_size), qcfg)
         val = ctx.data.val
         before = evaluate(qmodel, val)
-        tc = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
-                         momentum=opts.momentum, weight_decay=opts.weight_decay, schedule=opts.schedule,
-                         augment=opts.augment, seed=ctx.seed)
+        tc = TrainConfig(
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            optimizer=opts.optimizer,
+            lr=opts.lr,
+            momentum=opts.momentum,
+            weight_decay=opts.weight_decay,
+            schedule=opts.schedule,
+            augment=opts.augment,
+            seed=ctx.seed,
+        )
         crit = distill_criterion(model, opts.distill, opts.temperature) if opts.distill > 0 else None
         ckpt = ctx.run_dir / f".{ctx.out_dir.name}.qat-checkpoint.pt"
-        result = fit(qmodel, ctx.data.train, tc, val=val, criterion=crit, checkpoint=ckpt, description="qat",
-                     setup=opts.model_dump(mode="json"))
+        result = fit(
+            qmodel,
+            ctx.data.train,
+            tc,
+            val=val,
+            criterion=crit,
+            checkpoint=ckpt,
+            description="qat",
+            setup=opts.model_dump(mode="json"),
+        )
         after = evaluate(qmodel, val)
         shape = tuple(artifact.meta["input_shape"])
         meta = dict(artifact.meta)
-        meta["quantization"] = {"backend": "qat", "precision": "int8", "format": "QDQ",
-                                "activation_type": "int8" if opts.activation_symmetric else "uint8",
-                                "weight_type": "int8", "per_channel": opts.per_channel}
+        meta["quantization"] = {
+            "backend": "qat",
+            "precision": "int8",
+            "format": "QDQ",
+            "activation_type": "int8" if opts.activation_symmetric else "uint8",
+            "weight_type": "int8",
+            "per_channel": opts.per_channel,
+        }
         with ArtifactWriter(ctx.out_dir, "onnx", meta, list(artifact.lineage)) as w:
             path = export_qat_onnx(qmodel, shape, w.add("model", "model.onnx"), opts.opset)
             check = _check_in_ort(path, qmodel, val)
         ckpt.unlink(missing_ok=True)
         assert w.artifact is not None
         record: dict[str, Any] = {
-            "train": asdict(tc), "history": result.history,
+            "train": asdict(tc),
+            "history": result.history,
             "qat": qcfg.__dict__ | {"weight_limits": qcfg.weight_limits()},
-            "val_before": before, "val": after, "onnxruntime": check, "file_bytes": w.artifact.size_bytes(),
+            "val_before": before,
+            "val": after,
+            "onnxruntime": check,
+            "file_bytes": w.artifact.size_bytes(),
             "summary": f"QAT int8: val top-1 {before['top1']:.2f} -> {after['top1']:.2f}",
         }
         if result.resume:
@@ -129,5 +161,9 @@ def _check_in_ort(path: Any, qmodel: nn.Module, val: Any, n: int = 256) -> dict[
         raise ExportError(f"ONNX Runtime cannot run the QAT export: {e}") from e
     ref = predict_logits(qmodel, ds)
     agree = float((got.argmax(1) == ref.argmax(1)).mean()) * 100
-    return {"samples": len(ds), "top1_agreement_with_torch": agree,
-            "max_abs_logit_diff": float(np.abs(got - ref).max()), "runs": True}
+    return {
+        "samples": len(ds),
+        "top1_agreement_with_torch": agree,
+        "max_abs_logit_diff": float(np.abs(got - ref).max()),
+        "runs": True,
+    }

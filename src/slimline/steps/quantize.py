@@ -66,16 +66,29 @@ class QuantizeOptions(StepConfig):
     sensitivity: bool = Field(False, description="also write the simulated per-layer sensitivity (not accuracy-aware)")
     sensitivity_samples: int = Field(128, ge=8, description="calibration samples the sensitivity is measured on")
     test_fidelity: bool = Field(
-        False, description="compare the int8 model's outputs with fp32's on the test split (cosine, max abs "
+        False,
+        description="compare the int8 model's outputs with fp32's on the test split (cosine, max abs "
         "difference): the measure for models whose outputs are not class logits (detectors, speech...)",
     )
 
     def quant_config(self) -> Any:
         from slimline.quant.backends import QuantConfig
 
-        keys = ("calibration", "percentile", "per_channel", "weight_symmetric", "activation_symmetric",
-                "activation_type", "weight_type", "mode", "reduce_range", "batch_size", "exclude", "compact_names",
-                "format")
+        keys = (
+            "calibration",
+            "percentile",
+            "per_channel",
+            "weight_symmetric",
+            "activation_symmetric",
+            "activation_type",
+            "weight_type",
+            "mode",
+            "reduce_range",
+            "batch_size",
+            "exclude",
+            "compact_names",
+            "format",
+        )
         return QuantConfig(**{k: getattr(self, k) for k in keys})
 
 
@@ -150,8 +163,11 @@ class Quantize(Step[QuantizeOptions]):
                 src.torch_model = load_torch(torch_source)  # for the simulated ranking; the backend reads the file
             calib_ds = ctx.data.calibration(opts.calibration_size)
             calib = calib_ds.inputs()
-            report: dict[str, Any] = {"backend": opts.backend, "options": opts.model_dump(mode="json"),
-                                      "calibration": {"samples": len(calib_ds), "source": "training split"}}
+            report: dict[str, Any] = {
+                "backend": opts.backend,
+                "options": opts.model_dump(mode="json"),
+                "calibration": {"samples": len(calib_ds), "source": "training split"},
+            }
             sens = None
             if (opts.accuracy_aware or opts.sensitivity) and src.torch_model is not None:
                 sens = simulated_sensitivity(src.torch_model, calib_ds, opts)
@@ -187,25 +203,39 @@ class Quantize(Step[QuantizeOptions]):
                     cand = Artifact(c[1].kind, c[0], c[1].files, {**meta, **c[1].meta})
                     return float(evaluate_artifact(cand, val)["top1"])  # on the runtime the result names
 
-                aa = accuracy_aware_quantize(make, score, float_metric, sens.ranking(), opts.max_drop,
-                                             opts.layers_per_step, opts.max_iterations)
+                aa = accuracy_aware_quantize(
+                    make, score, float_metric, sens.ranking(), opts.max_drop, opts.layers_per_step, opts.max_iterations
+                )
                 final_dir, qres = aa.candidate
-                report["accuracy_aware"] = aa.record() | {"metric": "top1", "split": "val", "n": len(val),
-                                                          "float_layers": with_producers(aa.kept_float)}
+                report["accuracy_aware"] = aa.record() | {
+                    "metric": "top1",
+                    "split": "val",
+                    "n": len(val),
+                    "float_layers": with_producers(aa.kept_float),
+                }
             else:
                 final_dir, qres = make([])
             if opts.test_fidelity and qres.kind != "torch":
                 from slimline.quant.backends.base import fidelity_vs_fp32
 
-                report["test_fidelity"] = {"split": "test", **fidelity_vs_fp32(qres, final_dir, src,
-                                                                                ctx.data.test.inputs())}
-            meta["quantization"] = {"backend": opts.backend, "precision": "int8", "mode": opts.mode,
-                                    "activation_type": opts.activation_type, "weight_type": opts.weight_type,
-                                    "per_channel": opts.per_channel, "calibration": opts.calibration,
-                                    "kept_float": report["accuracy_aware"]["float_layers"] if aa else []}
+                report["test_fidelity"] = {
+                    "split": "test",
+                    **fidelity_vs_fp32(qres, final_dir, src, ctx.data.test.inputs()),
+                }
+            meta["quantization"] = {
+                "backend": opts.backend,
+                "precision": "int8",
+                "mode": opts.mode,
+                "activation_type": opts.activation_type,
+                "weight_type": opts.weight_type,
+                "per_channel": opts.per_channel,
+                "calibration": opts.calibration,
+                "kept_float": report["accuracy_aware"]["float_layers"] if aa else [],
+            }
             meta.update(qres.meta)
-            written = write_quantized(ctx.out_dir, qres, final_dir, meta, list(artifact.lineage), report,
-                                      _float_bytes(src, artifact))
+            written = write_quantized(
+                ctx.out_dir, qres, final_dir, meta, list(artifact.lineage), report, _float_bytes(src, artifact)
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         record: dict[str, Any] = {
@@ -237,23 +267,40 @@ class Quantize(Step[QuantizeOptions]):
         return float(evaluate_artifact(art, val, runtime=runtime)["top1"])
 
 
-def write_quantized(out_dir: Path, qres: Any, final_dir: Path, meta: dict[str, Any], lineage: list[dict[str, Any]],
-                    report: dict[str, Any], float_bytes: int) -> Artifact:
+def write_quantized(
+    out_dir: Path,
+    qres: Any,
+    final_dir: Path,
+    meta: dict[str, Any],
+    lineage: list[dict[str, Any]],
+    report: dict[str, Any],
+    float_bytes: int,
+) -> Artifact:
     """The int8 artifact in ``out_dir`` with ``quantization.json``; ``report`` gains ``result`` and ``sizes``."""
     with ArtifactWriter(out_dir, qres.kind, meta, lineage) as w:
         for role, fname in qres.files.items():
             shutil.copyfile(final_dir / fname, w.add(role, fname))
         int8_bytes = sum((w.tmp / f).stat().st_size for f in qres.files.values())
         report["result"] = qres.record()
-        report["sizes"] = {"float_bytes": float_bytes, "int8_bytes": int8_bytes,
-                           "compression": float_bytes / int8_bytes if int8_bytes else None}
+        report["sizes"] = {
+            "float_bytes": float_bytes,
+            "int8_bytes": int8_bytes,
+            "compression": float_bytes / int8_bytes if int8_bytes else None,
+        }
         write_json(w.tmp / "quantization.json", report)
     assert w.artifact is not None
     return w.artifact
 
 
-def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, output: Path,
-                    held_out: float = 0.25, seed: int = 0, evaluate: bool = True) -> dict[str, Any]:
+def quantize_arrays(
+    model: str | Path,
+    data: str | Path,
+    opts: QuantizeOptions,
+    output: Path,
+    held_out: float = 0.25,
+    seed: int = 0,
+    evaluate: bool = True,
+) -> dict[str, Any]:
     """Quantize an ONNX/OpenVINO model (file or artifact folder) calibrated on named arrays (``.npz``/``.npy`` or a
     folder of them): every input is fed by name. A seeded ``held_out`` part of the samples is kept out of
     calibration; on it the int8 model is compared with fp32 (``fidelity``: cosine, abs difference per output)
@@ -270,12 +317,16 @@ def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, 
     from slimline.tasks.classification import signature_scores
 
     if opts.accuracy_aware or opts.sensitivity:
-        raise RecipeError("accuracy-aware quantization and sensitivity rank layers in PyTorch on image data; with "
-                          "named arrays leave --accuracy-aware off")
+        raise RecipeError(
+            "accuracy-aware quantization and sensitivity rank layers in PyTorch on image data; with "
+            "named arrays leave --accuracy-aware off"
+        )
     artifact = open_model(model)
     if isinstance(artifact, nn.Module) or artifact.kind == "torch":
-        raise RecipeError("named arrays calibrate ONNX/OpenVINO models; export the model first (slimline export) "
-                          "and quantize the .onnx, or calibrate on a dataset name")
+        raise RecipeError(
+            "named arrays calibrate ONNX/OpenVINO models; export the model first (slimline export) "
+            "and quantize the .onnx, or calibrate on a dataset name"
+        )
     sig = artifact_signature(artifact)
     samples = load_arrays(data, sig).conform(sig)
     calib, held = samples.split(held_out, seed) if evaluate else (samples, samples)
@@ -283,9 +334,11 @@ def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, 
     backend, qcfg = usable_backend(opts)
     output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".quantize.work-", dir=output))
-    report: dict[str, Any] = {"backend": opts.backend, "options": opts.model_dump(mode="json"),
-                              "calibration": {"samples": len(calib), "source": str(data),
-                                              "inputs": calib.names}}
+    report: dict[str, Any] = {
+        "backend": opts.backend,
+        "options": opts.model_dump(mode="json"),
+        "calibration": {"samples": len(calib), "source": str(data), "inputs": calib.names},
+    }
     try:
         src = FloatModel.from_artifact(artifact, work)
         final_dir = work / "int8"
@@ -295,18 +348,35 @@ def quantize_arrays(model: str | Path, data: str | Path, opts: QuantizeOptions, 
             names = sig.output_names
             fid["outputs"] = {names[i] if i < len(names) else str(i): o for i, o in enumerate(fid["outputs"])}
             report["fidelity"] = {"split": "held-out", **fid}
-        meta = {**artifact.meta, "signature": sig.to_dict(), **qres.meta,
-                "quantization": {"backend": opts.backend, "precision": "int8", "mode": opts.mode,
-                                 "activation_type": opts.activation_type, "weight_type": opts.weight_type,
-                                 "per_channel": opts.per_channel, "calibration": opts.calibration,
-                                 "calibration_data": str(data), "kept_float": []}}
-        written = write_quantized(output / "01_quantize", qres, final_dir, meta, list(artifact.lineage), report,
-                                  _float_bytes(src, artifact))
+        meta = {
+            **artifact.meta,
+            "signature": sig.to_dict(),
+            **qres.meta,
+            "quantization": {
+                "backend": opts.backend,
+                "precision": "int8",
+                "mode": opts.mode,
+                "activation_type": opts.activation_type,
+                "weight_type": opts.weight_type,
+                "per_channel": opts.per_channel,
+                "calibration": opts.calibration,
+                "calibration_data": str(data),
+                "kept_float": [],
+            },
+        }
+        written = write_quantized(
+            output / "01_quantize", qres, final_dir, meta, list(artifact.lineage), report, _float_bytes(src, artifact)
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary: dict[str, Any] = {
-        "backend": opts.backend, "artifact": str(written.path), "sizes": report["sizes"], "kept_float": [],
-        "left_float": qres.left_float, "warnings": qres.warnings, "verification": qres.verification,
+        "backend": opts.backend,
+        "artifact": str(written.path),
+        "sizes": report["sizes"],
+        "kept_float": [],
+        "left_float": qres.left_float,
+        "warnings": qres.warnings,
+        "verification": qres.verification,
         "calibration": report["calibration"],
     }
     if "fidelity" in report:

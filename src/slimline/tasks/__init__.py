@@ -17,6 +17,15 @@ from slimline.tasks.metric import MetricTask
 from slimline.tasks.speech import KeywordSpottingTask, run_stream
 
 __all__ = [
-    "TASKS", "ClassificationTask", "DetectionTask", "GenericTask", "KeywordSpottingTask", "MetricTask", "Task",
-    "get_task", "output_fidelity", "run_stream", "scores_like",
+    "TASKS",
+    "ClassificationTask",
+    "DetectionTask",
+    "GenericTask",
+    "KeywordSpottingTask",
+    "MetricTask",
+    "Task",
+    "get_task",
+    "output_fidelity",
+    "run_stream",
+    "scores_like",
 ]

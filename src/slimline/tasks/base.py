@@ -44,6 +44,7 @@ def get_task(name: str) -> Task:
 
         TASKS[name] = metric_task(name)
     if name not in TASKS:
-        raise SlimlineError(f"no task {name!r}; tasks: {', '.join(sorted(TASKS))}, or a metric "
-                            "'package.module:function'")
+        raise SlimlineError(
+            f"no task {name!r}; tasks: {', '.join(sorted(TASKS))}, or a metric 'package.module:function'"
+        )
     return TASKS[name]

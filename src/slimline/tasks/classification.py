@@ -23,8 +23,10 @@ def scores_output(outputs: Outputs) -> tuple[str, np.ndarray]:
         if scores_like(np.asarray(a)):
             return name, np.asarray(a)
     shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in outputs.items())
-    raise SlimlineError(f"the model's outputs ({shapes}) are not one [batch, classes] score array, so labels "
-                        "cannot score it; without a reference only fidelity can be measured: give --reference REF")
+    raise SlimlineError(
+        f"the model's outputs ({shapes}) are not one [batch, classes] score array, so labels "
+        "cannot score it; without a reference only fidelity can be measured: give --reference REF"
+    )
 
 
 def signature_scores(signature: Any) -> bool:

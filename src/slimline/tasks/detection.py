@@ -50,8 +50,11 @@ class Detections:
         return len(self.scores)
 
     def to_dict(self) -> dict[str, list[Any]]:
-        return {"boxes": self.boxes.round(2).tolist(), "scores": self.scores.round(4).tolist(),
-                "classes": self.classes.tolist()}
+        return {
+            "boxes": self.boxes.round(2).tolist(),
+            "scores": self.scores.round(4).tolist(),
+            "classes": self.classes.tolist(),
+        }
 
 
 def _needs_cv2() -> Any:
@@ -93,8 +96,10 @@ def _layout(outputs: Sequence[np.ndarray], layout: str) -> str:
     if len(outputs) == 1 and outputs[0].ndim == 3:
         return "yolov8" if outputs[0].shape[1] < outputs[0].shape[2] else "yolov5"
     shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
-    raise DetectionError(f"outputs {shapes} match no detection layout (one (batch, 4+C, N) or (batch, N, 5+C) "
-                         "array, or boxes (batch, N, 4) + scores (batch, N, C)); name the layout with layout=...")
+    raise DetectionError(
+        f"outputs {shapes} match no detection layout (one (batch, 4+C, N) or (batch, N, 5+C) "
+        "array, or boxes (batch, N, 4) + scores (batch, N, C)); name the layout with layout=..."
+    )
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, conf: float, iou: float) -> np.ndarray:
@@ -104,14 +109,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, conf: float,
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
     xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).astype(np.float64)
-    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.astype(float).tolist(), classes.astype(int).tolist(),
-                                   float(conf), float(iou))
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), scores.astype(float).tolist(), classes.astype(int).tolist(), float(conf), float(iou)
+    )
     keep = np.asarray(keep, dtype=np.int64).reshape(-1)
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
-def decode(outputs: Sequence[np.ndarray], layout: str = "auto", conf: float = 0.25, iou: float = 0.45,
-           max_det: int = 300) -> list[Detections]:
+def decode(
+    outputs: Sequence[np.ndarray], layout: str = "auto", conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+) -> list[Detections]:
     """Detections per image of a batch of raw outputs (see the module docstring for the layouts)."""
     outs = [np.asarray(o, dtype=np.float32) for o in outputs]
     kind = _layout(outs, layout)
@@ -122,8 +129,10 @@ def decode(outputs: Sequence[np.ndarray], layout: str = "auto", conf: float = 0.
         else:
             a = outs[0][b].T if kind == "yolov8" else outs[0][b]
             if a.shape[1] < (6 if kind == "yolov5" else 5):
-                raise DetectionError(f"a {kind} output needs at least {6 if kind == 'yolov5' else 5} values per "
-                                     f"box but has {a.shape[1]}; name the right layout")
+                raise DetectionError(
+                    f"a {kind} output needs at least {6 if kind == 'yolov5' else 5} values per "
+                    f"box but has {a.shape[1]}; name the right layout"
+                )
             cx, cy, w, h = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
             boxes = np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
             cls_scores = a[:, 5:] * a[:, 4:5] if kind == "yolov5" else a[:, 4:]
@@ -132,8 +141,9 @@ def decode(outputs: Sequence[np.ndarray], layout: str = "auto", conf: float = 0.
         sel = scores >= conf
         boxes, scores, classes = boxes[sel], scores[sel], classes[sel]
         keep = nms(boxes, scores, classes, conf, iou)[:max_det]
-        per.append(Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32),
-                              classes[keep].astype(np.int64)))
+        per.append(
+            Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), classes[keep].astype(np.int64))
+        )
     return per
 
 
@@ -156,8 +166,9 @@ def detection_fidelity(got: Sequence[Detections], ref: Sequence[Detections], iou
     least ``iou``. ``det_match`` is the matched share (0..1) of all reference detections; also the counts and the
     mean and max absolute score difference of the matched pairs."""
     if len(got) != len(ref):
-        raise DetectionError(f"{len(got)} images of detections against {len(ref)} reference images; compare the "
-                             "same images")
+        raise DetectionError(
+            f"{len(got)} images of detections against {len(ref)} reference images; compare the same images"
+        )
     matched = total = extra = 0
     diffs: list[float] = []
     for g, r in zip(got, ref, strict=True):
@@ -195,23 +206,39 @@ def mean_ap(preds: Sequence[Detections], truth: Sequence[Mapping[str, np.ndarray
     from pycocotools.cocoeval import COCOeval
 
     if len(preds) != len(truth):
-        raise DetectionError(f"{len(preds)} images of detections against labels for {len(truth)}; give one label "
-                             "set per image")
+        raise DetectionError(
+            f"{len(preds)} images of detections against labels for {len(truth)}; give one label set per image"
+        )
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     dets: list[dict[str, Any]] = []
     cats: set[int] = set()
     for i, (p, t) in enumerate(zip(preds, truth, strict=True)):
         images.append({"id": i + 1})
-        for box, c in zip(np.asarray(t["boxes"], dtype=float).reshape(-1, 4), np.asarray(t["classes"]).reshape(-1),
-                          strict=True):
+        for box, c in zip(
+            np.asarray(t["boxes"], dtype=float).reshape(-1, 4), np.asarray(t["classes"]).reshape(-1), strict=True
+        ):
             w, h = box[2] - box[0], box[3] - box[1]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1, "iscrowd": 0,
-                         "bbox": [float(box[0]), float(box[1]), float(w), float(h)], "area": float(w * h)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(c) + 1,
+                    "iscrowd": 0,
+                    "bbox": [float(box[0]), float(box[1]), float(w), float(h)],
+                    "area": float(w * h),
+                }
+            )
             cats.add(int(c) + 1)
         for box, s, c in zip(p.boxes, p.scores, p.classes, strict=True):
-            dets.append({"image_id": i + 1, "category_id": int(c) + 1, "score": float(s),
-                         "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
+            dets.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": int(c) + 1,
+                    "score": float(s),
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                }
+            )
             cats.add(int(c) + 1)
     gt = COCO()
     gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in sorted(cats)]}
@@ -233,11 +260,14 @@ def read_yolo_labels(path: str, width: float, height: float) -> dict[str, np.nda
     a ``width`` x ``height`` image."""
     rows = np.loadtxt(path, ndmin=2) if open(path, encoding="utf-8").read().strip() else np.zeros((0, 5))
     if rows.shape[1] != 5:
-        raise DetectionError(f"{path}: a YOLO label line is 'class cx cy w h' (5 numbers), this file has "
-                             f"{rows.shape[1]}; fix the file")
+        raise DetectionError(
+            f"{path}: a YOLO label line is 'class cx cy w h' (5 numbers), this file has {rows.shape[1]}; fix the file"
+        )
     cx, cy, w, h = rows[:, 1] * width, rows[:, 2] * height, rows[:, 3] * width, rows[:, 4] * height
-    return {"boxes": np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]),
-            "classes": rows[:, 0].astype(np.int64)}
+    return {
+        "boxes": np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]),
+        "classes": rows[:, 0].astype(np.int64),
+    }
 
 
 class DetectionTask:
@@ -258,8 +288,10 @@ class DetectionTask:
 
     def metric(self, outputs: Outputs, labels: Any) -> dict[str, Any]:
         if labels is None or isinstance(labels, np.ndarray) and labels.dtype != object:
-            raise DetectionError("detection labels are boxes per image ({'boxes', 'classes'} per image, e.g. from "
-                                 "YOLO txt files); without them compare with the fp32 model: give --reference REF")
+            raise DetectionError(
+                "detection labels are boxes per image ({'boxes', 'classes'} per image, e.g. from "
+                "YOLO txt files); without them compare with the fp32 model: give --reference REF"
+            )
         return mean_ap(self.detections(outputs), list(labels))
 
     def fidelity(self, outputs: Outputs, reference: Outputs) -> dict[str, Any]:

@@ -34,8 +34,10 @@ def topk_agreement(got: np.ndarray, ref: np.ndarray, k: int) -> float:
 def tensor_fidelity(got: np.ndarray, ref: np.ndarray, name: str = "output") -> dict[str, float]:
     """One output's fidelity; both arrays have the samples on the first axis."""
     if got.shape != ref.shape:
-        raise FidelityShapeError(f"output {name!r} has shape {got.shape} but the reference's is {ref.shape}; "
-                                 "compare models with the same outputs")
+        raise FidelityShapeError(
+            f"output {name!r} has shape {got.shape} but the reference's is {ref.shape}; "
+            "compare models with the same outputs"
+        )
     n = len(got) if got.ndim else 1
     a = got.astype(np.float64).reshape(n, -1)
     b = ref.astype(np.float64).reshape(n, -1)
@@ -60,8 +62,10 @@ def output_fidelity(outputs: Outputs, reference: Outputs) -> dict[str, Any]:
     ``mean_cosine`` (mean of the outputs' means) and ``max_abs_diff``; per output under ``outputs``."""
     missing = [k for k in reference if k not in outputs]
     if missing:
-        raise FidelityShapeError(f"the model has no output(s) {', '.join(missing)} that the reference has; "
-                                 "compare models with the same outputs")
+        raise FidelityShapeError(
+            f"the model has no output(s) {', '.join(missing)} that the reference has; "
+            "compare models with the same outputs"
+        )
     per = {k: tensor_fidelity(np.asarray(outputs[k]), np.asarray(r), k) for k, r in reference.items()}
     nan = float("nan")
     return {
@@ -81,8 +85,10 @@ class GenericTask:
         return samples.batches(batch_size)
 
     def metric(self, outputs: Outputs, labels: np.ndarray) -> dict[str, Any]:
-        raise SlimlineError("the generic task has no metric of its own; without a reference only fidelity can "
-                            "be measured: give --reference REF")
+        raise SlimlineError(
+            "the generic task has no metric of its own; without a reference only fidelity can "
+            "be measured: give --reference REF"
+        )
 
     def fidelity(self, outputs: Outputs, reference: Outputs) -> dict[str, Any]:
         return output_fidelity(outputs, reference)

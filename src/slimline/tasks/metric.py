@@ -34,8 +34,9 @@ class MetricTask:
             raise SlimlineError(f"metric {self.name} returned {type(got).__name__}; return a dict of name -> number")
         bad = [k for k, v in got.items() if isinstance(v, bool) or not isinstance(v, Real | np.number)]
         if bad:
-            raise SlimlineError(f"metric {self.name} returned non-numbers for {', '.join(bad)}; return a dict of "
-                                "name -> number")
+            raise SlimlineError(
+                f"metric {self.name} returned non-numbers for {', '.join(bad)}; return a dict of name -> number"
+            )
         return {k: (int(v) if isinstance(v, int | np.integer) else float(v)) for k, v in got.items()}
 
     def fidelity(self, outputs: Outputs, reference: Outputs) -> dict[str, Any]:

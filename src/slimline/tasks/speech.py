@@ -35,13 +35,17 @@ def state_pairs(signature: Any, pairs: Mapping[str, str] | None = None) -> dict[
     if pairs:
         bad = [f"{i}->{o}" for i, o in pairs.items() if i not in ins or o not in outs]
         if bad:
-            raise StreamError(f"state pairs {', '.join(bad)} are not input->output names of the model (inputs "
-                              f"{', '.join(sorted(ins))}; outputs {', '.join(sorted(outs))}); fix the names")
+            raise StreamError(
+                f"state pairs {', '.join(bad)} are not input->output names of the model (inputs "
+                f"{', '.join(sorted(ins))}; outputs {', '.join(sorted(outs))}); fix the names"
+            )
         return dict(pairs)
     found = {i: o for i in signature.input_names for o in (p.format(i) for p in STATE_SUFFIXES) if o in outs}
     if not found:
-        raise StreamError(f"no state input/output pair in the model (inputs {', '.join(sorted(ins))}; outputs "
-                          f"{', '.join(sorted(outs))}); name the state output S_out for input S, or give the pairs")
+        raise StreamError(
+            f"no state input/output pair in the model (inputs {', '.join(sorted(ins))}; outputs "
+            f"{', '.join(sorted(outs))}); name the state output S_out for input S, or give the pairs"
+        )
     return found
 
 
@@ -59,22 +63,28 @@ def chunks(feeds: Mapping[str, np.ndarray], chunk: int, axis: int = 1) -> Iterat
     """``feeds`` cut along ``axis`` into consecutive pieces of ``chunk`` steps (the last may be shorter)."""
     lengths = {k: np.shape(v)[axis] for k, v in feeds.items()}
     if len(set(lengths.values())) != 1:
-        raise StreamError(f"inputs have different lengths along axis {axis} ({lengths}); stream inputs of one "
-                          "length")
+        raise StreamError(f"inputs have different lengths along axis {axis} ({lengths}); stream inputs of one length")
     total = next(iter(lengths.values()))
     for start in range(0, total, chunk):
         yield {k: np.take(v, range(start, min(start + chunk, total)), axis=axis) for k, v in feeds.items()}
 
 
-def run_stream(session: Any, feeds: Mapping[str, np.ndarray], chunk: int, axis: int = 1,
-               pairs: Mapping[str, str] | None = None,
-               state: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def run_stream(
+    session: Any,
+    feeds: Mapping[str, np.ndarray],
+    chunk: int,
+    axis: int = 1,
+    pairs: Mapping[str, str] | None = None,
+    state: Mapping[str, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run ``feeds`` (the non-state inputs) through ``session`` in chunks of ``chunk`` steps along ``axis``,
     carrying the state; returns (outputs joined along ``axis``, final state by input name)."""
     sig = session.signature
     if sig is None:
-        raise StreamError("the session has no signature, so its state inputs are unknown; load an ONNX model or "
-                          "an artifact with a signature")
+        raise StreamError(
+            "the session has no signature, so its state inputs are unknown; load an ONNX model or "
+            "an artifact with a signature"
+        )
     pairs = state_pairs(sig, pairs)
     specs = {t.name: t for t in sig.inputs}
     batch = int(np.shape(next(iter(feeds.values())))[0])
@@ -91,10 +101,13 @@ def run_stream(session: Any, feeds: Mapping[str, np.ndarray], chunk: int, axis: 
 
 def frame_agreement(got: np.ndarray, ref: np.ndarray) -> float:
     """Share (0..1) of frames whose decision (argmax over the last axis, or > 0.5 for one score) matches."""
+
     def decide(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a)
-        return a.argmax(-1) if a.ndim and a.shape[-1] > 1 else (a.reshape(a.shape[:-1] if a.ndim > 1 else a.shape)
-                                                                   > 0.5)
+        return (
+            a.argmax(-1) if a.ndim and a.shape[-1] > 1 else (a.reshape(a.shape[:-1] if a.ndim > 1 else a.shape) > 0.5)
+        )
+
     g, r = decide(got), decide(ref)
     if g.shape != r.shape:
         raise StreamError(f"frame decisions of shape {g.shape} against {r.shape}; compare the same frames")
@@ -123,8 +136,9 @@ class KeywordSpottingTask:
 TASKS["keyword_spotting"] = KeywordSpottingTask()
 
 
-def log_mel(audio: np.ndarray, sample_rate: int = 16000, n_mels: int = 40, win_ms: float = 25.0,
-            hop_ms: float = 10.0) -> np.ndarray:
+def log_mel(
+    audio: np.ndarray, sample_rate: int = 16000, n_mels: int = 40, win_ms: float = 25.0, hop_ms: float = 10.0
+) -> np.ndarray:
     """Log-mel frames ``[frames, n_mels]`` (natural log of the power mel spectrogram, Hann window, centred) of one
     mono clip, from ``transformers.audio_utils`` (the front end beside the model; record these settings with it)."""
     try:
@@ -134,6 +148,15 @@ def log_mel(audio: np.ndarray, sample_rate: int = 16000, n_mels: int = 40, win_m
     win, hop = int(sample_rate * win_ms / 1000), int(sample_rate * hop_ms / 1000)
     fft = 1 << (win - 1).bit_length()
     mel = mel_filter_bank(fft // 2 + 1, n_mels, 20.0, sample_rate / 2, sample_rate, mel_scale="htk")
-    spec = spectrogram(np.asarray(audio, np.float32), window_function(win, "hann"), frame_length=win,
-                       hop_length=hop, fft_length=fft, power=2.0, mel_filters=mel, log_mel="log", mel_floor=1e-6)
+    spec = spectrogram(
+        np.asarray(audio, np.float32),
+        window_function(win, "hann"),
+        frame_length=win,
+        hop_length=hop,
+        fft_length=fft,
+        power=2.0,
+        mel_filters=mel,
+        log_mel="log",
+        mel_floor=1e-6,
+    )
     return spec.T.astype(np.float32)

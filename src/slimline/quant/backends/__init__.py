@@ -16,7 +16,6 @@ BACKENDS: Registry[type[QuantBackend]] = Registry(
 )
 
 
-
 def _import_backends() -> None:
     BACKENDS.load()
 
@@ -31,5 +30,13 @@ def backend_names() -> list[str]:
     return BACKENDS.names()
 
 
-__all__ = ["BACKENDS", "FloatModel", "QuantBackend", "QuantConfig", "QuantResult", "QuantWarning", "backend_names",
-           "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "FloatModel",
+    "QuantBackend",
+    "QuantConfig",
+    "QuantResult",
+    "QuantWarning",
+    "backend_names",
+    "get_backend",
+]

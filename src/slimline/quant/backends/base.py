@@ -94,8 +94,13 @@ class QuantResult:
         self.warn(f"left in float ({why}): {names}{more}")
 
     def record(self) -> dict[str, Any]:
-        return {"excluded_nodes": self.excluded, "left_float": self.left_float, "warnings": self.warnings,
-                **self.details, "verification": self.verification}
+        return {
+            "excluded_nodes": self.excluded,
+            "left_float": self.left_float,
+            "warnings": self.warnings,
+            **self.details,
+            "verification": self.verification,
+        }
 
 
 @dataclass
@@ -136,8 +141,9 @@ class FloatModel:
     def node_map(self) -> dict[str, str]:
         """PyTorch module name -> ONNX node name of its Conv/Gemm/MatMul (empty without a PyTorch model)."""
         if self._node_map is None:
-            self._node_map = {} if self.torch_model is None else onnx_layer_nodes(
-                self.torch_model, self.onnx(), self.input_shape)
+            self._node_map = (
+                {} if self.torch_model is None else onnx_layer_nodes(self.torch_model, self.onnx(), self.input_shape)
+            )
         return self._node_map
 
 
@@ -164,8 +170,11 @@ def onnx_layer_nodes(model: nn.Module, onnx_path: Path, input_shape: tuple[int, 
     proto = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in proto.graph.initializer}
     consts |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
-    nodes = [n for n in proto.graph.node
-             if n.op_type in ("Conv", "ConvTranspose", "Gemm") or (n.op_type == "MatMul" and n.input[1] in consts)]
+    nodes = [
+        n
+        for n in proto.graph.node
+        if n.op_type in ("Conv", "ConvTranspose", "Gemm") or (n.op_type == "MatMul" and n.input[1] in consts)
+    ]
     seen: set[str] = set()
     mapping: dict[str, str] = {}
     for name, node in zip(dedupe(order), nodes, strict=False):
@@ -180,8 +189,11 @@ def onnx_layer_nodes(model: nn.Module, onnx_path: Path, input_shape: tuple[int, 
             if name in mapping:
                 continue
             for node in nodes:
-                if node.name not in taken and _scope_matches(name, node.name) and all(
-                        p in node.name for p in name.split(".")):
+                if (
+                    node.name not in taken
+                    and _scope_matches(name, node.name)
+                    and all(p in node.name for p in name.split("."))
+                ):
                     mapping[name] = node.name
                     taken.add(node.name)
                     break
@@ -220,8 +232,10 @@ def resolve_onnx_nodes(names: list[str], src: FloatModel, graph_nodes: set[str])
             unknown.append(n)
     if unknown:
         examples = list(mapping)[:3] + sorted(graph_nodes)[:3]
-        raise RecipeError(f"cannot find layer(s) {unknown} to keep in float; give PyTorch module names or graph "
-                          f"node names, e.g. {examples}")
+        raise RecipeError(
+            f"cannot find layer(s) {unknown} to keep in float; give PyTorch module names or graph "
+            f"node names, e.g. {examples}"
+        )
     return out
 
 
@@ -235,12 +249,16 @@ def calibration_feeds(calib: Calibration, input_names: list[str], batch_size: in
     if isinstance(calib, NamedSamples):
         missing = [n for n in input_names if n not in calib.arrays]
         if missing:
-            raise RecipeError(f"the calibration data has no array for input(s) {', '.join(missing)}; the model's "
-                              f"inputs are {', '.join(input_names)}: save one array per input name")
+            raise RecipeError(
+                f"the calibration data has no array for input(s) {', '.join(missing)}; the model's "
+                f"inputs are {', '.join(input_names)}: save one array per input name"
+            )
         return [{n: b[n] for n in input_names} for b in calib.batches(batch_size)]
     if len(input_names) != 1:
-        raise RecipeError(f"the model has {len(input_names)} inputs ({', '.join(input_names)}) but the calibration "
-                          "data feeds one; calibrate with named arrays: -d calib.npz (one array per input name)")
+        raise RecipeError(
+            f"the model has {len(input_names)} inputs ({', '.join(input_names)}) but the calibration "
+            "data feeds one; calibrate with named arrays: -d calib.npz (one array per input name)"
+        )
     return [{input_names[0]: b} for b in calibration_batches(calib, batch_size)]
 
 
@@ -280,8 +298,9 @@ class QuantBackend(ABC):
     def available(cls) -> tuple[bool, str]:
         return True, ""
 
-    def quantize(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-                 out_dir: Path) -> QuantResult:
+    def quantize(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         """Quantize ``src`` calibrated on ``calib`` (float32 NCHW, or named arrays for every input), keeping
         ``keep_float`` layers (module names) and ``cfg.exclude`` in float; write the files into ``out_dir``, then
         check that the result is valid, loads and runs in its runtime and measure its fidelity
@@ -293,8 +312,9 @@ class QuantBackend(ABC):
         return result
 
     @abstractmethod
-    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-              out_dir: Path) -> QuantResult:
+    def write(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         """The backend's own work: write the quantized model files into ``out_dir`` (see :meth:`quantize`)."""
 
     def reset_cache(self) -> None:  # noqa: B027 - optional hook, most backends cache nothing
@@ -325,7 +345,7 @@ def constants_to_initializers(proto: Any) -> int:
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(attrs) != 1:
             keep.append(node)
             continue
-        (name, attr), = attrs.items()
+        ((name, attr),) = attrs.items()
         if name == "value":
             tensor = attr.t
         elif name in ("value_float", "value_floats", "value_int", "value_ints"):
@@ -370,11 +390,15 @@ def prepare_onnx(path: Path, work_dir: Path, cfg: QuantConfig, result: QuantResu
             converted = version_converter.convert_version(proto, PER_CHANNEL_OPSET)
             onnx.checker.check_model(converted)
         except Exception as e:  # noqa: BLE001 - any converter failure means: quantize per-tensor instead
-            reason = (f"per-channel weights need opset {PER_CHANNEL_OPSET} and converting this opset-{opset} model "
-                      f"failed ({first_line(e)})")
+            reason = (
+                f"per-channel weights need opset {PER_CHANNEL_OPSET} and converting this opset-{opset} model "
+                f"failed ({first_line(e)})"
+            )
             result.details["per_channel_fallback"] = reason
-            result.warn(f"{reason}: quantizing weights per-tensor; re-export at opset {PER_CHANNEL_OPSET} for "
-                        "per-channel weights")
+            result.warn(
+                f"{reason}: quantizing weights per-tensor; re-export at opset {PER_CHANNEL_OPSET} for "
+                "per-channel weights"
+            )
             cfg = dataclasses.replace(cfg, per_channel=False)
         else:
             proto = converted
@@ -474,8 +498,10 @@ def output_fidelity(got: list[list[np.ndarray]], ref: list[list[np.ndarray]]) ->
     try:
         fid = named_fidelity(joined(got), joined(ref))
     except FidelityShapeError as e:
-        raise QuantizationError(f"the int8 model's outputs differ in shape from the fp32 model's ({first_line(e)}); "
-                                "the quantized graph is wrong: report it with the model") from e
+        raise QuantizationError(
+            f"the int8 model's outputs differ in shape from the fp32 model's ({first_line(e)}); "
+            "the quantized graph is wrong: report it with the model"
+        ) from e
     return fid | {"outputs": list(fid["outputs"].values())}
 
 
@@ -498,8 +524,9 @@ def samples_of(x: Calibration, limit: int) -> list[Feed]:
     return [np.ascontiguousarray(x[i : i + 1], dtype=np.float32) for i in range(min(len(x), limit))]
 
 
-def fidelity_vs_fp32(result: QuantResult, out_dir: Path, src: FloatModel, x: Calibration,
-                     limit: int = 256) -> dict[str, Any]:
+def fidelity_vs_fp32(
+    result: QuantResult, out_dir: Path, src: FloatModel, x: Calibration, limit: int = 256
+) -> dict[str, Any]:
     """Cosine similarity and max abs difference of the quantized model's outputs against fp32's on ``x`` (the
     first ``limit`` items): the measure for models whose outputs are not class logits (detectors...)."""
     samples = samples_of(x, limit)
@@ -515,8 +542,11 @@ def _check_batched(run: Runner, calib: Calibration, singles: list[list[np.ndarra
     n = len(singles)
     if n < 2:
         return "not run: fewer than two samples"
-    batch: Feed = next(iter(calib.take(n).batches(n))) if isinstance(calib, NamedSamples) else (
-        np.ascontiguousarray(calib[:n], dtype=np.float32))
+    batch: Feed = (
+        next(iter(calib.take(n).batches(n)))
+        if isinstance(calib, NamedSamples)
+        else (np.ascontiguousarray(calib[:n], dtype=np.float32))
+    )
     try:
         outs = run(batch)
     except Exception as e:  # noqa: BLE001 - a fixed-batch export cannot run a batch: nothing to compare
@@ -535,7 +565,8 @@ def _check_batched(run: Runner, calib: Calibration, singles: list[list[np.ndarra
     if worst < BATCH_COSINE:
         raise QuantizationError(
             f"{what} gives other outputs for a batch of {n} than for the same samples one at a time (min cosine "
-            f"{worst:.3f}): it is wrong at batch > 1; run it at batch 1, use the other backend, or exclude: [...]")
+            f"{worst:.3f}): it is wrong at batch > 1; run it at batch 1, use the other backend, or exclude: [...]"
+        )
     return worst
 
 
@@ -571,8 +602,9 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Cal
     try:
         got = [run(x) for x in samples]
     except Exception as e:  # noqa: BLE001
-        raise QuantizationError(f"{what} loads in {where} but fails to run on the calibration inputs: "
-                                f"{first_line(e)}; {fix}") from e
+        raise QuantizationError(
+            f"{what} loads in {where} but fails to run on the calibration inputs: {first_line(e)}; {fix}"
+        ) from e
     ver["runs"] = "ok"
     ver["samples"] = len(samples)
     try:
@@ -581,11 +613,17 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Cal
         ver["fidelity"] = f"not measured: the fp32 model does not run here ({first_line(e)})"
         result.verification = ver
         return
-    bad = [k for gs, rs in zip(got, ref, strict=True) for k, (g, r) in enumerate(zip(gs, rs, strict=False))
-           if np.isfinite(r).all() and not np.isfinite(g).all()]
+    bad = [
+        k
+        for gs, rs in zip(got, ref, strict=True)
+        for k, (g, r) in enumerate(zip(gs, rs, strict=False))
+        if np.isfinite(r).all() and not np.isfinite(g).all()
+    ]
     if bad:
-        raise QuantizationError(f"{what} outputs NaN or infinity (output {bad[0]}) in {where} where the fp32 model "
-                                f"does not; try calibration: percentile, or exclude: [<node name>]")
+        raise QuantizationError(
+            f"{what} outputs NaN or infinity (output {bad[0]}) in {where} where the fp32 model "
+            f"does not; try calibration: percentile, or exclude: [<node name>]"
+        )
     fid = output_fidelity(got, ref)
     ver.update({k: fid[k] for k in ("min_cosine", "mean_cosine", "max_abs_diff")})
     if len(fid["outputs"]) > 1:
@@ -593,5 +631,7 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Cal
     ver["batched"] = _check_batched(run, calib, got, f"{what} in {where}")
     result.verification = ver
     if fid["min_cosine"] < LOW_COSINE:
-        result.warn(f"the int8 model's outputs are far from fp32 on the calibration inputs (min cosine "
-                    f"{fid['min_cosine']:.3f}); try calibration: percentile, per_channel: true or exclude: [...]")
+        result.warn(
+            f"the int8 model's outputs are far from fp32 on the calibration inputs (min cosine "
+            f"{fid['min_cosine']:.3f}); try calibration: percentile, per_channel: true or exclude: [...]"
+        )

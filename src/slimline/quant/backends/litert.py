@@ -45,8 +45,9 @@ class LiteRTBackend(QuantBackend):
     def available(cls) -> tuple[bool, str]:
         import importlib.util
 
-        missing = [p for p in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert") if importlib.util.find_spec(p)
-                   is None]
+        missing = [
+            p for p in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert") if importlib.util.find_spec(p) is None
+        ]
         if missing:
             return False, f"{', '.join(missing)} not installed; pip install 'slimline[edge]'"
         return True, ""
@@ -56,13 +57,15 @@ class LiteRTBackend(QuantBackend):
         if cfg.mode != "static":
             raise RecipeError("the litert backend does full-integer (static) int8 only; use mode: static")
 
-    def quantize(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-                 out_dir: Path) -> QuantResult:
+    def quantize(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         """:meth:`write`, whose own check (runs in LiteRT, cosine against the fp32 .tflite) is the verification."""
         return self.write(src, calib, cfg, keep_float, out_dir)
 
-    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-              out_dir: Path) -> QuantResult:
+    def write(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         from slimline.onnx_export import classifier_plan
         from slimline.runtimes.litert import import_interpreter
         from slimline.tflite_export import (
@@ -76,14 +79,20 @@ class LiteRTBackend(QuantBackend):
         )
 
         if src.torch_model is None:
-            raise RecipeError("the litert backend converts PyTorch models to .tflite; quantize the PyTorch artifact "
-                              "(before export), not an ONNX/OpenVINO one")
+            raise RecipeError(
+                "the litert backend converts PyTorch models to .tflite; quantize the PyTorch artifact "
+                "(before export), not an ONNX/OpenVINO one"
+            )
         if keep_float or cfg.exclude:
-            raise RecipeError("the litert backend cannot keep chosen layers in float yet; drop exclude / "
-                              "accuracy_aware, or use the onnxruntime or openvino backend")
+            raise RecipeError(
+                "the litert backend cannot keep chosen layers in float yet; drop exclude / "
+                "accuracy_aware, or use the onnxruntime or openvino backend"
+            )
         if isinstance(calib, NamedSamples):
-            raise RecipeError("the litert backend calibrates single-input image models (a dataset name); models "
-                              "with named inputs: export them with slimline export --format tflite")
+            raise RecipeError(
+                "the litert backend calibrates single-input image models (a dataset name); models "
+                "with named inputs: export them with slimline export --format tflite"
+            )
         plan = classifier_plan(src.input_shape)
         io_names = tflite_io(plan, 1)
         fp32 = compact_tensor_names(convert_tflite(src.torch_model, plan))  # short names carry into the int8 file
@@ -91,22 +100,34 @@ class LiteRTBackend(QuantBackend):
         int8 = quantize_tflite(fp32, feeds, int8_io=cfg.format == "int8_io")
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / TFLITE_FILE).write_bytes(int8)
-        result = QuantResult("tflite", {"model": TFLITE_FILE},
-                             meta={"tflite_io": io_names, "layout": "NCHW", "runtime": "litert"})
+        result = QuantResult(
+            "tflite", {"model": TFLITE_FILE}, meta={"tflite_io": io_names, "layout": "NCHW", "runtime": "litert"}
+        )
         result.left_float = left_float_ops(int8)
         result.warn_left_float("ai-edge-quantizer has no int8 kernel for them")
-        result.details["scheme"] = {"weights": "int8 symmetric per channel", "activations": "int8 asymmetric per "
-                                    "tensor", "io": "int8" if cfg.format == "int8_io" else "float32"}
+        result.details["scheme"] = {
+            "weights": "int8 symmetric per channel",
+            "activations": "int8 asymmetric per tensor",
+            "io": "int8" if cfg.format == "int8_io" else "float32",
+        }
         lite = import_interpreter()
         try:
             got, ref = ([run(f) for f in feeds[:VERIFY_SAMPLES]] for run in (_runner(lite, int8), _runner(lite, fp32)))
         except Exception as e:  # noqa: BLE001 - the interpreter raises several types
             raise QuantizationError(f"the int8 .tflite written by litert does not run in LiteRT: {e}") from e
-        cos = [float(np.dot(g.ravel(), r.ravel()) / (np.linalg.norm(g) * np.linalg.norm(r) + 1e-12))
-               for g, r in zip(got, ref, strict=True)]
-        result.verification = {"runtime": "litert", "loads": "ok", "runs": "ok", "samples": len(cos),
-                               "min_cosine": min(cos), "mean_cosine": float(np.mean(cos)),
-                               "against": "fp32 .tflite"}
+        cos = [
+            float(np.dot(g.ravel(), r.ravel()) / (np.linalg.norm(g) * np.linalg.norm(r) + 1e-12))
+            for g, r in zip(got, ref, strict=True)
+        ]
+        result.verification = {
+            "runtime": "litert",
+            "loads": "ok",
+            "runs": "ok",
+            "samples": len(cos),
+            "min_cosine": min(cos),
+            "mean_cosine": float(np.mean(cos)),
+            "against": "fp32 .tflite",
+        }
         return result
 
 

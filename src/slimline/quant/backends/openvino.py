@@ -103,8 +103,10 @@ def resolve_ov_names(names: list[str], src: FloatModel, model: Any) -> list[str]
         else:
             unknown.append(n)
     if unknown:
-        raise RecipeError(f"cannot find layer(s) {unknown} in the OpenVINO model to keep in float; give PyTorch "
-                          f"module names or operator names, e.g. {list(mapping)[:3] + heavy[:3]}")
+        raise RecipeError(
+            f"cannot find layer(s) {unknown} in the OpenVINO model to keep in float; give PyTorch "
+            f"module names or operator names, e.g. {list(mapping)[:3] + heavy[:3]}"
+        )
     return sorted(set(out))
 
 
@@ -160,8 +162,9 @@ class OpenVinoBackend(QuantBackend):
         if cfg.mode != "static":
             raise RecipeError("the openvino backend quantizes statically (NNCF); dynamic mode is onnxruntime's")
 
-    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-              out_dir: Path) -> QuantResult:
+    def write(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         self.check(cfg)
         if cfg.format == "onnx":
             return self._quantize_onnx(src, calib, cfg, keep_float, out_dir)
@@ -182,8 +185,9 @@ class OpenVinoBackend(QuantBackend):
             if _is_quantized(op):
                 quantized += 1
             elif name not in excluded_set:
-                result.left_float.append({"name": name, "op": op.get_type_name(),
-                                          "reason": "NNCF did not quantize this operator"})
+                result.left_float.append(
+                    {"name": name, "op": op.get_type_name(), "reason": "NNCF did not quantize this operator"}
+                )
         result.warn_left_float("NNCF did not quantize them")
         result.details = {
             "preset": "performance" if cfg.activation_symmetric else "mixed",
@@ -225,16 +229,18 @@ class OpenVinoBackend(QuantBackend):
             if node["name"] not in excluded_set:
                 result.left_float.append(node | {"reason": "NNCF did not quantize this operator"})
         result.warn_left_float("NNCF did not quantize them")
-        result.details.update({
-            "format": "QDQ ONNX (NNCF ONNX backend), run by OpenVINO",
-            "preset": "performance" if cfg.activation_symmetric else "mixed",
-            "calibration": cfg.calibration,
-            "calibration_samples": len(samples),
-            "per_channel": cfg.per_channel,
-            "quantized_ops": count_quantized(qproto),
-            "nncf_version": nncf.__version__,
-            "openvino_version": ov.__version__.split("-")[0],
-        })
+        result.details.update(
+            {
+                "format": "QDQ ONNX (NNCF ONNX backend), run by OpenVINO",
+                "preset": "performance" if cfg.activation_symmetric else "mixed",
+                "calibration": cfg.calibration,
+                "calibration_samples": len(samples),
+                "per_channel": cfg.per_channel,
+                "quantized_ops": count_quantized(qproto),
+                "nncf_version": nncf.__version__,
+                "openvino_version": ov.__version__.split("-")[0],
+            }
+        )
         if cfg.compact_names:
             from slimline.optimize.onnx_graph import compact_names
 

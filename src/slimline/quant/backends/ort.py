@@ -157,8 +157,9 @@ class OrtBackend(QuantBackend):
     def check(self, cfg: QuantConfig) -> None:
         super().check(cfg)
         if cfg.mode == "dynamic" and cfg.activation_type != "uint8":
-            raise RecipeError("onnxruntime dynamic quantization computes uint8 activations; "
-                              "leave activation_type: uint8")
+            raise RecipeError(
+                "onnxruntime dynamic quantization computes uint8 activations; leave activation_type: uint8"
+            )
 
     def reset_cache(self) -> None:
         self._cache.clear()
@@ -189,8 +190,9 @@ class OrtBackend(QuantBackend):
             result.warn(message)
         return pre, dataclasses.replace(cfg, per_channel=per_channel)
 
-    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-              out_dir: Path) -> QuantResult:
+    def write(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         import onnx
         from onnxruntime.quantization import (
             CalibrationMethod,
@@ -223,9 +225,15 @@ class OrtBackend(QuantBackend):
                     "than fp32 (several times slower on ResNet-18). Use mode: static for CNNs."
                 )
             with working_directory(src.work_dir / "cwd"):  # ORT writes temporary files into the cwd
-                quantize_dynamic(str(pre), str(out), per_channel=cfg.per_channel, reduce_range=reduce_range,
-                                 weight_type=wtype, nodes_to_exclude=excluded,
-                                 extra_options={"WeightSymmetric": cfg.weight_symmetric})
+                quantize_dynamic(
+                    str(pre),
+                    str(out),
+                    per_channel=cfg.per_channel,
+                    reduce_range=reduce_range,
+                    weight_type=wtype,
+                    nodes_to_exclude=excluded,
+                    extra_options={"WeightSymmetric": cfg.weight_symmetric},
+                )
             result.details.update({"mode": "dynamic", "weight_type": cfg.weight_type, "conv_weight_share": share})
             if not has_int8_weights(onnx.load(str(out), load_external_data=False)):
                 raise QuantizationError(
@@ -237,8 +245,9 @@ class OrtBackend(QuantBackend):
             if cfg.activation_type == "int8" and cfg.weight_type == "int8":
                 result.details["note"] = "S8S8: ONNX Runtime's x86 kernels favour U8S8 (uint8 activations)"
             inits = {i.name for i in proto.graph.initializer}
-            batches = calibration_feeds(calib, [i.name for i in proto.graph.input if i.name not in inits],
-                                        cfg.batch_size)
+            batches = calibration_feeds(
+                calib, [i.name for i in proto.graph.input if i.name not in inits], cfg.batch_size
+            )
             reader = _reader_class()(batches)
             method = getattr(CalibrationMethod, _METHODS[cfg.calibration])
             extra = {
@@ -250,14 +259,32 @@ class OrtBackend(QuantBackend):
             cache = self._cache_path(src, pre, calib, cfg)
             # ORT prints calibration progress and may write temporary files into the current folder
             with working_directory(src.work_dir / "cwd"), contextlib.redirect_stdout(io.StringIO()):
-                quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
-                                reduce_range=reduce_range, activation_type=atype, weight_type=wtype,
-                                nodes_to_exclude=excluded, calibrate_method=method, extra_options=extra,
-                                calibration_cache_path=str(cache))
-            result.details.update({"mode": "static", "format": "QDQ", "activation_type": cfg.activation_type,
-                                   "weight_type": cfg.weight_type, "calibration": cfg.calibration,
-                                   "calibration_samples": int(len(calib)), "per_channel": cfg.per_channel,
-                                   "reduce_range": reduce_range})
+                quantize_static(
+                    str(pre),
+                    str(out),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=cfg.per_channel,
+                    reduce_range=reduce_range,
+                    activation_type=atype,
+                    weight_type=wtype,
+                    nodes_to_exclude=excluded,
+                    calibrate_method=method,
+                    extra_options=extra,
+                    calibration_cache_path=str(cache),
+                )
+            result.details.update(
+                {
+                    "mode": "static",
+                    "format": "QDQ",
+                    "activation_type": cfg.activation_type,
+                    "weight_type": cfg.weight_type,
+                    "calibration": cfg.calibration,
+                    "calibration_samples": int(len(calib)),
+                    "per_channel": cfg.per_channel,
+                    "reduce_range": reduce_range,
+                }
+            )
         qproto = onnx.load(str(out), load_external_data=False)
         excluded_set = set(excluded)
         for node in float_heavy_nodes(qproto):

@@ -71,8 +71,9 @@ def _prepare(model: nn.Module, settings: dict[str, Any], keep_float: list[str], 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices
         try:
-            return prepare_fx(copy.deepcopy(model).eval(), _qconfig_mapping(settings, keep_float),
-                              (torch.zeros(1, *input_shape),))
+            return prepare_fx(
+                copy.deepcopy(model).eval(), _qconfig_mapping(settings, keep_float), (torch.zeros(1, *input_shape),)
+            )
         except Exception as e:  # noqa: BLE001 - symbolic tracing fails in many ways
             raise RecipeError(
                 f"PyTorch FX cannot trace this model for quantization: {str(e).splitlines()[0]}. "
@@ -88,8 +89,13 @@ def _convert(prepared: Any) -> nn.Module:
         return convert_fx(prepared).eval()
 
 
-def rebuild(float_source: dict[str, Any], float_layers: dict[str, Any], input_shape: list[int],
-            settings: dict[str, Any], keep_float: list[str]) -> nn.Module:
+def rebuild(
+    float_source: dict[str, Any],
+    float_layers: dict[str, Any],
+    input_shape: list[int],
+    settings: dict[str, Any],
+    keep_float: list[str],
+) -> nn.Module:
     """The int8 architecture of a saved torch-backend artifact (its weights are loaded afterwards)."""
     from slimline.artifact import apply_layer_specs
     from slimline.models import build_from_source
@@ -119,16 +125,19 @@ class TorchFxBackend(QuantBackend):
             engines = torch.backends.quantized.supported_engines
             raise RecipeError(f"this torch build has no x86 quantized engine ({engines})")
 
-    def write(self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str],
-              out_dir: Path) -> QuantResult:
+    def write(
+        self, src: FloatModel, calib: Calibration, cfg: QuantConfig, keep_float: list[str], out_dir: Path
+    ) -> QuantResult:
         from slimline.artifact import layer_specs
 
         self.check(cfg)
         if src.torch_model is None:
             raise RecipeError("the torch backend quantizes PyTorch models; this artifact is not one")
         if not isinstance(calib, np.ndarray):
-            raise RecipeError("the torch backend calibrates on an image dataset; for named arrays (.npz) use "
-                              "-b onnxruntime or -b openvino")
+            raise RecipeError(
+                "the torch backend calibrates on an image dataset; for named arrays (.npz) use "
+                "-b onnxruntime or -b openvino"
+            )
         model = src.torch_model
         names = {n for n, _ in model.named_modules() if n}
         keep = [*cfg.exclude, *keep_float]
@@ -138,9 +147,13 @@ class TorchFxBackend(QuantBackend):
         source = getattr(model, "slimline_source", None)
         if source is None:
             raise RecipeError("the model has no slimline_source; load it with slimline.load_model")
-        settings = {"calibration": cfg.calibration, "activation_symmetric": cfg.activation_symmetric,
-                    "per_channel": cfg.per_channel, "weight_symmetric": cfg.weight_symmetric,
-                    "reduce_range": True if cfg.reduce_range is None else cfg.reduce_range}
+        settings = {
+            "calibration": cfg.calibration,
+            "activation_symmetric": cfg.activation_symmetric,
+            "per_channel": cfg.per_channel,
+            "weight_symmetric": cfg.weight_symmetric,
+            "reduce_range": True if cfg.reduce_range is None else cfg.reduce_range,
+        }
         prepared = _prepare(model, settings, keep, src.input_shape)
         with torch.inference_mode():
             for i in range(0, len(calib), cfg.batch_size):
@@ -148,22 +161,40 @@ class TorchFxBackend(QuantBackend):
         qmodel = _convert(prepared)
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(qmodel.state_dict(), out_dir / "weights.pt")
-        arch = {"source": {"factory": REBUILD, "kwargs": {
-            "float_source": source, "float_layers": layer_specs(model), "input_shape": list(src.input_shape),
-            "settings": settings, "keep_float": keep}}, "layers": {}}
+        arch = {
+            "source": {
+                "factory": REBUILD,
+                "kwargs": {
+                    "float_source": source,
+                    "float_layers": layer_specs(model),
+                    "input_shape": list(src.input_shape),
+                    "settings": settings,
+                    "keep_float": keep,
+                },
+            },
+            "layers": {},
+        }
         (out_dir / "model.json").write_text(json.dumps(arch, indent=1))
         result = QuantResult("torch", {"model": "weights.pt", "architecture": "model.json"}, excluded=keep)
         keep_set = set(keep)
         for name, m in qmodel.named_modules():
             if type(m) in _FLOAT_LAYERS and name not in keep_set:
-                result.left_float.append({"name": name, "op": type(m).__name__,
-                                          "reason": "FX quantization left this layer in float"})
+                result.left_float.append(
+                    {"name": name, "op": type(m).__name__, "reason": "FX quantization left this layer in float"}
+                )
         if result.left_float:
-            result.warn("left in float (PyTorch FX did not quantize them): "
-                        + ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10]))
+            result.warn(
+                "left in float (PyTorch FX did not quantize them): "
+                + ", ".join(f"{n['name']} ({n['op']})" for n in result.left_float[:10])
+            )
         ok, why = pt2e_status()
-        result.details = {"api": "torch.ao.quantization.quantize_fx", "engine": "x86", "settings": settings,
-                          "calibration_samples": int(len(calib)), "pt2e_available": ok,
-                          **({"pt2e_note": why} if not ok else {})}
+        result.details = {
+            "api": "torch.ao.quantization.quantize_fx",
+            "engine": "x86",
+            "settings": settings,
+            "calibration_samples": int(len(calib)),
+            "pt2e_available": ok,
+            **({"pt2e_note": why} if not ok else {}),
+        }
         result.meta = {"precision": "int8"}
         return result
