@@ -183,3 +183,18 @@ def test_openvino_nncf_int8_takes_raw_text(tiny: tuple[Path, Path], tmp_path: Pa
     out = compiled(x)[0]
     ref = _ort(fp32, x)
     assert out.shape == ref.shape and ((out * ref).sum(1) / np.linalg.norm(out, axis=1)).min() > 0.9
+
+
+def test_sequence_classifier_exports_logits_with_its_tokenizer(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, _ = tiny
+    encoder, tok = hf_text.load_hf_encoder(folder)
+    clf = hf_text.SequenceClassifier(encoder, num_classes=3).eval()
+    hf_text.export_text_onnx(clf, tok, tmp_path / "clf", max_length=32, output="logits",
+                             task="sequence-classification")
+    _, meta = hf_text.load_artifact_tokenizer(tmp_path / "clf")
+    assert meta["task"] == "sequence-classification" and meta["output"] == "logits"
+    x = hf_text.encode_texts(tmp_path / "clf", TEXTS)
+    with torch.no_grad():
+        ref = clf(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+    np.testing.assert_allclose(_ort(tmp_path / "clf", x), ref, atol=1e-5)
+    assert ref.shape == (len(TEXTS), 3)
