@@ -121,3 +121,32 @@ def test_recipe_optimize_section_is_checked() -> None:
         parse_recipe(base | {"optimize": {"max_dorp": 0.5}})
     with pytest.raises(SlimlineError, match="duration"):
         parse_recipe(base | {"optimize": {"budget": "soon"}})
+
+
+def test_why_lost_never_calls_a_faster_figure_worse() -> None:
+    """A front member measured faster at search time than the chosen trial's later (confirmed / recovered) figure
+    is not reported as 'worse': the two figures come from different measurements."""
+    from slimline.search.study import SearchConfig, why_lost
+
+    cfg = SearchConfig(max_drop=1.0)
+    machine = {"kind": "x"}
+    chosen = {
+        "number": 58,
+        "drop": 0.7,
+        "items_per_s": 54336.0,
+        "size_bytes": 100,
+        "val_top1": 91.2,
+        "machine": machine,
+    }
+    faster = {
+        "number": 112,
+        "drop": 0.7,
+        "items_per_s": 62169.0,
+        "size_bytes": 100,
+        "val_top1": 91.2,
+        "machine": machine,
+    }
+    slower = faster | {"items_per_s": 40000.0}
+    assert "worse" not in why_lost(faster, chosen, cfg) and "measured apart" in why_lost(faster, chosen, cfg)
+    assert why_lost(slower, chosen, cfg).startswith("throughput worse: 4e+04 vs 5.434e+04")
+    assert "exceeds --max-drop" in why_lost(faster | {"drop": 1.5}, chosen, cfg)
