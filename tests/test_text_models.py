@@ -3,6 +3,7 @@ tokenizer travelling with the artifact, dynamic batch/sequence axes, head/FFN pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,43 @@ def test_sequence_classifier_exports_logits_with_its_tokenizer(tiny: tuple[Path,
         ref = clf(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
     np.testing.assert_allclose(_ort(tmp_path / "clf", x), ref, atol=1e-5)
     assert ref.shape == (len(TEXTS), 3)
+
+
+TEXT_CHILD = r"""
+import json, sys
+import numpy as np
+import slimline  # first: turns off the libraries' telemetry
+import os
+from slimline.models import hf_text
+import onnxruntime as ort
+folder, out = sys.argv[1], sys.argv[2]
+model, tok = hf_text.load_hf_encoder(folder)
+onnx_path = hf_text.export_text_onnx(hf_text.SentenceEmbedder(model), tok, os.path.join(os.path.dirname(out), "e"))
+feeds = hf_text.encode_texts(onnx_path.parent, ["a cat sat on the mat", "the lazy dog"])
+emb = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+json.dump({"shape": list(emb.shape), "hf_telemetry": os.environ.get("HF_HUB_DISABLE_TELEMETRY")}, open(out, "w"))
+"""
+
+
+def test_text_path_makes_no_traffic_beyond_loopback(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """Loading a Hugging Face folder, exporting it with its tokenizer and running raw text: no connection attempt
+    beyond loopback (traced in a network namespace), and the hub's telemetry is off."""
+    import os
+    import sys
+
+    from tests import netcheck
+
+    why = netcheck.unavailable()
+    if why:
+        pytest.skip(f"network check unavailable: {why}")
+    folder, _ = tiny
+    script, out = tmp_path / "child.py", tmp_path / "seen.json"
+    script.write_text(TEXT_CHILD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env |= {"PYTHONPATH": src, "SLIMLINE_PROGRESS": "0", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    rc, attempts = netcheck.non_loopback_attempts([sys.executable, str(script), str(folder), str(out)], env, 150)
+    assert rc == 0, f"the child failed (exit {rc})"
+    assert attempts == [], "traffic beyond loopback:\n" + "\n".join(attempts)
+    seen = json.loads(out.read_text())
+    assert seen["shape"][0] == 2 and seen["hf_telemetry"] == "1", seen

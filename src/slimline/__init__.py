@@ -6,7 +6,8 @@ Importing slimline turns off the telemetry of the libraries it drives, before an
 (worker processes inherit the environment): ``ORT_DISABLE_TELEMETRY=1`` (ONNX Runtime reads it once,
 when it initialises; otherwise it contacts a Microsoft host about 30 s after import) and ``NNCF_CI=1``
 (NNCF's telemetry becomes a stub; OpenVINO's is switched off by
-``slimline.runtimes.openvino.disable_telemetry`` when openvino is used). A value already set is kept.
+``slimline.runtimes.openvino.disable_telemetry`` when openvino is used) and ``HF_HUB_DISABLE_TELEMETRY=1``
+(Hugging Face text models are read from local folders only). A value already set is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("NNCF_CI", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
 
