@@ -260,3 +260,35 @@ def test_text_path_makes_no_traffic_beyond_loopback(tiny: tuple[Path, Path], tmp
     assert attempts == [], "traffic beyond loopback:\n" + "\n".join(attempts)
     seen = json.loads(out.read_text())
     assert seen["shape"][0] == 2 and seen["hf_telemetry"] == "1", seen
+
+
+def test_text_artifact_is_served_with_raw_text(tiny: tuple[Path, Path]) -> None:
+    """An exported text folder is a slimline artifact: `serve` takes raw text (JSON 'texts' or text/plain lines),
+    tokenizes it with the tokenizer the artifact carries, and answers the same embeddings as the session."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    httpx = pytest.importorskip("httpx")
+    from tests.test_serve import Running
+
+    from slimline.artifact import Artifact
+    from slimline.runtimes import open_session
+    from slimline.serving import decoder_meta
+    from slimline.signature import artifact_signature
+
+    _, fp32 = tiny
+    art = Artifact.load(fp32)
+    assert art.kind == "onnx" and art.meta["text"]["inputs"] == list(hf_text.INPUT_NAMES)
+    session = open_session(art, "onnxruntime")
+    want = session.run_named(hf_text.encode_texts(fp32, TEXTS[:2], pad_to_max=True))
+    name = art.meta["text"]["output"]
+    with Running(session, artifact_signature(art), decoder_meta(art), max_batch=8, max_wait_ms=20) as srv:
+        r = httpx.post(srv.url + "/predict", json={"texts": TEXTS[:2], "id": "t1"})
+        assert r.status_code == 200 and r.json()["id"] == "t1", r.text
+        np.testing.assert_allclose(np.array(r.json()["outputs"][name]), want[name], rtol=1e-4, atol=1e-5)
+        plain = httpx.post(
+            srv.url + "/predict", content="\n".join(TEXTS[:2]).encode(), headers={"content-type": "text/plain"}
+        )
+        assert plain.status_code == 200, plain.text
+        np.testing.assert_allclose(np.array(plain.json()["outputs"][name]), want[name], rtol=1e-4, atol=1e-5)
+        bad = httpx.post(srv.url + "/predict", json={"texts": [1, 2]})
+        assert bad.status_code == 422 and "texts" in bad.text

@@ -16,6 +16,7 @@ each, so a task's own input (raw text, images) is one more entry.
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime
 
 import asyncio
+import functools
 import io
 import json
 import time
@@ -76,6 +77,8 @@ def _json_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> 
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RequestError(f'body: not valid JSON ({e}); send {{"inputs": {{name: array}}}}', 400) from None
+    if isinstance(doc, dict) and "texts" in doc and "inputs" not in doc:
+        return _encode_texts(doc["texts"], meta), None if doc.get("id") is None else str(doc.get("id"))
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
         raise RequestError(
             f"inputs: the JSON body needs an object 'inputs' mapping {', '.join(signature.input_names)} to arrays", 422
@@ -135,11 +138,51 @@ def _image_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) ->
     return {signature.inputs[0].name: ArrayDataset(x, np.zeros(1, np.int64), spec).inputs()}, None
 
 
+def decoder_meta(art: Any) -> dict[str, Any]:
+    """What the body decoders read of an artifact: its meta, plus the folder of the tokenizer a text artifact
+    carries (``meta["text"]``), so that it takes raw text."""
+    return dict(art.meta) | ({"text_folder": str(art.path)} if "text" in art.meta else {})
+
+
+@functools.lru_cache(maxsize=4)
+def _text_encoder(folder: str) -> Callable[[list[str]], dict[str, np.ndarray]]:
+    """The tokenizer a text artifact carries, loaded once per folder: texts -> its named inputs (padded to the
+    artifact's max length, so that requests batch together)."""
+    from slimline.models.hf_text import load_artifact_tokenizer, tokenize
+
+    tok, text = load_artifact_tokenizer(folder)
+    names, length = list(text.get("inputs", [])), int(text.get("max_length", 128))
+
+    def encode(texts: list[str]) -> dict[str, np.ndarray]:
+        feeds = tokenize(tok, texts, length, pad_to_max=True)
+        return {n: feeds[n] for n in names}
+
+    return encode
+
+
+def _encode_texts(texts: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+    if "text_folder" not in meta:
+        raise RequestError("texts: this artifact takes no raw text (it carries no tokenizer); send 'inputs'", 415)
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise RequestError("texts: give a non-empty list of strings", 422)
+    return _text_encoder(str(meta["text_folder"]))(texts)
+
+
+def _plain_text_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], None]:
+    """A text/plain body: one text per non-empty line, for artifacts that carry their tokenizer."""
+    try:
+        lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise RequestError(f"body: not UTF-8 text ({e})", 400) from None
+    return _encode_texts(lines, meta), None
+
+
 Decoder = Callable[[bytes, Signature, Mapping[str, Any]], tuple[dict[str, Any], "str | None"]]
 # content type -> body decoder (named raw inputs, request id or None) given the signature and the artifact's meta.
 # A task's own input (raw text for a text artifact) is one more function and one more line here.
 DECODERS: dict[str, Decoder] = {"application/json": _json_inputs, NPZ_TYPE: _npz_inputs}
 DECODERS.update({t: _npy_inputs for t in NPY_TYPES})
+DECODERS["text/plain"] = _plain_text_inputs
 DECODERS.update({t: _image_inputs for t in ("image/png", "image/jpeg", "image/webp", "image/bmp")})
 
 
@@ -276,10 +319,11 @@ class Batcher:
         self.pool = ThreadPoolExecutor(max_workers=len(sessions), thread_name_prefix="slimline-serve")
         self.tasks: list[asyncio.Task[None]] = []
         self.ready = False
+        self.warm: dict[str, np.ndarray] | None = None  # warm-up feeds; default: example feeds of the signature
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        warm = self.signature.example_feeds(warmup_shapes(self.signature, self.settings.max_batch))
+        warm = self.warm or self.signature.example_feeds(warmup_shapes(self.signature, self.settings.max_batch))
         for s in self.sessions:
             for _ in range(self.settings.warmup_batches):
                 await loop.run_in_executor(self.pool, s.run_named, warm)
@@ -394,6 +438,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Any):  # type: ignore[no-untyped-def]
         batcher = Batcher(sessions, signature, settings, metrics)
+        if "text_folder" in meta:  # token ids within the vocabulary: warm up on tokenized text
+            batcher.warm = _text_encoder(str(meta["text_folder"]))(["warm-up"] * settings.max_batch)
         batcher_box["b"] = batcher
         await batcher.start()
         try:
@@ -533,7 +579,7 @@ def serve(
     sessions = [open_session(art, rt, **dict(options or {})) for _ in range(settings.instances)]
     signature = sessions[0].signature or artifact_signature(art)
     info = {"artifact": str(art.path), "kind": art.kind, "runtime": sessions[0].describe()}
-    app = create_app(sessions, signature, settings, info, stats_path, art.meta)
+    app = create_app(sessions, signature, settings, info, stats_path, decoder_meta(art))
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -204,6 +204,29 @@ def copy_tokenizer(
             "attention": attention or {},
         },
     )
+    write_text_artifact(p)
+
+
+def write_text_artifact(folder: str | Path) -> None:
+    """Describe a text folder (``model.onnx`` or ``model.xml`` + tokenizer + ``text.json``) as a slimline artifact
+    (``artifact.json``: kind, files, the model's signature, ``meta["text"]``), so that ``bench``, ``serve`` and
+    the runtimes open it like any other artifact. A folder without a model file is left as it is."""
+    from slimline.artifact import ARTIFACT_JSON, Artifact
+    from slimline.signature import Signature
+
+    p = Path(folder)
+    text = json.loads((p / TEXT_META).read_text())
+    if (p / "model.xml").is_file():
+        import openvino as ov
+
+        kind, files = "openvino", {"model": "model.xml", "weights": "model.bin"}
+        sig = Signature.from_openvino(ov.Core().read_model(str(p / "model.xml")))
+    elif (p / "model.onnx").is_file():
+        kind, files, sig = "onnx", {"model": "model.onnx"}, Signature.from_onnx(str(p / "model.onnx"))
+    else:
+        return
+    meta = {"signature": sig.to_dict(), "text": text, "task": text.get("task")}
+    write_json(p / ARTIFACT_JSON, Artifact(kind, p, files, meta, [{"step": "text_export"}]).to_json())
 
 
 def attention_shape(module: nn.Module) -> dict[str, int]:
@@ -265,6 +288,7 @@ def _copy_text_files(src: Path, dst: Path) -> None:
     for name in (*TOKENIZER_FILES, TEXT_META):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
+    write_text_artifact(dst)
 
 
 def ort_transformer_optimize(
