@@ -5,46 +5,21 @@ to or connected with a non-loopback address while it runs (sampled every 0.5 s).
 from __future__ import annotations
 
 import ipaddress
-import json
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import slimline
-from slimline.artifact import Artifact
-from slimline.context import DataBundle
-from slimline.pipeline import make_baseline
-from slimline.recipe import DataConfig, ModelSpec
 from slimline.search import run_search
 
 pytest.importorskip("optuna")
 
-DATA = {"name": "digits", "val_size": 200}
-FAST = {
-    "runtime": "onnxruntime",
-    "prune": False,
-    "min_runs": 3,
-    "min_seconds": 0.05,
-    "threads": 1,
-    "max_drop": 5.0,
-    "confirm": 0,
-}
+from tests import test_search as shared  # noqa: E402 - the local search tests' data, settings and trained model
+from tests.test_search import DATA, FAST, _records  # noqa: E402
 
+from slimline.artifact import Artifact  # noqa: E402
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    """small_cnn trained briefly on digits (training split only)."""
-    root = tmp_path_factory.mktemp("search_dask")
-    base = make_baseline(ModelSpec(name="small_cnn"), DataBundle(DataConfig(name="digits")).spec, root / "00_baseline")
-    return slimline.apply_step(
-        "train", base, root / "01_train", data=DATA, epochs=2, lr=0.05, batch_size=64, augment=False
-    )
-
-
-def _records(run: Path) -> dict[int, dict[str, Any]]:
-    return {int(f.stem): json.loads(f.read_text()) for f in sorted((run / "trials").glob("*.json"))}
+trained = shared.trained  # the same module-scoped fixture: small_cnn trained briefly on digits
 
 
 def _non_loopback_sockets(pids: list[int]) -> list[str]:

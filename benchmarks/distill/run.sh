@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export SLIMLINE_PROGRESS=0
+source benchmarks/parts.sh
 OUT=runs/benchmarks/distill
 mkdir -p "$OUT"
 parts=()
@@ -20,12 +21,4 @@ part_cifar() {
   "$PY" benchmarks/distill/experiments.py cifar --out "$OUT/cifar.json" "$@"
   parts+=(--part "cifar=$OUT/cifar.json")
 }
-part=${1:-all}
-if [ $# -gt 0 ]; then shift; fi
-echo "distill: part $part, in $(pwd), results in $OUT/results.json"
-case "$part" in
-  fmnist|cifar) "part_$part" "$@" ;;
-  all) part_fmnist; part_cifar ;;
-  *) echo "error: unknown part '$part'; give one of: fmnist cifar all" >&2; exit 2 ;;
-esac
-"$PY" benchmarks/results.py distill --command "benchmarks/distill/run.sh $part $*" "${parts[@]}"
+run_parts distill "fmnist cifar" "fmnist cifar" "$@"

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export SLIMLINE_PROGRESS=0
+source benchmarks/parts.sh
 OUT=runs/benchmarks/fmnist
 mkdir -p "$OUT"
 parts=()
@@ -20,12 +21,4 @@ part_predict() {
   "$PY" benchmarks/fmnist/predict.py --out "$OUT/predict" "$@"
   parts+=(--part "predict=$OUT/predict/summary.json")
 }
-part=${1:-all}
-if [ $# -gt 0 ]; then shift; fi
-echo "fmnist: part $part, in $(pwd), results in $OUT/results.json"
-case "$part" in
-  prune|predict) "part_$part" "$@" ;;
-  all) part_prune; part_predict ;;
-  *) echo "error: unknown part '$part'; give one of: prune predict all" >&2; exit 2 ;;
-esac
-"$PY" benchmarks/results.py fmnist --command "benchmarks/fmnist/run.sh $part $*" "${parts[@]}"
+run_parts fmnist "prune predict" "prune predict" "$@"

@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export SLIMLINE_PROGRESS=0
+source benchmarks/parts.sh
 OUT=runs/benchmarks/prune_resnet56
 mkdir -p "$OUT"
 parts=()
@@ -40,12 +41,4 @@ part_soup() {
   "$PY" benchmarks/prune_resnet56/soup.py --out "$OUT/soup" "$@"
   parts+=(--part "soup=$OUT/soup/summary.json")
 }
-part=${1:-all}
-if [ $# -gt 0 ]; then shift; fi
-echo "prune_resnet56: part $part, in $(pwd), results in $OUT/results.json"
-case "$part" in
-  sensitivity|prune|plans|recovery|continue|soup) "part_$part" "$@" ;;
-  all) part_sensitivity; part_prune; part_plans ;;
-  *) echo "error: unknown part '$part'; give one of: sensitivity prune plans recovery continue soup all" >&2; exit 2 ;;
-esac
-"$PY" benchmarks/results.py prune_resnet56 --command "benchmarks/prune_resnet56/run.sh $part $*" "${parts[@]}"
+run_parts prune_resnet56 "sensitivity prune plans recovery continue soup" "sensitivity prune plans" "$@"

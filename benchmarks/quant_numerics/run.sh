@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export SLIMLINE_PROGRESS=0
+source benchmarks/parts.sh
 OUT=runs/benchmarks/quant_numerics
 mkdir -p "$OUT"
 parts=()
@@ -20,12 +21,4 @@ part_qat() {
   "$PY" benchmarks/quant_numerics/qat.py --out "$OUT/qat" "$@"
   parts+=(--part "qat=$OUT/qat/summary.json")
 }
-part=${1:-all}
-if [ $# -gt 0 ]; then shift; fi
-echo "quant_numerics: part $part, in $(pwd), results in $OUT/results.json"
-case "$part" in
-  observers|qat) "part_$part" "$@" ;;
-  all) part_observers; part_qat ;;
-  *) echo "error: unknown part '$part'; give one of: observers qat all" >&2; exit 2 ;;
-esac
-"$PY" benchmarks/results.py quant_numerics --command "benchmarks/quant_numerics/run.sh $part $*" "${parts[@]}"
+run_parts quant_numerics "observers qat" "observers qat" "$@"

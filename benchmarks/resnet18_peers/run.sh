@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export SLIMLINE_PROGRESS=0
+source benchmarks/parts.sh
 OUT=runs/benchmarks/resnet18_peers
 mkdir -p "$OUT"
 parts=()
@@ -32,12 +33,4 @@ part_layout() {
   "$PY" benchmarks/resnet18_peers/layout.py --out "$OUT/layout.json" "$@"
   parts+=(--part "layout=$OUT/layout.json")
 }
-part=${1:-all}
-if [ $# -gt 0 ]; then shift; fi
-echo "resnet18_peers: part $part, in $(pwd), results in $OUT/results.json"
-case "$part" in
-  byhand|quant|peers|layout) "part_$part" "$@" ;;
-  all) part_byhand; part_quant; part_peers; part_layout ;;
-  *) echo "error: unknown part '$part'; give one of: byhand quant peers layout all" >&2; exit 2 ;;
-esac
-"$PY" benchmarks/results.py resnet18_peers --command "benchmarks/resnet18_peers/run.sh $part $*" "${parts[@]}"
+run_parts resnet18_peers "byhand quant peers layout" "byhand quant peers layout" "$@"

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export SLIMLINE_PROGRESS=0
+source benchmarks/parts.sh
 OUT=runs/benchmarks/runtime_settings
 mkdir -p "$OUT"
 parts=()
@@ -20,12 +21,4 @@ part_memory() {
   "$PY" benchmarks/runtime_settings/memory.py --out "$OUT/memory" "$@"
   parts+=(--part "memory=$OUT/memory/memory.json")
 }
-part=${1:-all}
-if [ $# -gt 0 ]; then shift; fi
-echo "runtime_settings: part $part, in $(pwd), results in $OUT/results.json"
-case "$part" in
-  tune|memory) "part_$part" "$@" ;;
-  all) part_tune; part_memory ;;
-  *) echo "error: unknown part '$part'; give one of: tune memory all" >&2; exit 2 ;;
-esac
-"$PY" benchmarks/results.py runtime_settings --command "benchmarks/runtime_settings/run.sh $part $*" "${parts[@]}"
+run_parts runtime_settings "tune memory" "tune memory" "$@"

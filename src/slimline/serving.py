@@ -16,7 +16,6 @@ each, so a task's own input (raw text, images) is one more entry.
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime
 
 import asyncio
-import functools
 import io
 import json
 import time
@@ -144,28 +143,14 @@ def decoder_meta(art: Any) -> dict[str, Any]:
     return dict(art.meta) | ({"text_folder": str(art.path)} if "text" in art.meta else {})
 
 
-@functools.lru_cache(maxsize=4)
-def _text_encoder(folder: str) -> Callable[[list[str]], dict[str, np.ndarray]]:
-    """The tokenizer a text artifact carries, loaded once per folder: texts -> its named inputs (padded to the
-    artifact's max length, so that requests batch together)."""
-    from slimline.models.hf_text import load_artifact_tokenizer, tokenize
-
-    tok, text = load_artifact_tokenizer(folder)
-    names, length = list(text.get("inputs", [])), int(text.get("max_length", 128))
-
-    def encode(texts: list[str]) -> dict[str, np.ndarray]:
-        feeds = tokenize(tok, texts, length, pad_to_max=True)
-        return {n: feeds[n] for n in names}
-
-    return encode
-
-
 def _encode_texts(texts: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
     if "text_folder" not in meta:
         raise RequestError("texts: this artifact takes no raw text (it carries no tokenizer); send 'inputs'", 415)
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise RequestError("texts: give a non-empty list of strings", 422)
-    return _text_encoder(str(meta["text_folder"]))(texts)
+    from slimline.models.hf_text import encode_texts
+
+    return encode_texts(str(meta["text_folder"]), texts, pad_to_max=True)  # padded: requests batch together
 
 
 def _plain_text_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], None]:
@@ -439,7 +424,7 @@ def create_app(
     async def lifespan(app: Any):  # type: ignore[no-untyped-def]
         batcher = Batcher(sessions, signature, settings, metrics)
         if "text_folder" in meta:  # token ids within the vocabulary: warm up on tokenized text
-            batcher.warm = _text_encoder(str(meta["text_folder"]))(["warm-up"] * settings.max_batch)
+            batcher.warm = _encode_texts(["warm-up"] * settings.max_batch, meta)
         batcher_box["b"] = batcher
         await batcher.start()
         try:

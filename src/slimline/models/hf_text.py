@@ -16,6 +16,7 @@ An exported artifact folder holds ``model.onnx`` plus the tokenizer files (``tok
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -176,9 +177,17 @@ def encode_texts(folder: str | Path, texts: list[str], pad_to_max: bool = False)
 
     This is the one call a server or ``predict`` needs: ``session.run_named(encode_texts(folder, texts))``.
     """
-    tok, meta = load_artifact_tokenizer(folder)
+    p = Path(folder).resolve()
+    stamp = (p / TEXT_META).stat().st_mtime_ns if (p / TEXT_META).is_file() else 0
+    tok, meta = _cached_tokenizer(str(p), stamp)
     feeds = tokenize(tok, texts, int(meta.get("max_length", 128)), pad_to_max=pad_to_max)
     return {name: feeds[name] for name in meta.get("inputs", INPUT_NAMES)}
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tokenizer(folder: str, stamp: int) -> tuple[Any, dict[str, Any]]:
+    """:func:`load_artifact_tokenizer`, read once per folder and version of its ``text.json`` (``stamp``)."""
+    return load_artifact_tokenizer(folder)
 
 
 def copy_tokenizer(
