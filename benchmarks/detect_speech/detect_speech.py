@@ -2,10 +2,10 @@
 
 Detector: the YOLOv8n ONNX model (input ``images`` [batch, 3, H, W], output ``output0`` (batch, 22, N)) that
 ships inside the ``nudenet`` wheel (installed by ``make`` with the ``detect`` extra; only its file is read, the
-package is never imported). Photos: scikit-image's bundled photos (22 photos, plus their mirror images: 44 test
-images), letterboxed to 320x320 by :func:`slimline.tasks.detection.letterbox` -- the detector's own preprocessing.
+package is never imported). Photos: scikit-image's bundled photos (22 photos, plus their mirror images) and 5
+mosaics of its LFW face crops (faces 50-99, plus mirror images): 54 test images, letterboxed to 320x320 by :func:`slimline.tasks.detection.letterbox` -- the detector's own preprocessing.
 Calibration images are different images: seeded random crops (40-80% of a side) of the photos turned by 90
-degrees, through the same letterbox.
+degrees, and mosaics of LFW faces 0-49, through the same letterbox.
 
 Steps (each CLI step is a fresh ``slimline`` process): ``quantize`` with the onnxruntime backend and with the
 openvino backend (native IR), both calibrated on the calibration ``.npz``; detection fidelity of each int8
@@ -73,6 +73,7 @@ CANDIDATES: dict[str, dict[str, tuple[list[str], bool]]] = {
     "onnxruntime": {
         "u8_minmax": ([], True),
         "u8_entropy": (["--calibration", "entropy"], True),
+        "u8_percentile": (["--calibration", "percentile", "--percentile", "99.99"], True),
         "s8_symmetric": (["--activation-type", "int8", "--symmetric-activations"], True),
     },
     "openvino": {"nncf": ([], False)},  # its node names differ from the ONNX graph's: no head exclusion
@@ -131,15 +132,46 @@ def photos() -> list[np.ndarray]:
     return [np.asarray(getattr(skimage.data, n)()) for n in PHOTOS]
 
 
+def face_mosaic(faces: np.ndarray, ids: np.ndarray, grid: int) -> np.ndarray:
+    """A ``grid`` x ``grid`` mosaic (320 px square) of scikit-image's LFW face crops ``ids`` (25x25 grey photos of
+    faces from Labeled Faces in the Wild, upscaled): many faces per image, so the detector finds enough of them
+    for a detection-fidelity figure."""
+    import cv2
+
+    cell = SIZE // grid
+    out = np.zeros((grid * cell, grid * cell), dtype=np.uint8)
+    for k, f in enumerate(ids[: grid * grid]):
+        r, c = divmod(k, grid)
+        out[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(
+            (faces[f] * 255).astype(np.uint8), (cell, cell)
+        )
+    return out
+
+
 def image_sets(calib_n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(test, calibration) letterboxed image arrays [n, 3, SIZE, SIZE]."""
+    """(test, calibration) letterboxed image arrays [n, 3, SIZE, SIZE].
+
+    Test: the photos and their mirror images, plus 10 face mosaics (faces 50-99 of scikit-image's LFW subset,
+    each face once at 4x4 and once at 5x5, and the mirror images). Calibration: different images -- seeded random
+    crops of the photos turned by 90 degrees, and face mosaics of faces 0-49 (about one in four images)."""
+    import skimage.data
+
     from slimline.tasks.detection import letterbox
 
     pics = photos()
+    faces = skimage.data.lfw_subset()[:100]  # the first 100 of the 200 crops are faces
+    test_ids = np.arange(50, 100)
+    mosaics = [face_mosaic(faces, test_ids[i : i + 16], 4) for i in (0, 16, 32)]
+    mosaics += [face_mosaic(faces, np.roll(test_ids, -i), 5) for i in (0, 25)]
     test = [letterbox(p, SIZE)[0] for p in pics] + [letterbox(p[:, ::-1], SIZE)[0] for p in pics]
+    test += [letterbox(m, SIZE)[0] for m in mosaics] + [letterbox(m[:, ::-1], SIZE)[0] for m in mosaics]
     rng = np.random.default_rng(seed)
     calib = []
     for i in range(calib_n):
+        if i % 4 == 3:
+            grid = (3, 4, 5)[(i // 4) % 3]
+            calib.append(letterbox(face_mosaic(faces, rng.permutation(50), grid), SIZE)[0])
+            continue
         p = np.rot90(pics[i % len(pics)])
         h, w = p.shape[:2]
         ch, cw = int(h * rng.uniform(0.4, 0.8)), int(w * rng.uniform(0.4, 0.8))
@@ -361,7 +393,8 @@ def main() -> int:
             "nms_iou": NMS_IOU,
             "match_iou": MATCH_IOU,
             "bench_flags": flags,
-            "calibration": "seeded random crops of the photos turned 90 degrees, same letterbox",
+            "calibration": "seeded random crops of the photos turned 90 degrees and mosaics of LFW faces 0-49, same letterbox",
+            "test_images": "the photos and mirror images, 5 mosaics of LFW faces 50-99 and their mirror images",
             "latency": "median ms per batch-1 call from one bench run",
             "float_nodes": "the Detect head's decoding (decode_head_nodes)",
             "quantize_candidates": CANDIDATES,

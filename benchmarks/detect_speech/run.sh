@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 21: a pretrained YOLOv8n detector (shipped in the nudenet wheel) to int8 on ONNX Runtime and OpenVINO,
-# calibrated with its own letterbox preprocessing: detection fidelity against fp32 on 44 images (scikit-image's
-# photos and their mirror images) and batch-1 latency fp32 vs int8 from one bench run.
+# calibrated with its own letterbox preprocessing: detection fidelity against fp32 on 54 images (scikit-image's
+# photos, mosaics of its LFW faces, and their mirror images) and batch-1 latency fp32 vs int8 from one bench run.
 # Writes runs/benchmarks/detect_speech/results.json. Options: --quick (1 s per bench combination), --calib-n N.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
