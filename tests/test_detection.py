@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("cv2")
 pytest.importorskip("pycocotools")
@@ -159,3 +163,127 @@ def test_task_is_registered_and_scores_raw_outputs() -> None:
     labels = np.empty(1, dtype=object)
     labels[0] = {"boxes": WANT_BOXES, "classes": np.array([0, 1])}
     assert task.metric(out, labels)["map50"] == pytest.approx(1.0)
+
+
+# --- a detector through slimline eval: photo folders with YOLO txt / COCO JSON labels, fidelity vs a reference --
+
+
+class TinyDetector(torch.nn.Module):
+    """Detector-shaped (batch, 4 + 2, 8) YOLOv8 output: one class-0 box at cx, cy, w, h = 20, 20, 16, 16 (model
+    pixels: 12, 12, 28, 28) scoring 0.9 x ``gain`` x the image's mean brightness (1 on a white image), seven
+    empty boxes."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__()
+        scores = torch.zeros(2, 8)
+        scores[0, 0] = 0.9 * gain
+        self.register_buffer("boxes", torch.tensor([[20.0, 20.0, 16.0, 16.0]] + [[0.0, 0.0, 1.0, 1.0]] * 7).T)
+        self.register_buffer("scores", scores)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = x.mean(dim=(1, 2, 3)).clamp(0, 1)[:, None, None]
+        boxes = self.boxes[None].repeat(x.shape[0], 1, 1)
+        return torch.cat([boxes, self.scores[None] * bright], 1)
+
+
+def photo_folder(root: Path, label: str | None, coco: bool = False) -> Path:
+    """Two white photos (64x64 and 128x128: letterbox scales 1 and 0.5 into 64x64) under images/; ``label`` (a
+    YOLO txt line, normalised) for each under labels/, or the same boxes as one COCO JSON."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    for name, side in (("a", 64), ("b", 128)):
+        Image.fromarray(np.full((side, side, 3), 255, np.uint8)).save(root / "images" / f"{name}.png")
+    if label and not coco:
+        (root / "labels").mkdir()
+        for name in ("a", "b"):
+            (root / "labels" / f"{name}.txt").write_text(label + "\n")
+    if label and coco:
+        c, cx, cy, w, h = (float(v) for v in label.split())
+        images = [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}]
+        images.append({"id": 2, "file_name": "b.png", "width": 128, "height": 128})
+        anns = [
+            {
+                "id": i["id"],
+                "image_id": i["id"],
+                "category_id": (7, 9)[int(c)],  # class index = rank among the file's category ids
+                "bbox": [(cx - w / 2) * i["width"], (cy - h / 2) * i["height"], w * i["width"], h * i["height"]],
+                "area": w * h * i["width"] * i["height"],
+                "iscrowd": 0,
+            }
+            for i in images
+        ]
+        cats = [{"id": 7, "name": "zero"}, {"id": 9, "name": "one"}]
+        (root / "labels.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root
+
+
+SIZE_64 = "{resize: [64, 64], letterbox: true}"
+EXACT = "0 0.3125 0.3125 0.25 0.25"  # 12, 12, 28, 28 on the 64x64 photo; 24, 24, 56, 56 on the 128x128 one
+
+
+@pytest.mark.parametrize("coco", [False, True])
+def test_eval_detection_map_on_labelled_photos(tmp_path: Path, coco: bool) -> None:
+    """The tiny detector's box is exactly the labelled box on both photos (labels scaled by the letterbox):
+    mAP@0.5 = mAP@0.5:0.95 = 1; labelled as class 1 instead, the class-0 detections find nothing: 0."""
+    from slimline.api import evaluate_model
+
+    exact = photo_folder(tmp_path / "exact", EXACT, coco)
+    got = evaluate_model(TinyDetector(), str(exact), metric="detection", preprocess=SIZE_64)
+    assert got["n"] == 2 and got["detections"] == 2 and got["labelled_boxes"] == 2
+    assert got["map50"] == pytest.approx(1.0) and got["map50_95"] == pytest.approx(1.0)
+    wrong = photo_folder(tmp_path / "wrong", "1" + EXACT[1:], coco)
+    got = evaluate_model(TinyDetector(), str(wrong), metric="detection", preprocess=SIZE_64)
+    assert got["map50"] == pytest.approx(0.0)
+
+
+def export_tiny(path: Path, gain: float = 1.0) -> Path:
+    torch.onnx.export(TinyDetector(gain), (torch.zeros(1, 3, 64, 64),), str(path), input_names=["images"], dynamo=False)
+    return path
+
+
+def test_eval_cli_detection_fidelity_and_one_line_errors(tmp_path: Path) -> None:
+    """slimline eval --metric detection on an .onnx detector: fidelity against a reference (itself: every
+    detection matched), the input size read from the model; no labels and no reference: one line, exit 1."""
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    onnx_path = export_tiny(tmp_path / "det.onnx")
+    photos = photo_folder(tmp_path / "photos", None)
+    out = tmp_path / "eval.json"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        ["eval", "-m", str(onnx_path), "-d", str(photos), "--metric", "detection", "--reference", str(onnx_path)]
+        + ["--json", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert got["det_match"] == 1.0 and got["reference_detections"] == 2 and got["size"] == [64, 64]
+    res = runner.invoke(app, ["eval", "-m", str(onnx_path), "-d", str(photos), "--metric", "detection"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "--reference" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_eval_detection_on_named_arrays_against_a_weaker_candidate(tmp_path: Path) -> None:
+    """Named arrays (letterboxed images in a .npz) and --metric detection: detection fidelity. A candidate whose
+    score falls under the threshold (0.9 x 0.25 = 0.225 < 0.25) misses every reference box; one at 0.5 x keeps
+    them, with score differences of 0.45."""
+    from slimline.api import evaluate_model
+
+    ref = export_tiny(tmp_path / "ref.onnx")
+    data = tmp_path / "white.npz"
+    np.savez(data, images=np.ones((3, 3, 64, 64), np.float32))
+    got = evaluate_model(str(ref), str(data), metric="detection", reference=str(ref))
+    assert got["det_match"] == 1.0 and got["reference_detections"] == 3 and got["score_diff_max"] == 0
+    half = evaluate_model(
+        str(export_tiny(tmp_path / "half.onnx", 0.5)), str(data), metric="detection", reference=str(ref)
+    )
+    assert half["det_match"] == 1.0 and half["score_diff_mean"] == pytest.approx(0.45, abs=1e-5)
+    weak = evaluate_model(
+        str(export_tiny(tmp_path / "weak.onnx", 0.25)), str(data), metric="detection", reference=str(ref)
+    )
+    assert weak["det_match"] == 0.0 and weak["detections"] == 0
+    with pytest.raises(SlimlineError, match="--reference"):
+        evaluate_model(str(ref), str(data), metric="detection")

@@ -3,7 +3,8 @@
 Detector: the YOLOv8n ONNX model (input ``images`` [batch, 3, H, W], output ``output0`` (batch, 22, N)) that
 ships inside the ``nudenet`` wheel (installed by ``make`` with the ``detect`` extra; only its file is read, the
 package is never imported). Photos: scikit-image's bundled photos (22 photos, plus their mirror images) and 5
-mosaics of its LFW face crops (faces 50-99, plus mirror images): 54 test images, letterboxed to 320x320 by :func:`slimline.tasks.detection.letterbox` -- the detector's own preprocessing.
+mosaics of its LFW face crops (faces 50-99, plus mirror images): 54 test images, letterboxed to 320x320 by
+:func:`slimline.tasks.detection.letterbox` -- the detector's own preprocessing.
 Calibration images are different images: seeded random crops (40-80% of a side) of the photos turned by 90
 degrees, and mosaics of LFW faces 0-49, through the same letterbox.
 
@@ -387,13 +388,13 @@ def main() -> int:
         "settings": {
             "detector": "nudenet 3.4.2 320n.onnx (YOLOv8n, 18 classes)",
             "photos": PHOTOS,
-            "test_images": "each photo and its mirror image",
             "size": SIZE,
             "conf": CONF,
             "nms_iou": NMS_IOU,
             "match_iou": MATCH_IOU,
             "bench_flags": flags,
-            "calibration": "seeded random crops of the photos turned 90 degrees and mosaics of LFW faces 0-49, same letterbox",
+            "calibration": "seeded random crops of the photos turned 90 degrees and mosaics of LFW faces 0-49, "
+            "same letterbox",
             "test_images": "the photos and mirror images, 5 mosaics of LFW faces 50-99 and their mirror images",
             "latency": "median ms per batch-1 call from one bench run",
             "float_nodes": "the Detect head's decoding (decode_head_nodes)",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import ValidationError
 from torch import nn
@@ -25,6 +27,7 @@ from slimline.signature import artifact_signature
 from slimline.steps import get_step
 from slimline.tasks import get_task
 from slimline.tasks.classification import signature_scores
+from slimline.tasks.detection import PhotoSet, evaluate_detector, is_photo_folder, load_photos
 from slimline.train import seed_everything
 
 
@@ -110,6 +113,10 @@ def _evaluate_model(
             f"{data} is a text file, and slimline has no tokenizer to feed texts to a model yet; "
             "give the token ids as named arrays (-d tokens.npz, one array per input name)"
         )
+    if metric == "detection" and isinstance(data, str | Path) and is_photo_folder(data):
+        m = open_model(model, weights) if isinstance(model, str | Path) else model
+        r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
+        return _evaluate_detection(m, Path(str(data)), r, runtime, preprocess, limit)
     if preprocess is None and data == "imagefolder":
         preprocess = model_preprocess(model)
     samples: NamedSamples | None = None
@@ -176,6 +183,63 @@ def model_preprocess(model: Any) -> Preprocess | None:
     if isinstance(model, str | Path) and (Path(str(model)) / ARTIFACT_JSON).is_file():
         art = Artifact.load(Path(str(model)))
     return recorded_preprocess(art.meta) if art is not None else None
+
+
+def _detector_runner(m: nn.Module | Artifact, runtime: str | None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """One image batch -> a detector's outputs by name (a PyTorch module's as output0, output1...)."""
+    if isinstance(m, nn.Module):
+        import torch
+
+        module = m.eval()
+
+        def run_torch(x: np.ndarray) -> dict[str, np.ndarray]:
+            with torch.no_grad():
+                out = module(torch.from_numpy(x))
+            outs = out if isinstance(out, list | tuple) else [out]
+            return {f"output{i}": o.detach().cpu().numpy() for i, o in enumerate(outs)}
+
+        return run_torch
+    from slimline.runtimes import default_runtime, open_session
+
+    session = open_session(m, runtime or default_runtime(m))
+    name = (session.signature or artifact_signature(m)).inputs[0].name
+    return lambda x: dict(session.run_named({name: x}))
+
+
+def _evaluate_detection(
+    m: nn.Module | Artifact,
+    folder: Path,
+    reference: nn.Module | Artifact | None,
+    runtime: str | None,
+    preprocess: Preprocess | None,
+    limit: int | None,
+) -> dict[str, Any]:
+    """A detector on a folder of photos letterboxed to its input size: mAP with labels, fidelity with a
+    reference (:func:`slimline.tasks.detection.evaluate_detector`)."""
+    size: tuple[int, int] | None = None
+    if preprocess is not None and isinstance(preprocess.resize, tuple):
+        size = preprocess.resize
+    elif isinstance(m, Artifact):
+        shape = artifact_signature(m).inputs[0].shape
+        if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+            size = (int(shape[2]), int(shape[3]))
+    if size is None:
+        raise SlimlineError(
+            "the detector's input size is not fixed; give it: --preprocess '{resize: [640, 640], letterbox: true}'"
+        )
+    from slimline.runtimes import default_runtime
+
+    photos = load_photos(folder, size)
+    if limit is not None:
+        photos = PhotoSet(
+            photos.images[:limit],
+            photos.names[:limit],
+            photos.scales[:limit],
+            None if photos.labels is None else photos.labels[:limit],
+        )
+    ref = _detector_runner(reference, None) if reference is not None else None
+    out = evaluate_detector(_detector_runner(m, runtime), photos, ref)
+    return out | {"runtime": "torch" if isinstance(m, nn.Module) else runtime or default_runtime(m), "size": size}
 
 
 def _evaluate_named_model(

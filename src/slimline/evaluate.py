@@ -133,6 +133,8 @@ def evaluate_named(
     from slimline.tasks import get_task
 
     user = get_task(metric) if metric is not None else None
+    if user is not None and getattr(user, "name", None) == "detection":
+        return _detection_named(session, samples, reference, user)
     if user is not None and samples.labels is None:
         raise SlimlineError(
             f"metric {metric} scores outputs against labels but the data has none; add a 'labels' "
@@ -157,4 +159,21 @@ def evaluate_named(
         )
     if user is not None:
         metrics.update(user.metric(outputs, samples.labels))
+    return metrics
+
+
+def _detection_named(session: Any, samples: Any, reference: Any | None, task: Any) -> dict[str, Any]:
+    """A detector on named arrays (letterboxed images): detection fidelity against ``reference`` (box labels do
+    not fit in arrays: give a photo folder with YOLO txt or COCO JSON labels for mAP)."""
+    from slimline.errors import SlimlineError
+
+    if reference is None:
+        raise SlimlineError(
+            "detection on named arrays compares with the fp32 model: give --reference REF (for mAP give a folder "
+            "of photos with YOLO txt or COCO JSON labels)"
+        )
+    outputs = predict_named(session, samples, 1)
+    metrics: dict[str, Any] = {"n": len(samples)}
+    metrics.update(task.fidelity(outputs, predict_named(reference, samples, 1)))
+    metrics["detections"] = sum(len(d) for d in task.detections(outputs))
     return metrics

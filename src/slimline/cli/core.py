@@ -96,7 +96,8 @@ def eval_cmd(
     preprocess: str | None = preprocess_option(),
     metric: str | None = typer.Option(
         None,
-        help="your metric, package.module:function, called as fn(outputs: "
+        help="'detection' (a detector on a folder of photos: mAP with YOLO txt/COCO JSON labels, detection "
+        "fidelity with --reference), or your metric, package.module:function, called as fn(outputs: "
         "{output name: array}, labels) -> {name: number}; its figures are printed",
     ),
     download: bool = DOWNLOAD_OPTION,
@@ -114,6 +115,12 @@ def eval_cmd(
     [batch, classes] array) and --reference: fidelity {output: {min_cosine, mean_cosine, max_abs_diff,
     mean_abs_diff, top1_agreement?, top5_agreement?}}; top1/top5 too when the arrays have labels. With
     imagefolder: preprocess (the spec in force, every field); with --metric: your metric's figures.
+
+    Detectors: slimline eval -m int8/model.onnx -d photos/ --metric detection --reference model.onnx
+    (photos letterboxed to the model's input size, or --preprocess '{resize: [640, 640], letterbox: true}');
+    keys map50, map50_95 with labels (photos/labels/*.txt in YOLO format, or one COCO JSON in photos/),
+    det_match (share of the reference's detections matched at IoU >= 0.5, same class), matched,
+    reference_detections, score_diff_mean/max with --reference.
     """
     from slimline.api import evaluate_model
     from slimline.data.preprocess import Preprocess

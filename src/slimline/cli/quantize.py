@@ -33,6 +33,7 @@ def quantize(
     backend: str = typer.Option(Q.default("backend"), "--backend", "-b", help=Q.help("backend")),
     mode: str = typer.Option(Q.default("mode"), help=Q.help("mode")),
     calibration: str = typer.Option(Q.default("calibration"), help=Q.help("calibration")),
+    percentile: float = typer.Option(Q.default("percentile"), help=Q.help("percentile")),
     calibration_size: int = typer.Option(Q.default("calibration_size"), min=1, help=Q.help("calibration_size")),
     per_tensor: bool = typer.Option(
         not Q.default("per_channel"), "--per-tensor", help="one weight scale per tensor (default: per channel)"
@@ -80,6 +81,7 @@ def quantize(
         "backend": backend,
         "mode": mode,
         "calibration": calibration,
+        "percentile": percentile,
         "calibration_size": calibration_size,
         "per_channel": not per_tensor,
         "activation_type": activation_type,

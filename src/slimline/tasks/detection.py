@@ -22,8 +22,9 @@ first) and the absolute score differences of the matched pairs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,140 @@ def read_yolo_labels(path: str, width: float, height: float) -> dict[str, np.nda
         "boxes": np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]),
         "classes": rows[:, 0].astype(np.int64),
     }
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class PhotoSet:
+    """A folder of photos letterboxed for a detector: ``images`` [n, 3, H, W] in 0..1, the file ``names``, the
+    letterbox ``scales`` (model pixels per photo pixel) and, when the folder has labels, ``labels`` per image
+    (``{"boxes": [n, 4] x1, y1, x2, y2 in model pixels, "classes": [n]}``)."""
+
+    images: np.ndarray
+    names: list[str]
+    scales: list[float]
+    labels: list[dict[str, np.ndarray]] | None = None
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of ``folder`` (or of its ``images/`` subfolder, YOLO's layout), in name order."""
+    root = Path(str(folder))
+    where = root / "images" if (root / "images").is_dir() else root
+    return sorted(f for f in where.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_photo_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding image files (directly or under ``images/``)."""
+    p = Path(str(path))
+    return p.is_dir() and bool(image_files(p))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _coco_labels(files: Sequence[Path], json_path: Path) -> list[dict[str, np.ndarray]]:
+    """Per-file boxes of a COCO-style JSON (``images[].file_name``, ``annotations[].bbox`` x, y, w, h in photo
+    pixels); class index = position of ``category_id`` among the file's sorted category ids."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            coco = COCO(str(json_path))
+        except (ValueError, KeyError, TypeError) as e:
+            raise DetectionError(
+                f"{json_path} is not COCO-style JSON ({e}); give images, annotations, categories"
+            ) from e
+    cat_ids = sorted(coco.getCatIds())
+    index = {c: i for i, c in enumerate(cat_ids)}
+    by_name = {Path(im["file_name"]).name: im["id"] for im in coco.dataset.get("images", [])}
+    out = []
+    for f in files:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[by_name[f.name]])) if f.name in by_name else []
+        unknown = sorted({a["category_id"] for a in anns} - set(index))
+        if unknown:
+            raise DetectionError(f"{json_path}: category_id {unknown[0]} is not in its categories; list it there")
+        xywh = np.asarray([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
+        out.append(
+            {
+                "boxes": np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]),
+                "classes": np.asarray([index[a["category_id"]] for a in anns], dtype=np.int64),
+            }
+        )
+    return out
+
+
+def load_photos(folder: str | Path, size: int | tuple[int, int]) -> PhotoSet:
+    """The photos of ``folder`` letterboxed to ``size`` (:func:`letterbox`), with their labels when it has them:
+    YOLO txt files (``labels/<stem>.txt`` beside ``images/``, or ``<stem>.txt`` next to each photo; a photo
+    without one has no objects) or one COCO-style ``.json`` in ``folder``. Label boxes are mapped to model pixels
+    by the letterbox scale."""
+    root = Path(str(folder))
+    files = image_files(root) if root.is_dir() else []
+    if not files:
+        raise DetectionError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of photos")
+    images, scales, sizes = [], [], []
+    for f in files:
+        photo = _read_image(f)
+        img, scale = letterbox(photo, size)
+        images.append(img)
+        scales.append(scale)
+        sizes.append(photo.shape[:2])
+    txt = [root / "labels" / f"{f.stem}.txt" if (root / "labels").is_dir() else f.with_suffix(".txt") for f in files]
+    jsons = sorted(root.glob("*.json"))
+    labels: list[dict[str, np.ndarray]] | None = None
+    if any(t.is_file() for t in txt):
+        labels = [
+            read_yolo_labels(str(t), w, h) if t.is_file() else {"boxes": np.zeros((0, 4)), "classes": np.zeros(0)}
+            for t, (h, w) in zip(txt, sizes, strict=True)
+        ]
+    elif len(jsons) > 1:
+        raise DetectionError(f"{root} holds {len(jsons)} .json files; keep one COCO-style label file there")
+    elif jsons:
+        labels = _coco_labels(files, jsons[0])
+    if labels is not None:
+        labels = [
+            {"boxes": np.asarray(t["boxes"], dtype=float) * s, "classes": np.asarray(t["classes"], dtype=np.int64)}
+            for t, s in zip(labels, scales, strict=True)
+        ]
+    return PhotoSet(np.stack(images), [f.name for f in files], scales, labels)
+
+
+def evaluate_detector(
+    run: Callable[[np.ndarray], Outputs],
+    photos: PhotoSet,
+    reference: Callable[[np.ndarray], Outputs] | None = None,
+    task: DetectionTask | None = None,
+) -> dict[str, Any]:
+    """A detector (``run``: one image batch [1, 3, H, W] -> its outputs by name) on ``photos``: ``map50`` and
+    ``map50_95`` when the photos have labels; ``det_match`` and the rest of :func:`detection_fidelity` against
+    ``reference`` when given; ``detections`` (the count) always."""
+    task = task or DetectionTask()
+    if photos.labels is None and reference is None:
+        raise DetectionError(
+            "the photos have no labels (YOLO txt or COCO JSON), and without labels only fidelity can be "
+            "measured: give --reference REF (the fp32 model)"
+        )
+
+    def detect(fn: Callable[[np.ndarray], Outputs]) -> list[Detections]:
+        return [d for i in range(len(photos.images)) for d in task.detections(fn(photos.images[i : i + 1]))]
+
+    got = detect(run)
+    out: dict[str, Any] = {"n": len(photos.images), "detections": sum(len(d) for d in got)}
+    if photos.labels is not None:
+        out.update(mean_ap(got, photos.labels))
+        out["labelled_boxes"] = sum(len(t["classes"]) for t in photos.labels)
+    if reference is not None:
+        out.update(detection_fidelity(got, detect(reference)))
+    return out
 
 
 class DetectionTask:
