@@ -4,7 +4,8 @@ For recipes that only need real inputs of the model's size, not labels: int8 cal
 ImageNet model in ``examples/resnet18_latency.yaml``. Each photo becomes one "class" folder holding
 ``--crops`` random crops (a random square of 50-100% of the shorter side, resized to ``--size``),
 written as PNG. The layout is the ``imagefolder`` dataset's train split:
-``OUT/train/<photo>/<k>.png``. The same seed gives the same files.
+``OUT/train/<photo>/<k>.png``. The same seed gives the same files. ``--test`` also writes a test split: each
+photo whole and mirrored (``OUT/test/<photo>/``), e.g. for a detector's fidelity in ``examples/detect.yaml``.
 
     .venv/bin/python examples/make_photo_folder.py --out data/photos-224
 
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--crops", type=int, default=48, help="crops per photo")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--test", action="store_true", help="also write OUT/test/<photo>/: the photo whole and mirrored")
     args = ap.parse_args()
     import skimage.data
     from PIL import Image
@@ -53,7 +55,13 @@ def main() -> None:
         for k, c in enumerate(crops(getattr(skimage.data, name)(), args.crops, args.size, rng)):
             Image.fromarray(c).save(folder / f"{k:03d}.png")
             total += 1
-    print(f"wrote {total} images of {args.size}x{args.size} in {len(PHOTOS)} folders under {args.out / 'train'}")
+        if args.test:
+            (args.out / "test" / name).mkdir(parents=True, exist_ok=True)
+            photo = getattr(skimage.data, name)()
+            Image.fromarray(photo).save(args.out / "test" / name / "whole.png")
+            Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(args.out / "test" / name / "mirror.png")
+            total += 2
+    print(f"wrote {total} images ({args.size}x{args.size} crops) in {len(PHOTOS)} folders under {args.out}")
 
 
 if __name__ == "__main__":

@@ -246,6 +246,8 @@ def _print_stages(results: dict[str, Any]) -> None:
         m = rec.get("metrics") or rec.get("val")
         if m and "top1" in m:
             figs.append(f"top-1 {m['top1']:.2f}% (n={m['n']})")
+        if m and "det_match" in m:
+            figs.append(f"det_match {m['det_match']:.3f} ({m['matched']}/{m['reference_detections']} fp32 detections)")
         if "parity" in rec:
             figs.append(f"max rel diff {rec['parity']['max_rel_diff']:.1e}")
         if "summary" in rec:

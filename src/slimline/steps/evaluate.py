@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from slimline.artifact import Artifact
 from slimline.context import RunContext
@@ -15,6 +17,11 @@ class EvaluateOptions(StepConfig):
     split: Literal["test", "val"] = "test"
     runtime: str | None = None  # default: the artifact's natural runtime
     fidelity: bool = True  # also compare with the run's baseline model
+    metric: Literal["accuracy", "detection"] = Field(
+        "accuracy",
+        description="accuracy (top-1/top-5 of class scores) or detection (a detector: detection fidelity against "
+        "the run's baseline -- share of its detections matched at IoU >= 0.5, same class)",
+    )
 
 
 @STEPS.register("evaluate")
@@ -28,8 +35,44 @@ class Evaluate(Step[EvaluateOptions]):
     def apply(self, artifact: Artifact, ctx: RunContext) -> StepOutput:
         cfg = self.config
         ds = ctx.data.test if cfg.split == "test" else ctx.data.val
+        if cfg.metric == "detection":
+            metrics = self._detection(artifact, ctx, ds.inputs())
+            return StepOutput(None, {"evaluated": artifact.path.name, "split": cfg.split, "metrics": metrics})
         reference = None
         if cfg.fidelity and ctx.baseline is not None and ctx.baseline.path != artifact.path:
             reference = evaluate_artifact(ctx.baseline, ds, return_logits=True)
         metrics = evaluate_artifact(artifact, ds, runtime=cfg.runtime, reference=reference)
         return StepOutput(None, {"evaluated": artifact.path.name, "split": cfg.split, "metrics": metrics})
+
+    def _detection(self, artifact: Artifact, ctx: RunContext, images: Any) -> dict[str, Any]:
+        """Detections of ``artifact`` on the split's images, compared with the baseline's (no box labels in an
+        image dataset: fidelity only); the baseline itself gets its detection count."""
+        from slimline.errors import SlimlineError
+        from slimline.evaluate import predict_named
+        from slimline.runtimes import default_runtime, open_session
+        from slimline.signature import artifact_signature
+        from slimline.tasks.detection import DetectionTask, detection_fidelity
+
+        if artifact.kind == "torch":
+            raise SlimlineError("evaluate metric: detection runs exported detectors; put it after export_onnx")
+
+        class Images:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def batches(self, bs: int) -> Any:
+                for i in range(0, len(images), bs):
+                    yield {self.name: images[i : i + bs]}
+
+        def detect(art: Artifact, runtime: str | None) -> Any:
+            session = open_session(art, runtime or default_runtime(art))
+            feeds = Images((session.signature or artifact_signature(art)).inputs[0].name)
+            return task.detections(predict_named(session, feeds, 1))
+
+        task = DetectionTask()
+        got = detect(artifact, self.config.runtime)
+        out: dict[str, Any] = {"n": len(images), "detections": sum(len(d) for d in got)}
+        base = ctx.baseline
+        if self.config.fidelity and base is not None and base.path != artifact.path and base.kind != "torch":
+            out.update(detection_fidelity(got, detect(base, None)))
+        return out

@@ -220,12 +220,17 @@ def dedupe(items: list[str]) -> list[str]:
 
 
 def resolve_onnx_nodes(names: list[str], src: FloatModel, graph_nodes: set[str]) -> list[str]:
-    """Module names or node names -> ONNX node names; unknown names are an error listing examples."""
+    """Module names, node names or node-name patterns (``fnmatch``: ``/model.22/dfl/*``) -> ONNX node names;
+    unknown names and patterns that match nothing are an error listing examples."""
+    import fnmatch
+
     mapping = src.node_map() if src.torch_model is not None else {}
     out, unknown = [], []
     for n in names:
         if n in graph_nodes:
             out.append(n)
+        elif any(c in n for c in "*?[") and (hits := sorted(fnmatch.filter(graph_nodes, n))):
+            out.extend(h for h in hits if h not in out)
         elif n in mapping and mapping[n] in graph_nodes:
             out.append(mapping[n])
         else:
