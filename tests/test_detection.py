@@ -287,3 +287,94 @@ def test_eval_detection_on_named_arrays_against_a_weaker_candidate(tmp_path: Pat
     assert weak["det_match"] == 0.0 and weak["detections"] == 0
     with pytest.raises(SlimlineError, match="--reference"):
         evaluate_model(str(ref), str(data), metric="detection")
+
+
+def test_exclude_patterns_name_a_detect_head(tmp_path: Path) -> None:
+    """Quantize's exclude takes fnmatch patterns of node names (a YOLO head's decoding: ``/model.22/dfl/*``);
+    exact names still work, and a pattern that matches nothing is a one-line error."""
+    from slimline.errors import RecipeError
+    from slimline.quant.backends.base import FloatModel, resolve_onnx_nodes
+
+    nodes = {"/model.22/dfl/Conv", "/model.22/dfl/Softmax", "/model.22/Concat_3", "/model.21/cv1/Conv", "/head"}
+    src = FloatModel((3, 64, 64), tmp_path)
+    got = resolve_onnx_nodes(["/model.22/dfl/*", "/model.22/Concat*", "/head"], src, nodes)
+    assert got == ["/model.22/dfl/Conv", "/model.22/dfl/Softmax", "/model.22/Concat_3", "/head"]
+    with pytest.raises(RecipeError, match=r"/model\.23/\*"):
+        resolve_onnx_nodes(["/model.23/*"], src, nodes)
+
+
+class ConvDetector(torch.nn.Module):
+    """A small convolutional detector with a (batch, 4 + 2, 64) YOLOv8-style output on 64x64 images: boxes
+    centred on an 8x8 grid (8 px cells) with convolution-made sizes and sigmoid class scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 8, stride=8)
+        )
+        ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+        self.register_buffer("centres", torch.stack([xs, ys]).reshape(1, 2, 64) * 8 + 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).flatten(2)  # (b, 4, 64)
+        wh = 8 + 8 * torch.sigmoid(y[:, :2])
+        return torch.cat([self.centres.expand(x.shape[0], -1, -1), wh, torch.sigmoid(2 * y[:, 2:])], 1)
+
+
+def test_recipe_quantizes_a_detector_and_evaluates_detection_fidelity(tmp_path: Path) -> None:
+    """A recipe like examples/detect.yaml on a tiny detector: an .onnx model, an imagefolder letterboxed to its
+    input, int8 on ONNX Runtime, then evaluate with metric: detection -> detection fidelity of the int8 model
+    against the baseline, equal to the figures computed here from both models' raw outputs."""
+    from PIL import Image
+
+    from slimline.api import run
+
+    model = tmp_path / "det.onnx"
+    torch.onnx.export(
+        ConvDetector(),
+        (torch.zeros(1, 3, 64, 64),),
+        str(model),
+        input_names=["images"],
+        dynamic_axes={"images": {0: "batch"}},
+        dynamo=False,
+    )
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 6)):
+        (tmp_path / "photos" / split / "x").mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / split / "x" / f"{i}.png")
+    recipe = {
+        "name": "det",
+        "model": str(model),
+        "data": {
+            "name": "imagefolder",
+            "data_dir": str(tmp_path / "photos"),
+            "preprocess": {"resize": [64, 64], "letterbox": True},
+        },
+        "steps": [
+            {"quantize": {"backend": "onnxruntime", "calibration_size": 24}},
+            {"evaluate": {"metric": "detection"}},
+        ],
+        "output_dir": str(tmp_path / "run"),
+    }
+    res = run(recipe)
+    m = res["stages"][-1]["record"]["metrics"]
+    assert m["n"] == 6 and m["reference_detections"] > 0
+    # the same figures by hand: both models on the test split (imagefolder's letterbox) through ONNX Runtime
+    import onnxruntime as ort
+
+    from slimline.data import load_dataset
+
+    x = load_dataset("imagefolder", "test", tmp_path / "photos", preprocess=recipe["data"]["preprocess"]).inputs()
+    int8 = tmp_path / "run" / res["stages"][1]["artifact"] / "model.onnx"
+
+    def detect(path: Path) -> list[Detections]:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [decode(sess.run(None, {sess.get_inputs()[0].name: x[i : i + 1]}))[0] for i in range(len(x))]
+
+    want = detection_fidelity(detect(int8), detect(model))
+    assert m["det_match"] == pytest.approx(want["det_match"]) and m["matched"] == want["matched"]
+    assert m["reference_detections"] == want["reference_detections"]
+    assert m["score_diff_mean"] == pytest.approx(want["score_diff_mean"], abs=1e-6)
