@@ -325,7 +325,8 @@ class ConvDetector(torch.nn.Module):
 def test_recipe_quantizes_a_detector_and_evaluates_detection_fidelity(tmp_path: Path) -> None:
     """A recipe like examples/detect.yaml on a tiny detector: an .onnx model, an imagefolder letterboxed to its
     input, int8 on ONNX Runtime, then evaluate with metric: detection -> detection fidelity of the int8 model
-    against the baseline, equal to the figures computed here from both models' raw outputs."""
+    against the baseline, equal to the figures computed here from both models' raw outputs; the fp32 model (dynamic
+    height and width) exports to OpenVINO with its parity checked on the data's image shape."""
     from PIL import Image
 
     from slimline.api import run
@@ -336,7 +337,7 @@ def test_recipe_quantizes_a_detector_and_evaluates_detection_fidelity(tmp_path: 
         (torch.zeros(1, 3, 64, 64),),
         str(model),
         input_names=["images"],
-        dynamic_axes={"images": {0: "batch"}},
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
         dynamo=False,
     )
     rng = np.random.default_rng(0)
@@ -356,11 +357,13 @@ def test_recipe_quantizes_a_detector_and_evaluates_detection_fidelity(tmp_path: 
         "steps": [
             {"quantize": {"backend": "onnxruntime", "calibration_size": 24}},
             {"evaluate": {"metric": "detection"}},
+            {"export_openvino": {"input": "baseline"}},  # dynamic height and width: parity on the data's shape
         ],
         "output_dir": str(tmp_path / "run"),
     }
     res = run(recipe)
-    m = res["stages"][-1]["record"]["metrics"]
+    assert res["stages"][3]["record"]["parity"]["max_rel_diff"] < 1e-3
+    m = res["stages"][2]["record"]["metrics"]
     assert m["n"] == 6 and m["reference_detections"] > 0
     # the same figures by hand: both models on the test split (imagefolder's letterbox) through ONNX Runtime
     import onnxruntime as ort

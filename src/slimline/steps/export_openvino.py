@@ -41,6 +41,7 @@ class ExportOpenVino(Step[ExportOpenVinoOptions]):
             source: object = load_torch(artifact)
         else:  # onnx
             source = artifact
+        shapes = self._data_shapes(artifact, ctx) if artifact.kind == "onnx" else None
         art, record = export_openvino_artifact(
             source,  # type: ignore[arg-type]
             ctx.out_dir,
@@ -50,5 +51,17 @@ class ExportOpenVino(Step[ExportOpenVinoOptions]):
             parity_batch=cfg.parity_batch,
             seed=ctx.seed,
             via=cfg.via,
+            shapes=shapes,
         )
         return StepOutput(art, record)
+
+    def _data_shapes(self, artifact: Artifact, ctx: RunContext) -> dict[str, list[int]] | None:
+        """A one-input ONNX model with dynamic dims beyond the batch (a detector's height and width): the parity
+        check's input shape from the run's data (its samples' shape), which the model will be fed."""
+        from slimline.signature import artifact_signature
+
+        sig = artifact_signature(artifact)
+        if ctx.data.config is None or len(sig.inputs) != 1 or all(isinstance(d, int) for d in sig.inputs[0].shape[1:]):
+            return None
+        sample = ctx.data.calibration(1).inputs()
+        return {sig.inputs[0].name: [self.config.parity_batch, *sample.shape[1:]]}
