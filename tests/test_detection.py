@@ -381,3 +381,34 @@ def test_recipe_quantizes_a_detector_and_evaluates_detection_fidelity(tmp_path: 
     assert m["det_match"] == pytest.approx(want["det_match"]) and m["matched"] == want["matched"]
     assert m["reference_detections"] == want["reference_detections"]
     assert m["score_diff_mean"] == pytest.approx(want["score_diff_mean"], abs=1e-6)
+
+
+def test_cli_quantize_takes_percentile_and_exclude_patterns(tmp_path: Path) -> None:
+    """slimline quantize -m det.onnx -d calib.npz --calibration percentile --percentile 99.9 -x '/conv/conv.2*':
+    the percentile is the one recorded, the pattern keeps the matching convolution in float; a pattern that
+    matches no node is a one-line error."""
+    import onnx
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    model = tmp_path / "det.onnx"
+    torch.onnx.export(ConvDetector(), (torch.zeros(1, 3, 64, 64),), str(model), input_names=["images"], dynamo=False)
+    np.savez(tmp_path / "calib.npz", images=np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32))
+    args = ["quantize", "-m", str(model), "-d", str(tmp_path / "calib.npz"), "--no-eval", "--calibration"]
+    args += ["percentile", "--percentile", "99.9", "--calibration-size", "8"]
+    res = CliRunner().invoke(app, [*args, "-x", "/conv/conv.2*", "-o", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "q" / "01_quantize" / "quantization.json").read_text())
+    assert report["options"]["percentile"] == 99.9 and report["options"]["exclude"] == ["/conv/conv.2*"]
+
+    def quantized_convs(path: Path) -> int:  # convolutions whose weights come through a DequantizeLinear
+        graph = onnx.load(str(path)).graph
+        dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return sum(1 for n in graph.node if n.op_type == "Conv" and n.input[1] in dq)
+
+    assert quantized_convs(tmp_path / "q" / "01_quantize" / "model.onnx") == 1
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "all")])
+    assert res.exit_code == 0 and quantized_convs(tmp_path / "all" / "01_quantize" / "model.onnx") == 2
+    res = CliRunner().invoke(app, [*args, "-x", "/nothing/*", "-o", str(tmp_path / "q2")])
+    assert res.exit_code == 1 and "/nothing/*" in res.output and "Traceback" not in res.output

@@ -53,7 +53,8 @@ class QuantizeOptions(StepConfig):
     weight_type: Literal["int8", "uint8"] = Field("int8", description="int8 or uint8 weights")
     reduce_range: bool | None = Field(None, description="7-bit weights (default: on x86 CPUs without VNNI)")
     exclude: list[str] = Field(
-        default_factory=list, description="layer kept in float (module or node name, or a node-name pattern: /head/*)"
+        default_factory=list,
+        description="layer kept in float (module or node name, or an fnmatch pattern of node names)",
     )
     compact_names: bool = Field(True, description="ONNX results: short tensor names and no node names in the file")
     format: Literal["native", "onnx", "int8_io"] = Field(

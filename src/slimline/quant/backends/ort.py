@@ -245,9 +245,12 @@ class OrtBackend(QuantBackend):
             if cfg.activation_type == "int8" and cfg.weight_type == "int8":
                 result.details["note"] = "S8S8: ONNX Runtime's x86 kernels favour U8S8 (uint8 activations)"
             inits = {i.name for i in proto.graph.initializer}
-            batches = calibration_feeds(
-                calib, [i.name for i in proto.graph.input if i.name not in inits], cfg.batch_size
-            )
+            feeds_in = [i for i in proto.graph.input if i.name not in inits]
+            # an export whose inputs all have one fixed batch (usually 1) is calibrated in batches of that size
+            firsts = [next(iter(i.type.tensor_type.shape.dim), None) for i in feeds_in]
+            fixed = {d.dim_value if d is not None and d.HasField("dim_value") else 0 for d in firsts}
+            batch = fixed.pop() if len(fixed) == 1 and 0 not in fixed else cfg.batch_size
+            batches = calibration_feeds(calib, [i.name for i in feeds_in], batch)
             reader = _reader_class()(batches)
             method = getattr(CalibrationMethod, _METHODS[cfg.calibration])
             extra = {
