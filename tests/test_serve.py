@@ -232,9 +232,11 @@ def test_loadtest_counts_answers_and_refuses_remote_hosts() -> None:
     assert check_loopback("127.0.0.1:9") == "http://127.0.0.1:9/predict"
 
 
-def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(tmp_path: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(tmp_path: Any, workers: int) -> None:
     """`slimline serve` in its own process on a real ONNX artifact: answers match ONNX Runtime; SIGTERM during a
-    load stops it with exit 0, and every request its stats file lists as accepted was answered to the client."""
+    load stops it with exit 0, and every request its stats file lists as accepted was answered to the client.
+    With --workers 2: two processes answer on the one port, and the stats file sums both."""
     import os
     import signal
     import subprocess
@@ -262,6 +264,8 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
             "4",
             "--stats",
             str(stats),
+            "--workers",
+            str(workers),
         ],
         env=env,
     )
@@ -274,6 +278,11 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        pids: set[int] = set()
+        while time.time() < deadline and len(pids) < workers:  # each worker listens once warmed up
+            with httpx.Client() as c:  # a new connection each time: the kernel spreads them over the workers
+                pids.add(c.get(url + "/metadata", timeout=5).json()["pid"])
+        assert len(pids) == workers
         x = np.random.default_rng(0).standard_normal((3, 3, 4, 4)).astype(np.float32)
         r = httpx.post(url + "/predict", content=_npy(x), headers=NPY | {"x-request-id": "first"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "first"
@@ -297,6 +306,7 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
     res, served = box["res"], json.loads(stats.read_text())
     assert served["accepted"] > 0 and served["accepted"] == served["answered"]
     assert set(served["accepted_ids"]) - {"first"} <= set(res.answered_ids)
+    assert served.get("workers", 1) == workers
 
 
 def test_loadtest_cli_sweeps_concurrency_on_cifar_images_and_the_report_plots_it(cifar_dir: Any, tmp_path: Any) -> None:
