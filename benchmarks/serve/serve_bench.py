@@ -47,37 +47,67 @@ def slimline(*args: str, timeout: float = 1800) -> None:
     subprocess.run([PY, "-m", "slimline", *args], check=True, cwd=ROOT, env=env, timeout=timeout)
 
 
-def find_artifact(out: Path, given: str | None) -> tuple[Path, str]:
-    """(artifact folder, how it was found)."""
+def pruned_int8_recipe(quick: bool) -> dict[str, Any]:
+    """The pruned + int8 ResNet-56 this benchmark serves: blocks and stage-3 channels out (-40% MACs, allocated
+    from sensitivity curves on training images), a short KD recovery from the unpruned model on the training
+    images, BN folded, ONNX, OpenVINO int8 (NNCF, calibrated on training images); test top-1 of each stage."""
+    return {
+        "name": "serve_resnet56",
+        "model": {"name": "cifar_resnet56", "weights": str(WEIGHTS)},
+        "data": {"name": "cifar10-sample", "val_size": 200},
+        "seed": 0,
+        "steps": [
+            {"evaluate": {"split": "test"}},
+            {
+                "prune": {
+                    "method": ["block", "channel"],
+                    "channel_layers": ["layer3.*.conv1"],
+                    "max_ratio": 0.5,
+                    "target": {"macs": 0.4},
+                    "sensitivity": {"samples": 32 if quick else 64},
+                    "finetune": {
+                        "epochs": 1 if quick else 3,
+                        "lr": 0.01,
+                        "batch_size": 64,
+                        "kd": True,
+                        "temperature": 4.0,
+                    },
+                }
+            },
+            {"evaluate": {"split": "test"}},
+            {"fuse": {"layout": "auto"}},
+            {"export_onnx": {}},
+            {"quantize": {"backend": "openvino"}},
+            {"evaluate": {"split": "test"}},
+        ],
+    }
+
+
+def find_artifact(out: Path, given: str | None, quick: bool) -> tuple[Path, str, dict[str, Any]]:
+    """(artifact folder, how it was found, its test accuracy record). Built once into OUT/work/p56, then reused."""
     if given:
-        return Path(given), "given with --artifact"
-    for meta in sorted(ROOT.glob("runs/cifar_resnet56*/**/artifact.json")):
-        doc = json.loads(meta.read_text())
-        m = doc.get("meta", {})
-        if "int8" in json.dumps(m.get("precision", m.get("quantization", {}))):
-            return meta.parent, "found under runs/ (int8 ResNet-56)"
-    built = out / "work" / "q56" / "02_quantize"
-    if not (built / "artifact.json").is_file():
-        slimline(
-            "quantize",
-            "-m",
-            "cifar_resnet56",
-            "--weights",
-            str(WEIGHTS),
-            "-d",
-            "cifar10-sample",
-            "-b",
-            "openvino",
-            "--calibration-size",
-            "300",
-            "--test-limit",
-            "500",
-            "-o",
-            str(built.parent),
-            "--json",
-            str(out / "work" / "quantize.json"),
-        )
-    return built, "built here: slimline quantize -b openvino (int8, calibrated on 300 training images; not pruned)"
+        return Path(given), "given with --artifact", {}
+    run_dir = out / "work" / "p56"
+    acc_file = out / "work" / "p56_accuracy.json"
+    if not acc_file.is_file():
+        from slimline import api
+
+        log("building the pruned + int8 ResNet-56 (slimline.api.run; cached in " + str(run_dir) + ")")
+        res = api.run(pruned_int8_recipe(quick), run_dir)
+        acc_file.write_text(json.dumps(_accuracies(res, run_dir), indent=1))
+    acc = json.loads(acc_file.read_text())
+    return Path(acc["artifact"]), "built here through slimline.api.run (pruned -40% MACs + KD, OpenVINO int8)", acc
+
+
+def _accuracies(res: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Test top-1 (with n) after each evaluate step, and the int8 artifact's folder."""
+    metas = sorted(run_dir.glob("*/artifact.json"))
+    q = [m.parent for m in metas if "quantize" in m.parent.name]
+    evals = []
+    for rec in sorted(run_dir.glob("*evaluate*/record.json")):
+        doc = json.loads(rec.read_text())
+        evals.append({"step": rec.parent.name, "metrics": doc.get("metrics", doc.get("result", {}))})
+    return {"artifact": str(q[-1]), "evaluations": evals}
 
 
 def free_port() -> int:
@@ -109,12 +139,13 @@ class Server:
         ]
         log(" ".join(cmd[1:]))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"server exited with {self.proc.returncode} before it was ready")
             try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200 and self.workers_up() >= workers:
                     return
             except httpx.HTTPError:
                 pass
@@ -126,6 +157,29 @@ class Server:
         text = httpx.get(self.url + "/metrics", timeout=10).text
         m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
         return float(m.group(1)) if m else float("nan")
+
+    def workers_up(self, tries: int = 20) -> int:
+        """How many worker processes answer (each listens once warmed up): pids seen over fresh connections."""
+        pids = set()
+        for _ in range(tries):
+            with httpx.Client() as c:
+                pids.add(c.get(self.url + "/metadata", timeout=5).json().get("pid"))
+        return len(pids)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server process and its workers so far."""
+        import psutil
+
+        procs = [psutil.Process(self.proc.pid)]
+        procs += procs[0].children(recursive=True)
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -152,15 +206,26 @@ def load_once(art: Path, samples: np.ndarray, max_batch: int, args: argparse.Nam
     stats = Path(args.out) / "work" / f"stats_{tag}.json"
     srv = Server(art, max_batch, stats, args.serve_args)
     try:
+        c0, s0, w0 = os.times(), srv.cpu_seconds(), time.perf_counter()
         res = run_load(srv.url, samples, args.count, args.concurrency, time_limit=args.time_limit, id_prefix=tag)
-        rows, batches = srv.metric("slimline_batch_size_sum"), srv.metric("slimline_batch_size_count")
+        c1, s1, wall = os.times(), srv.cpu_seconds(), time.perf_counter() - w0
     finally:
         rc = srv.stop()
+    served = json.loads(stats.read_text()) if stats.is_file() else {}
+    rows, batches = served.get("rows", 0), served.get("batches", 0)  # summed over the server's workers
+    client_cpu = (c1.user + c1.system) - (c0.user + c0.system)
+    server_cpu = s1 - s0
     d = res.to_dict()
     lat = np.asarray(res.latencies_ms)
     d |= {
         "mean_batch": round(rows / batches, 2) if batches else None,
         "server_exit": rc,
+        # CPU seconds used during the load: the client (this process) and the server (all its processes), and the
+        # client's share of both and of the machine (wall seconds x cores)
+        "client_cpu_s": round(client_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2),
+        "client_cpu_share": round(client_cpu / (client_cpu + server_cpu), 3) if client_cpu + server_cpu else None,
+        "client_cpu_of_machine": round(client_cpu / (wall * (os.cpu_count() or 1)), 3),
         "n": res.sent,
         "p99_ms_ci95": bootstrap(lat, lambda a: np.percentile(a, 99)),
         "rps_ci95": [round(1000 * args.concurrency / x, 1) for x in bootstrap(lat, np.mean)[::-1]],
@@ -313,7 +378,7 @@ def main() -> int:
     from slimline.environment import environment
     from slimline.fileio import write_json
 
-    art, how = find_artifact(out, args.artifact)
+    art, how, accuracy = find_artifact(out, args.artifact, args.quick)
     log(f"serving {art} ({how})")
     samples = load_dataset("cifar10-sample", "test").inputs()
     batched = load_once(art, samples, args.max_batch, args, "b")
@@ -359,6 +424,7 @@ def main() -> int:
         "text": text,
         "artifact": str(art),
         "artifact_how": how,
+        "artifact_accuracy": accuracy,
         "settings": {
             "count": args.count,
             "concurrency": args.concurrency,
