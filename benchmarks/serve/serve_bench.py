@@ -99,6 +99,15 @@ def find_artifact(out: Path, given: str | None, quick: bool) -> tuple[Path, str,
     return Path(acc["artifact"]), "built here through slimline.api.run (pruned -40% MACs + KD, OpenVINO int8)", acc
 
 
+def final_accuracy(acc: dict[str, Any]) -> dict[str, Any] | None:
+    """{top1, n, top1_ci95, runtime} of the last evaluation in a build record (None when not built here)."""
+    evals = acc.get("evaluations") or []
+    if not evals:
+        return None
+    m = evals[-1]["metrics"]
+    return {k: m.get(k) for k in ("top1", "n", "top1_ci95", "runtime", "top1_agreement")}
+
+
 def _accuracies(res: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Test top-1 (with n) after each evaluate step, and the int8 artifact's folder."""
     metas = sorted(run_dir.glob("*/artifact.json"))
@@ -226,6 +235,7 @@ def load_once(art: Path, samples: np.ndarray, max_batch: int, args: argparse.Nam
         "server_cpu_s": round(server_cpu, 2),
         "client_cpu_share": round(client_cpu / (client_cpu + server_cpu), 3) if client_cpu + server_cpu else None,
         "client_cpu_of_machine": round(client_cpu / (wall * (os.cpu_count() or 1)), 3),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, res.ok), 3),
         "n": res.sent,
         "p99_ms_ci95": bootstrap(lat, lambda a: np.percentile(a, 99)),
         "rps_ci95": [round(1000 * args.concurrency / x, 1) for x in bootstrap(lat, np.mean)[::-1]],
@@ -329,7 +339,9 @@ def shutdown_test(art: Path, samples: np.ndarray, args: argparse.Namespace) -> d
     box: dict[str, Any] = {}
     t = threading.Thread(
         target=lambda: box.setdefault(
-            "res", run_load(srv.url, samples, args.count, args.concurrency, time_limit=args.time_limit, id_prefix="s")
+            "res",
+            # more requests than the server answers before the signal, so that the signal lands mid-load
+            run_load(srv.url, samples, 20 * args.count, args.concurrency, time_limit=args.time_limit, id_prefix="s"),
         )
     )
     t.start()
@@ -345,6 +357,7 @@ def shutdown_test(art: Path, samples: np.ndarray, args: argparse.Namespace) -> d
         "server_exit": rc,
         "accepted_by_server": len(accepted),
         "answered": res.ok,
+        "signal_mid_load": res.ok < res.sent,  # requests were still being sent when the server stopped
         "refused_after_signal": res.refused,
         "client_lost": res.lost,
         "client_errors": res.errors,
@@ -363,7 +376,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--time-limit", type=float, default=300.0)
-    ap.add_argument("--sigterm-after", type=float, default=2.0)
+    ap.add_argument("--sigterm-after", type=float, default=1.0)
     ap.add_argument("--serve-args", nargs="*", default=["--max-wait-ms", "5", "--queue-size", "4096"])
     ap.add_argument("--quick", action="store_true", help="300 requests at concurrency 50 (a correctness run)")
     args = ap.parse_args()
@@ -399,6 +412,13 @@ def main() -> int:
         "offline_items_per_s": offline_tput,
         "lost_on_shutdown": shut["lost_on_shutdown"],
         "n": batched["n"],
+        # the served artifact's CIFAR-10 test top-1 (n images, 95% interval), from its build's last evaluate step
+        "accuracy": final_accuracy(accuracy),
+        # the load-test client runs on the same cores: its share of the CPU seconds used during the batched load
+        "client_cpu_share": batched["client_cpu_share"],
+        # where the server's time goes: its CPU per request against the model's offline time per item
+        "server_cpu_ms_per_request": batched["server_cpu_ms_per_request"],
+        "offline_ms_per_item": offline_tput and round(1000 / offline_tput, 3),
         "intervals": {
             "p99_ms_ci95": batched["p99_ms_ci95"],
             "rps_batched_ci95": batched["rps_ci95"],
@@ -415,7 +435,9 @@ def main() -> int:
             "no_errors_no_lost": batched["errors"] == 0 and batched["lost"] == 0 and batched["sent"] == args.count,
             "batched_3x_unbatched": bool(ratio and ratio >= 3),
             "served_60pct_of_offline": bool(frac and frac >= 0.6),
-            "lost_on_shutdown_0": shut["lost_on_shutdown"] == 0 and shut["server_exit"] == 0,
+            "lost_on_shutdown_0": shut["lost_on_shutdown"] == 0
+            and shut["server_exit"] == 0
+            and shut["signal_mid_load"],
             "text_artifact": text["errors"] == 0 and text["min_cosine_vs_offline"] >= 0.999,
         },
         "batched": batched,
