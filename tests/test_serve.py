@@ -406,3 +406,31 @@ def test_requests_of_different_shapes_are_batched_apart() -> None:
     for i, r in answers:
         assert r.status_code == 200 and r.json()["outputs"]["output"] == [[float(i) * (2 + i % 3), float(i)]]
     assert sum(session.batches) == 24 + 16  # 24 requests, plus the warm-up batch of 16 rows
+
+
+def test_npy_bodies_read_as_numpy_loads_them() -> None:
+    """The cached-header .npy reader gives np.load's arrays (C and Fortran order, 0-d, big-endian) and refuses
+    truncated bodies and object arrays as np.load does."""
+    import io
+
+    from slimline.serving import read_npy
+
+    def body(a: np.ndarray) -> bytes:
+        b = io.BytesIO()
+        np.save(b, a, allow_pickle=True)
+        return b.getvalue()
+
+    cases = [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.array(5, np.int64),
+        np.arange(4, dtype=">i4"),
+    ]
+    for a in cases * 2:  # the second pass reads cached headers
+        got = read_npy(body(a))
+        assert got.dtype == a.dtype and got.shape == a.shape
+        np.testing.assert_array_equal(got, a)
+    with pytest.raises(ValueError):
+        read_npy(body(np.zeros(4))[:-3])
+    with pytest.raises(ValueError):
+        read_npy(body(np.array([{"a": 1}], dtype=object)))
