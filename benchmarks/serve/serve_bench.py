@@ -1,16 +1,19 @@
-"""Serving benchmark: the int8 CIFAR ResNet-56 behind `slimline serve`, loaded by `slimline loadtest`'s client.
+"""Serving benchmark: a pruned + int8 CIFAR ResNet-56 behind `slimline serve`, loaded by `slimline loadtest`'s
+client.
 
-1. the artifact: ``--artifact``, else an int8 ResNet-56 artifact under runs/cifar_resnet56*/, else one built here
-   with `slimline quantize` (OpenVINO int8, calibrated on CIFAR training images) into OUT/work/ (kept for reruns);
+1. the artifact: ``--artifact``, else the pruned (-40% MACs, short KD on training images) + OpenVINO int8 ResNet-56
+   built through ``slimline.api.run`` into OUT/work/p56 (kept for reruns; its test top-1 with n is reported);
 2. served with dynamic batching and with ``--max-batch 1``: ``--count`` requests of real CIFAR test images at
-   ``--concurrency`` each (rps, p50/p90/p99, errors, lost; mean batch size from the server's /metrics);
+   ``--concurrency`` each (rps, p50/p90/p99, errors, lost; mean batch size from the server's stats file);
 3. `slimline bench` offline throughput of the same artifact at the server's mean batch size, and at batch 1
    (their ratio bounds what batching can gain for this model on this CPU);
 4. SIGTERM to the server during a load test: every request the server accepted (its stats file lists their ids)
    must be answered to the client (``lost_on_shutdown``) and the server must exit 0.
 
 Writes OUT/results.json with rps_batched, rps_unbatched, p99_ms, errors, lost, offline_items_per_s,
-lost_on_shutdown, their n and 95% intervals (bootstrap over requests), must_show pass/fail, environment.
+lost_on_shutdown, accuracy (the artifact's test top-1, n, 95% interval), client_cpu_share (the client's part of
+the CPU seconds spent during the batched load), server_cpu_ms_per_request vs offline_ms_per_item, their n and
+95% intervals (bootstrap over requests), must_show pass/fail, environment.
 Server and client share this machine and talk over 127.0.0.1 only; every process is bounded by a time limit.
 """
 
