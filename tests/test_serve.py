@@ -434,3 +434,15 @@ def test_npy_bodies_read_as_numpy_loads_them() -> None:
         read_npy(body(np.zeros(4))[:-3])
     with pytest.raises(ValueError):
         read_npy(body(np.array([{"a": 1}], dtype=object)))
+
+
+def test_labels_come_from_the_data_or_a_text_classifiers_class_names() -> None:
+    """Answers name the top-1 class from meta.data.class_names, else meta.text.class_names (text classifiers);
+    no names, or scores that do not match them: no labels."""
+    from slimline.serving import class_labels
+
+    scores = {"logits": np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)}
+    assert class_labels(scores, {"data": {"class_names": ["a", "b"]}}) == ["b", "a"]
+    assert class_labels(scores, {"text": {"class_names": ["neg", "pos"], "output": "logits"}}) == ["pos", "neg"]
+    assert class_labels(scores, {"text": {"output": "embedding"}}) is None
+    assert class_labels(scores, {"text": {"class_names": ["x", "y", "z"]}}) is None

@@ -197,8 +197,17 @@ DECODERS.update({t: _image_inputs for t in ("image/png", "image/jpeg", "image/we
 
 
 def class_labels(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[str] | None:
-    """The top-1 class name per row when the artifact names its classes and its first output scores them."""
-    names = (meta.get("data") or {}).get("class_names") if isinstance(meta.get("data"), dict) else None
+    """The top-1 class name per row when the artifact names its classes and its first output scores them.
+
+    The names come from ``meta["data"]["class_names"]`` (image and array tasks: the dataset's), else
+    ``meta["text"]["class_names"]`` (a text classification artifact: the labels it was trained on, in score order;
+    the hook for text classifiers, whose answers then carry ``labels`` as image classifiers' do)."""
+    names = None
+    for part in ("data", "text"):
+        sub = meta.get(part)
+        if isinstance(sub, dict) and sub.get("class_names"):
+            names = sub["class_names"]
+            break
     first = next(iter(outputs.values()), None)
     if not names or first is None or first.ndim != 2 or first.shape[1] != len(names):
         return None
