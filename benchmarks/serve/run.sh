@@ -5,7 +5,7 @@
 # Writes runs/benchmarks/serve/results.json.
 # Loopback only, every step bounded. Builds the artifact through slimline.api.run first when none is cached in
 # runs/benchmarks/serve/work/p56 (about 3 minutes).
-# Options: --quick (300 requests at concurrency 50), --artifact DIR, --serve-args ... (e.g. --workers 2),
+# Options: --quick (300 requests at concurrency 50), --artifact DIR, --workers N (server processes),
 # --count N, --concurrency N (serve_bench.py -h).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

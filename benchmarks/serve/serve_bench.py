@@ -381,8 +381,11 @@ def main() -> int:
     ap.add_argument("--time-limit", type=float, default=300.0)
     ap.add_argument("--sigterm-after", type=float, default=1.0)
     ap.add_argument("--serve-args", nargs="*", default=["--max-wait-ms", "5", "--queue-size", "4096"])
+    ap.add_argument("--workers", type=int, default=1, help="server processes (slimline serve --workers)")
     ap.add_argument("--quick", action="store_true", help="300 requests at concurrency 50 (a correctness run)")
     args = ap.parse_args()
+    if args.workers > 1:
+        args.serve_args = [*args.serve_args, "--workers", str(args.workers)]
     if args.quick:
         args.count, args.concurrency = 300, 50
     out = ROOT / args.out
@@ -455,6 +458,7 @@ def main() -> int:
             "concurrency": args.concurrency,
             "max_batch": args.max_batch,
             "serve_args": args.serve_args,
+            "workers": args.workers,
             "offline_batch": mean_b,
             "quick": args.quick,
         },
