@@ -232,9 +232,11 @@ def test_loadtest_counts_answers_and_refuses_remote_hosts() -> None:
     assert check_loopback("127.0.0.1:9") == "http://127.0.0.1:9/predict"
 
 
-def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(tmp_path: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(tmp_path: Any, workers: int) -> None:
     """`slimline serve` in its own process on a real ONNX artifact: answers match ONNX Runtime; SIGTERM during a
-    load stops it with exit 0, and every request its stats file lists as accepted was answered to the client."""
+    load stops it with exit 0, and every request its stats file lists as accepted was answered to the client.
+    With --workers 2: two processes answer on the one port, and the stats file sums both."""
     import os
     import signal
     import subprocess
@@ -262,6 +264,8 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
             "4",
             "--stats",
             str(stats),
+            "--workers",
+            str(workers),
         ],
         env=env,
     )
@@ -274,6 +278,11 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        pids: set[int] = set()
+        while time.time() < deadline and len(pids) < workers:  # each worker listens once warmed up
+            with httpx.Client() as c:  # a new connection each time: the kernel spreads them over the workers
+                pids.add(c.get(url + "/metadata", timeout=5).json()["pid"])
+        assert len(pids) == workers
         x = np.random.default_rng(0).standard_normal((3, 3, 4, 4)).astype(np.float32)
         r = httpx.post(url + "/predict", content=_npy(x), headers=NPY | {"x-request-id": "first"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "first"
@@ -297,6 +306,7 @@ def test_cli_serves_an_onnx_artifact_and_sigterm_answers_every_accepted_request(
     res, served = box["res"], json.loads(stats.read_text())
     assert served["accepted"] > 0 and served["accepted"] == served["answered"]
     assert set(served["accepted_ids"]) - {"first"} <= set(res.answered_ids)
+    assert served.get("workers", 1) == workers
 
 
 def test_loadtest_cli_sweeps_concurrency_on_cifar_images_and_the_report_plots_it(cifar_dir: Any, tmp_path: Any) -> None:
@@ -396,3 +406,43 @@ def test_requests_of_different_shapes_are_batched_apart() -> None:
     for i, r in answers:
         assert r.status_code == 200 and r.json()["outputs"]["output"] == [[float(i) * (2 + i % 3), float(i)]]
     assert sum(session.batches) == 24 + 16  # 24 requests, plus the warm-up batch of 16 rows
+
+
+def test_npy_bodies_read_as_numpy_loads_them() -> None:
+    """The cached-header .npy reader gives np.load's arrays (C and Fortran order, 0-d, big-endian) and refuses
+    truncated bodies and object arrays as np.load does."""
+    import io
+
+    from slimline.serving import read_npy
+
+    def body(a: np.ndarray) -> bytes:
+        b = io.BytesIO()
+        np.save(b, a, allow_pickle=True)
+        return b.getvalue()
+
+    cases = [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.array(5, np.int64),
+        np.arange(4, dtype=">i4"),
+    ]
+    for a in cases * 2:  # the second pass reads cached headers
+        got = read_npy(body(a))
+        assert got.dtype == a.dtype and got.shape == a.shape
+        np.testing.assert_array_equal(got, a)
+    with pytest.raises(ValueError):
+        read_npy(body(np.zeros(4))[:-3])
+    with pytest.raises(ValueError):
+        read_npy(body(np.array([{"a": 1}], dtype=object)))
+
+
+def test_labels_come_from_the_data_or_a_text_classifiers_class_names() -> None:
+    """Answers name the top-1 class from meta.data.class_names, else meta.text.class_names (text classifiers);
+    no names, or scores that do not match them: no labels."""
+    from slimline.serving import class_labels
+
+    scores = {"logits": np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)}
+    assert class_labels(scores, {"data": {"class_names": ["a", "b"]}}) == ["b", "a"]
+    assert class_labels(scores, {"text": {"class_names": ["neg", "pos"], "output": "logits"}}) == ["pos", "neg"]
+    assert class_labels(scores, {"text": {"output": "embedding"}}) is None
+    assert class_labels(scores, {"text": {"class_names": ["x", "y", "z"]}}) is None

@@ -16,8 +16,10 @@ each, so a task's own input (raw text, images) is one more entry.
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime
 
 import asyncio
+import functools
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -53,13 +55,14 @@ class ServeSettings:
     queue_size: int = 1024  # requests waiting at most; beyond it 503 + Retry-After
     max_body_bytes: int = 16 * 1024 * 1024
     instances: int = 1  # model instances, each with its own session and worker thread
+    workers: int = 1  # server processes sharing one listening socket, each with its own instances
     host: str = "127.0.0.1"
     port: int = 8000
     warmup_batches: int = 2
 
     def check(self) -> None:
         """Raise one SlimlineError naming the first setting out of range."""
-        for name in ("max_batch", "queue_size", "max_body_bytes", "instances"):
+        for name in ("max_batch", "queue_size", "max_body_bytes", "instances", "workers"):
             if int(getattr(self, name)) < 1:
                 raise SlimlineError(f"serve: {name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.max_wait_ms < 0:
@@ -86,6 +89,28 @@ def _json_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> 
     return doc["inputs"], None if rid is None else str(rid)
 
 
+@functools.lru_cache(maxsize=256)
+def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of a version 1.0 .npy header (numpy parses it; cached: clients send the same
+    header again and again, and parsing it is a Python literal_eval)."""
+    f = io.BytesIO(header)
+    np.lib.format.read_magic(f)
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    return shape, fortran, dtype
+
+
+def read_npy(body: bytes) -> np.ndarray:
+    """The array of a .npy body, as ``np.load(allow_pickle=False)`` reads it; version 1.0 headers are parsed once
+    and the data is used in place (read-only, no copy)."""
+    if body[:8] == b"\x93NUMPY\x01\x00" and len(body) >= 10:
+        end = 10 + int.from_bytes(body[8:10], "little")
+        shape, fortran, dtype = _npy_header(body[:end])
+        count = int(np.prod(shape, dtype=np.int64))
+        if not dtype.hasobject and len(body) - end == count * dtype.itemsize:
+            return np.frombuffer(body, dtype, count, end).reshape(shape, order="F" if fortran else "C")
+    return np.load(io.BytesIO(body), allow_pickle=False)  # other versions, and the errors, as numpy words them
+
+
 def _npy_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     if len(signature.inputs) != 1:
         raise RequestError(
@@ -94,7 +119,7 @@ def _npy_inputs(body: bytes, signature: Signature, meta: Mapping[str, Any]) -> t
             415,
         )
     try:
-        arr = np.load(io.BytesIO(body), allow_pickle=False)
+        arr = read_npy(body)
     except Exception as e:  # noqa: BLE001 - any unreadable body is the client's
         raise RequestError(f"body: not a readable .npy array ({type(e).__name__}: {e})", 400) from None
     return {signature.inputs[0].name: arr}, None
@@ -172,8 +197,17 @@ DECODERS.update({t: _image_inputs for t in ("image/png", "image/jpeg", "image/we
 
 
 def class_labels(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[str] | None:
-    """The top-1 class name per row when the artifact names its classes and its first output scores them."""
-    names = (meta.get("data") or {}).get("class_names") if isinstance(meta.get("data"), dict) else None
+    """The top-1 class name per row when the artifact names its classes and its first output scores them.
+
+    The names come from ``meta["data"]["class_names"]`` (image and array tasks: the dataset's), else
+    ``meta["text"]["class_names"]`` (a text classification artifact: the labels it was trained on, in score order;
+    the hook for text classifiers, whose answers then carry ``labels`` as image classifiers' do)."""
+    names = None
+    for part in ("data", "text"):
+        sub = meta.get(part)
+        if isinstance(sub, dict) and sub.get("class_names"):
+            names = sub["class_names"]
+            break
     first = next(iter(outputs.values()), None)
     if not names or first is None or first.ndim != 2 or first.shape[1] != len(names):
         return None
@@ -469,7 +503,6 @@ def create_app(
     async def prom() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/predict")
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
         rid = request.headers.get("x-request-id")
@@ -524,6 +557,9 @@ def create_app(
             doc["labels"] = labels
         return JSONResponse(doc, headers=headers)
 
+    # a plain Starlette route: the request is read by hand above, and FastAPI's per-request dependency solving and
+    # telemetry were a third of the server's CPU per request
+    app.add_route("/predict", predict, methods=["POST"])
     return app
 
 
@@ -540,6 +576,58 @@ def check_port(host: str, port: int) -> None:
         ) from None
 
 
+WORKER_ENV = "SLIMLINE_SERVE_WORKER"  # what each --workers process serves (JSON), set by serve() for its workers
+
+
+def build_app(
+    artifact_path: str | Path,
+    runtime: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    settings: ServeSettings | None = None,
+    stats_path: Path | None = None,
+) -> Any:
+    """The app serving the artifact at ``artifact_path`` in ``settings.instances`` sessions of ``runtime``."""
+    from slimline.artifact import Artifact
+    from slimline.runtimes import default_runtime, open_session
+    from slimline.signature import artifact_signature
+
+    settings = settings or ServeSettings()
+    art = Artifact.load(artifact_path)
+    rt = runtime or default_runtime(art)
+    sessions = [open_session(art, rt, **dict(options or {})) for _ in range(settings.instances)]
+    signature = sessions[0].signature or artifact_signature(art)
+    info = {"artifact": str(art.path), "kind": art.kind, "runtime": sessions[0].describe(), "pid": os.getpid()}
+    return create_app(sessions, signature, settings, info, stats_path, decoder_meta(art))
+
+
+def worker_stats_path(stats_path: Path, pid: int) -> Path:
+    """Where worker ``pid`` of ``serve --workers N`` writes its own stats (merged into ``stats_path`` at exit)."""
+    return stats_path.with_name(f"{stats_path.stem}.worker{pid}{stats_path.suffix}")
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process (a uvicorn app factory): what to serve comes from ``WORKER_ENV``."""
+    spec = json.loads(os.environ[WORKER_ENV])
+    stats = worker_stats_path(Path(spec["stats"]), os.getpid()) if spec["stats"] else None
+    return build_app(spec["artifact"], spec["runtime"], spec["options"], ServeSettings(**spec["settings"]), stats)
+
+
+def merge_worker_stats(stats_path: Path) -> dict[str, Any]:
+    """Sum the stats the workers wrote next to ``stats_path`` into ``stats_path`` (their files are removed)."""
+    from slimline.fileio import write_json
+
+    total: dict[str, Any] = {"accepted": 0, "answered": 0, "failed": 0, "batches": 0, "rows": 0}
+    total |= {"accepted_ids": [], "answered_ids": [], "workers": 0}
+    for f in sorted(stats_path.parent.glob(f"{stats_path.stem}.worker*{stats_path.suffix}")):
+        doc = json.loads(f.read_text())
+        for k in ("accepted", "answered", "failed", "batches", "rows", "accepted_ids", "answered_ids"):
+            total[k] += doc.get(k, 0 if not k.endswith("ids") else [])
+        total["workers"] += 1
+        f.unlink()
+    write_json(stats_path, total)
+    return total
+
+
 def serve(
     artifact_path: str | Path,
     runtime: str | None = None,
@@ -549,40 +637,66 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Load the artifact into ``settings.instances`` sessions and serve it until SIGTERM/SIGINT (uvicorn's graceful
-    shutdown: stop accepting, answer every accepted request, then return)."""
-    import uvicorn
+    shutdown: stop accepting, answer every accepted request, then return).
 
-    from slimline.artifact import Artifact
-    from slimline.runtimes import default_runtime, open_session
-    from slimline.signature import artifact_signature
+    With ``settings.workers`` > 1, that many processes (uvicorn's supervisor, spawned) share one listening socket,
+    each loading the artifact and batching on its own; SIGTERM reaches every worker, each answers what it accepted.
+    Each worker's ``/metrics`` counts its own requests; ``stats_path`` sums them all."""
+    import signal
+    import threading
+
+    import uvicorn
 
     settings = settings or ServeSettings()
     settings.check()
     check_port(settings.host, settings.port)
-    art = Artifact.load(artifact_path)
-    rt = runtime or default_runtime(art)
-    sessions = [open_session(art, rt, **dict(options or {})) for _ in range(settings.instances)]
-    signature = sessions[0].signature or artifact_signature(art)
-    info = {"artifact": str(art.path), "kind": art.kind, "runtime": sessions[0].describe()}
-    app = create_app(sessions, signature, settings, info, stats_path, decoder_meta(art))
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=None,
-        backlog=2048,
-    )
-    server = uvicorn.Server(config)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": None,
+        "backlog": 2048,
+    }
+    if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ[WORKER_ENV] = json.dumps(
+            {
+                "artifact": str(artifact_path),
+                "runtime": runtime,
+                "options": dict(options or {}),
+                "settings": asdict(settings),
+                "stats": str(stats_path) if stats_path else None,
+            }
+        )
+        config = uvicorn.Config(
+            "slimline.serving:worker_app",
+            factory=True,
+            workers=settings.workers,
+            timeout_worker_healthcheck=60,
+            **common,
+        )
+        if stats_path is not None:
+            for f in stats_path.parent.glob(f"{stats_path.stem}.worker*{stats_path.suffix}"):
+                f.unlink()
+        sock = config.bind_socket()
+        if on_ready is not None:
+            on_ready(f"http://{settings.host}:{settings.port}")
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            sock.close()
+            if stats_path is not None:
+                merge_worker_stats(stats_path)
+        return
+    app = build_app(artifact_path, runtime, options, settings, stats_path)
+    server = uvicorn.Server(uvicorn.Config(app, **common))
     if on_ready is not None:
         on_ready(f"http://{settings.host}:{settings.port}")
     # uvicorn re-raises the signal that stopped it once it has restored the handlers in force; a no-op handler
     # there makes a graceful shutdown return normally (exit 0) instead of being counted as an interruption.
-    import signal
-    import threading
-
     main = threading.current_thread() is threading.main_thread()
     saved = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:

@@ -31,6 +31,9 @@ def serve(
     max_wait_ms: float = typer.Option(_D.max_wait_ms, help="how long a batch waits for more requests"),
     queue_size: int = typer.Option(_D.queue_size, help="requests waiting at most; beyond: 503 + Retry-After"),
     instances: int = typer.Option(_D.instances, help="model instances, each its own session and thread"),
+    workers: int = typer.Option(
+        _D.workers, help="server processes on one port, each with its own model instances (/metrics: per process)"
+    ),
     max_body_mb: float = typer.Option(_D.max_body_bytes / 2**20, help="largest request body (MiB): beyond, 413"),
     stats: Path | None = typer.Option(None, help="write accepted/answered request counts and ids here at exit"),
 ) -> None:
@@ -52,6 +55,7 @@ def serve(
         queue_size=queue_size,
         max_body_bytes=int(max_body_mb * 2**20),
         instances=instances,
+        workers=workers,
         host=host,
         port=port,
     )
