@@ -27,7 +27,7 @@ from slimline.signature import artifact_signature
 from slimline.steps import get_step
 from slimline.tasks import get_task
 from slimline.tasks.classification import signature_scores
-from slimline.tasks.detection import PhotoSet, evaluate_detector, is_photo_folder, load_photos
+from slimline.tasks.detection import evaluate_detector, is_photo_folder, load_photos
 from slimline.train import seed_everything
 
 
@@ -229,14 +229,7 @@ def _evaluate_detection(
         )
     from slimline.runtimes import default_runtime
 
-    photos = load_photos(folder, size)
-    if limit is not None:
-        photos = PhotoSet(
-            photos.images[:limit],
-            photos.names[:limit],
-            photos.scales[:limit],
-            None if photos.labels is None else photos.labels[:limit],
-        )
+    photos = load_photos(folder, size, limit)
     ref = _detector_runner(reference, None) if reference is not None else None
     out = evaluate_detector(_detector_runner(m, runtime), photos, ref)
     return out | {"runtime": "torch" if isinstance(m, nn.Module) else runtime or default_runtime(m), "size": size}

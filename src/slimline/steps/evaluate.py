@@ -47,6 +47,7 @@ class Evaluate(Step[EvaluateOptions]):
     def _detection(self, artifact: Artifact, ctx: RunContext, images: Any) -> dict[str, Any]:
         """Detections of ``artifact`` on the split's images, compared with the baseline's (no box labels in an
         image dataset: fidelity only); the baseline itself gets its detection count."""
+        from slimline.data.arrays import NamedSamples
         from slimline.errors import SlimlineError
         from slimline.evaluate import predict_named
         from slimline.runtimes import default_runtime, open_session
@@ -56,18 +57,10 @@ class Evaluate(Step[EvaluateOptions]):
         if artifact.kind == "torch":
             raise SlimlineError("evaluate metric: detection runs exported detectors; put it after export_onnx")
 
-        class Images:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def batches(self, bs: int) -> Any:
-                for i in range(0, len(images), bs):
-                    yield {self.name: images[i : i + bs]}
-
         def detect(art: Artifact, runtime: str | None) -> Any:
             session = open_session(art, runtime or default_runtime(art))
-            feeds = Images((session.signature or artifact_signature(art)).inputs[0].name)
-            return task.detections(predict_named(session, feeds, 1))
+            name = (session.signature or artifact_signature(art)).inputs[0].name
+            return task.detections(predict_named(session, NamedSamples({name: images}), 1))
 
         task = DetectionTask()
         got = detect(artifact, self.config.runtime)

@@ -340,13 +340,13 @@ def _coco_labels(files: Sequence[Path], json_path: Path) -> list[dict[str, np.nd
     return out
 
 
-def load_photos(folder: str | Path, size: int | tuple[int, int]) -> PhotoSet:
-    """The photos of ``folder`` letterboxed to ``size`` (:func:`letterbox`), with their labels when it has them:
-    YOLO txt files (``labels/<stem>.txt`` beside ``images/``, or ``<stem>.txt`` next to each photo; a photo
-    without one has no objects) or one COCO-style ``.json`` in ``folder``. Label boxes are mapped to model pixels
-    by the letterbox scale."""
+def load_photos(folder: str | Path, size: int | tuple[int, int], limit: int | None = None) -> PhotoSet:
+    """The first ``limit`` (default: all) photos of ``folder`` letterboxed to ``size`` (:func:`letterbox`), with
+    their labels when it has them: YOLO txt files (``labels/<stem>.txt`` beside ``images/``, or ``<stem>.txt`` next
+    to each photo; a photo without one has no objects) or one COCO-style ``.json`` in ``folder``. Label boxes are
+    mapped to model pixels by the letterbox scale."""
     root = Path(str(folder))
-    files = image_files(root) if root.is_dir() else []
+    files = (image_files(root) if root.is_dir() else [])[:limit]
     if not files:
         raise DetectionError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of photos")
     images, scales, sizes = [], [], []
