@@ -429,7 +429,7 @@ def test_results_table_shows_figures_and_reasons() -> None:
 
 
 def test_an_artifact_naming_its_runtime_is_benched_on_it(tmp_path: Path) -> None:
-    from slimline.bench.harness import BenchTarget, _pick_kind
+    from slimline.bench.harness import BenchTarget, _pick_kind, _skip_reason
 
     ov_kinds = ["openvino", "onnx"]
     ir = BenchTarget("ir", {"openvino": Artifact("openvino", tmp_path, {"model": "m.xml"}, {})})
@@ -440,6 +440,8 @@ def test_an_artifact_naming_its_runtime_is_benched_on_it(tmp_path: Path) -> None
     assert _pick_kind("openvino", ov_kinds, plain, False) == "onnx"
     assert _pick_kind("openvino", ov_kinds, for_ov, True) == "onnx"  # quantized for OpenVINO: benched on it
     assert _pick_kind("onnxruntime", ["onnx"], for_ov, True) == "onnx"  # and on ONNX Runtime as any ONNX model
+    assert "no benched artifact is openvino" in _skip_reason("openvino", ov_kinds, plain)  # the real reason
+    assert _skip_reason("onnxruntime", ["onnx"], ir) == "onnxruntime runs onnx artifacts; this is openvino"
 
 
 def test_machine_load_from_proc_stat(tmp_path: Path) -> None:

@@ -299,6 +299,17 @@ def _pick_kind(runtime: str, runtime_kinds: Sequence[str], target: BenchTarget, 
     return next((k for k in runtime_kinds[1:] if k in target.artifacts), None)
 
 
+def _skip_reason(runtime: str, runtime_kinds: Sequence[str], target: BenchTarget) -> str:
+    """Why ``_pick_kind`` gave no artifact of ``target`` to ``runtime``: one line for the skipped list."""
+    kinds = "/".join(target.kinds)
+    if any(k in target.artifacts for k in runtime_kinds):
+        return (
+            f"{runtime} runs this {kinds} artifact only when no benched artifact is {runtime_kinds[0]} "
+            f"(one is, and is benched on {runtime} instead); bench this artifact alone to compare"
+        )
+    return f"{runtime} runs {'/'.join(runtime_kinds)} artifacts; this is {kinds}"
+
+
 def _empty_result(target: BenchTarget, rt: RuntimeSpec, bs: int, art: Artifact | None) -> dict[str, Any]:
     return {
         "artifact": target.name,
@@ -421,7 +432,7 @@ def _bench_targets(
         for target in targets:
             kind = _pick_kind(rt.name, cls.kinds, target, native_in_set)
             if kind is None:
-                reason = f"{rt.name} runs {'/'.join(cls.kinds)} artifacts; this is {'/'.join(target.kinds)}"
+                reason = _skip_reason(rt.name, cls.kinds, target)
                 skipped.append({"artifact": target.name, "runtime": rt.label, "reason": reason})
                 continue
             art = target.artifacts[kind]
