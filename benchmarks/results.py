@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def gather(study: str, parts: dict[str, Path], command: str, out: Path | None = None) -> Path:
     """Merge ``parts`` (part name -> JSON file) into the study's results.json and return its path."""
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, write_json
 
     target = out or ROOT / "runs" / "benchmarks" / study / "results.json"
     missing = [f"{name}={path}" for name, path in parts.items() if not path.is_file()]

@@ -87,6 +87,32 @@ def cli_page() -> str:
     return "\n".join(parts)
 
 
+def public_page() -> str:
+    """Every name ``slimline.api`` makes public beyond its own functions, by group, with where it lives and the
+    first line of its docstring (from ``slimline.api._PUBLIC``: the list is not written twice)."""
+    import importlib
+
+    from slimline import api
+
+    parts = [
+        "# Public surface",
+        "",
+        "`slimline.api` re-exports these names (loaded on first use, so no optional extra is imported until "
+        "needed). They, the functions on the [Python API](api.md) page and the top-level `slimline` names are "
+        "what the benchmark studies use (a test holds them to it); everything else is internal.",
+        "",
+    ]
+    for group, names in api._PUBLIC.items():
+        parts += [f"## {group[0].upper()}{group[1:]}", "", "| name | from | what it does |", "|---|---|---|"]
+        for name, target in names.items():
+            module, _, attr = target.partition(":")
+            obj = importlib.import_module(module) if target.endswith(":") else getattr(api, name)
+            first = (_doc(obj).splitlines() or [""])[0] if callable(obj) or target.endswith(":") else ""
+            parts.append(f"| `{name}` | `{module}{'.' + attr if attr else ''}` | {_cell(first)} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
 _COMMAND_LINE = re.compile(r"\bslimline ([a-z][\w-]*)([^`|\n]*)")
 
 
@@ -123,3 +149,5 @@ with mkdocs_gen_files.open("reference/recipe.md", "w") as f:
     f.write(recipe_page())
 with mkdocs_gen_files.open("reference/cli.md", "w") as f:
     f.write(cli_page())
+with mkdocs_gen_files.open("reference/public.md", "w") as f:
+    f.write(public_page())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_run_sh_is_well_formed(study: Path) -> None:
         subprocess.run(["bash", "-n", str(study / "run.sh")], check=True)
 
 
-CODE = sorted((ROOT / "benchmarks").glob("*/*.py"))
+CODE = sorted((ROOT / "benchmarks").glob("**/*.py"))
 
 
 @pytest.mark.parametrize("path", CODE, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -55,6 +56,34 @@ def test_benchmark_code_uses_no_hand_built_context(path: Path) -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert not {"RunContext", "DataBundle"} & (names | imported), f"{path.name} builds a run context by hand"
     assert "type: ignore" not in path.read_text()
+
+
+@pytest.mark.parametrize("path", CODE, ids=lambda p: str(p.relative_to(ROOT / "benchmarks")))
+def test_benchmark_code_imports_only_the_public_api(path: Path) -> None:
+    """Studies use what users use: ``slimline`` and ``slimline.api`` (its ``__all__``), nothing internal."""
+    import slimline
+    import slimline.api
+
+    allowed = {"slimline": set(slimline.__all__) | {"api"}, "slimline.api": set(slimline.api.__all__)}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                assert alias.name in allowed or not alias.name.startswith("slimline"), f"import {alias.name}"
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("slimline"):
+            assert node.module in allowed, f"line {node.lineno}: from {node.module} import ...: use slimline.api"
+            for alias in node.names:
+                assert alias.name in allowed[node.module], f"line {node.lineno}: {alias.name} is not public"
+
+
+def test_the_public_api_resolves_every_name_it_lists() -> None:
+    import slimline.api
+
+    for name in slimline.api.__all__:
+        obj = getattr(slimline.api, name)
+        if callable(obj) and not isinstance(obj, type(pytest)):
+            assert (obj.__doc__ or "").strip(), f"public {name} has no docstring (the docs list its first line)"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = slimline.api.nope
 
 
 def test_results_gathers_parts_with_environment_and_checks(tmp_path: Path) -> None:
@@ -82,3 +111,81 @@ def test_make_bench_list_lists_every_study() -> None:
     for study in STUDIES:
         line = next(ln for ln in out.splitlines() if ln.startswith(f"benchmarks/{study.name}/run.sh"))
         assert (study / "run.sh").read_text().splitlines()[1][2:] in line
+
+
+_RUN_SH = re.compile(r"benchmarks/([\w-]+)/run\.sh(?: ([a-z][\w-]*))?")
+_FIGURE = re.compile(r"\d(?:[\d,.]*)\s*(?:%|ms\b|MB\b|img/s|items/s|req/s|rps|GFLOP/s|×|x\b)")
+
+
+def _known_parts(study: str) -> set[str] | None:
+    """The parts a study's run.sh accepts (``run_parts STUDY "KNOWN" ...``), or None when it takes no part name."""
+    m = re.search(r'run_parts \S+ "([^"]*)"', (ROOT / "benchmarks" / study / "run.sh").read_text())
+    return set(m.group(1).split()) | {"all"} if m else None
+
+
+def _figure_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """Each paragraph or table of ``text`` with a measured figure: (line, block, the run.sh cited for it, if any).
+
+    A block's command is the last ``benchmarks/<name>/run.sh`` named in it or before it under the same heading."""
+    out: list[tuple[int, str, str | None]] = []
+    current: str | None = None
+    block: list[str] = []
+    start = 0
+
+    def close() -> None:
+        nonlocal current
+        body = "\n".join(block)
+        cites = _RUN_SH.findall(body)
+        if cites:
+            current = cites[-1][0]
+        if _FIGURE.search(body):
+            out.append((start, body, current))
+
+    lines = text.splitlines()
+    for i, line in enumerate(lines, 1):
+        if line.startswith("#"):
+            if block:
+                close()
+            block, current = [], None
+            continue
+        is_table = line.startswith("|")
+        if not line.strip() or (block and is_table != block[-1].startswith("|")):
+            if block:
+                close()
+            block = []
+        if line.strip():
+            if not block:
+                start = i
+            block.append(line)
+    if block:
+        close()
+    return out
+
+
+def test_every_figure_in_results_names_the_benchmark_that_made_it() -> None:
+    text = (ROOT / "docs" / "results.md").read_text()
+    for study, part in _RUN_SH.findall(text):
+        assert (ROOT / "benchmarks" / study / "run.sh").is_file(), f"docs/results.md cites benchmarks/{study}/run.sh"
+        known = _known_parts(study)
+        if part and known is not None:
+            assert part in known, f"benchmarks/{study}/run.sh has no part {part!r} (it has {sorted(known)})"
+    blocks = _figure_blocks(text)
+    assert len(blocks) >= 10
+    for line, body, command in blocks:
+        assert command is not None, f"docs/results.md line {line}: a figure with no benchmarks/ command: {body[:80]!r}"
+        rows = body.splitlines()
+        if rows[0].startswith("|") and "command" in rows[0]:  # a table citing one command per row
+            for row in rows[2:]:
+                assert _RUN_SH.search(row), f"docs/results.md line {line}: row {row[:50]!r} cites no benchmarks/ run.sh"
+    readme_rows = [b for b in _figure_blocks((ROOT / "README.md").read_text()) if "| command |" in b[1]]
+    assert readme_rows, "the README's headline figures table has a command column"
+    for _, body, _ in readme_rows:
+        for row in body.splitlines()[2:]:
+            assert _RUN_SH.search(row), f"README headline row {row[:50]!r} cites no benchmarks/ run.sh"
+    for span in re.findall(r"`(slimline [^`]*)`", text):
+        assert len(span.split()) <= 2, f"docs/results.md cites `{span}`: cite the benchmarks/ run.sh that runs it"
+
+
+def test_the_results_check_catches_an_uncited_figure() -> None:
+    blocks = _figure_blocks("## A\n\nSee `benchmarks/edge/run.sh`.\n\n| a | 3 ms |\n\n## B\n\n| b | 92.6% |\n")
+    assert [(b[0], b[2]) for b in blocks] == [(5, "edge"), (9, None)]

@@ -588,8 +588,7 @@ def main() -> int:
     ap.add_argument("--calib-n", type=int, default=CALIB_N, help="calibration samples per model")
     ap.add_argument("--heldout-n", type=int, default=HELDOUT_N, help="held-out samples per model (eval)")
     args = ap.parse_args()
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, write_json
 
     out = args.out if args.out.is_absolute() else ROOT / args.out
     work_root, logs = out / "work", out / "logs"

@@ -116,8 +116,7 @@ def openvino_ir(model: Path, folder: Path) -> Path:
     in the int8 IR that quantize writes)."""
     import openvino as ov
 
-    from slimline.artifact import ARTIFACT_JSON
-    from slimline.fileio import write_json
+    from slimline.api import ARTIFACT_JSON, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov.convert_model(str(model)), str(folder / "model.xml"), compress_to_fp16=False)
@@ -158,7 +157,7 @@ def image_sets(calib_n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     crops of the photos turned by 90 degrees, and face mosaics of faces 0-49 (about one in four images)."""
     import skimage.data
 
-    from slimline.tasks.detection import letterbox
+    from slimline.api import letterbox
 
     pics = photos()
     faces = skimage.data.lfw_subset()[:100]  # the first 100 of the 200 crops are faces
@@ -203,8 +202,7 @@ def wilson(k: int, n: int) -> list[float] | None:
 
 
 def detect_all(artifact: Any, runtime: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    from slimline.evaluate import predict_named
-    from slimline.runtimes import open_session
+    from slimline.api import open_session, predict_named
 
     class Samples:
         def batches(self, bs: int) -> Any:
@@ -223,10 +221,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=15, help="keyword-spotting training epochs")
     ap.add_argument("--per-word", type=int, default=1, help="keyword-spotting clips per word and training voice")
     args = ap.parse_args()
-    from slimline.artifact import Artifact
-    from slimline.environment import environment
-    from slimline.fileio import write_json
-    from slimline.tasks.detection import DetectionTask, detection_fidelity
+    from slimline.api import Artifact, DetectionTask, detection_fidelity, environment, write_json
 
     out = args.out if args.out.is_absolute() else ROOT / args.out
     work, logs = out / "work", out / "logs"

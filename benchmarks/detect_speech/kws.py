@@ -71,7 +71,7 @@ def clip(path: Path | None, rng: np.random.Generator) -> np.ndarray:
 
 def make_split(voices: list[str], per_word: int, folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel features [n, frames, 40] and labels of one split (cached as ``folder/features.npz``)."""
-    from slimline.tasks.speech import log_mel
+    from slimline.api import log_mel
 
     cache = folder / "features.npz"
     if cache.exists():
@@ -201,8 +201,7 @@ def export(model: Any, path: Path) -> None:
 
 
 def accuracy(session: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    from slimline.evaluate import accuracy_metrics
-    from slimline.tasks.speech import run_stream
+    from slimline.api import accuracy_metrics, run_stream
 
     out, _ = run_stream(session, {"features": x}, chunk=CHUNK)
     return accuracy_metrics(out["scores"][:, -1], y)
@@ -213,8 +212,7 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
     their details."""
     import torch
 
-    from slimline.artifact import Artifact
-    from slimline.runtimes import open_session
+    from slimline.api import Artifact, open_session
 
     data = work.parent / "kws_data"
     print("keyword spotting: synthesising speech (cached in", data, ")", flush=True)

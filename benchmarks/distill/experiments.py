@@ -35,12 +35,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimline.data import ArrayDataset, load_dataset
-from slimline.distill import distill
-from slimline.evaluate import accuracy_metrics, fidelity, predict_logits
-from slimline.fileio import torch_save, write_json
-from slimline.models import count_macs, count_params, load_model
-from slimline.train import TrainConfig, fit
+from slimline.api import (
+    ArrayDataset,
+    TrainConfig,
+    accuracy_metrics,
+    count_macs,
+    count_params,
+    distill,
+    fidelity,
+    fit,
+    load_dataset,
+    load_model,
+    predict_logits,
+    torch_save,
+    write_json,
+)
 
 WORK = Path("runs/distill_experiments")
 CIFAR_WEIGHTS = Path(os.environ.get("SLIMLINE_SHARED", "/work/shared")) / "data" / "cifar10"

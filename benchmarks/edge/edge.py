@@ -37,8 +37,7 @@ def pruned_artifact() -> Path | None:
 
 def build(name: str, work: Path, source: Path | None) -> Any:
     """The torch artifact of ``name`` in ``work`` (pretrained weights) or the pruned one at ``source``."""
-    from slimline.artifact import Artifact, save_torch
-    from slimline.models import load_model
+    from slimline.api import Artifact, load_model, save_torch
 
     if source is not None:
         return Artifact.load(source)
@@ -48,11 +47,16 @@ def build(name: str, work: Path, source: Path | None) -> Any:
 
 
 def run_model(name: str, torch_art: Any, work: Path, test: Any, calib: Any, threads: int) -> dict[str, Any]:
-    from slimline.artifact import load_torch
-    from slimline.evaluate import evaluate, evaluate_artifact
-    from slimline.quant.backends import FloatModel, QuantConfig, get_backend
-    from slimline.steps.quantize import write_quantized
-    from slimline.tflite_export import export_tflite_artifact
+    from slimline.api import (
+        FloatModel,
+        QuantConfig,
+        evaluate,
+        evaluate_artifact,
+        export_tflite_artifact,
+        get_backend,
+        load_torch,
+        write_quantized,
+    )
 
     model = load_torch(torch_art)
     meta = dict(torch_art.meta)
@@ -172,9 +176,7 @@ def main() -> int:
         help=f"a pruned ResNet-56 torch artifact (default: the last prune stage in {PRUNED_RUN}, if any)",
     )
     args = ap.parse_args()
-    from slimline.data import load_dataset
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, load_dataset, write_json
 
     start = time.perf_counter()
     out: Path = args.out.resolve()

@@ -29,7 +29,7 @@ def chelsea_input() -> np.ndarray:
     from PIL import Image
     from skimage.data import chelsea
 
-    from slimline.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD
+    from slimline.api import IMAGENET_MEAN, IMAGENET_STD
 
     img = Image.fromarray(chelsea())
     w, h = img.size
@@ -51,7 +51,7 @@ def top1(logits: np.ndarray) -> tuple[int, float]:
 
 def ort_view(art: Any, dest: Path) -> Any:
     """A separate artifact folder whose model is the fuse step's ONNX-Runtime-optimized file."""
-    from slimline.artifact import ArtifactWriter
+    from slimline.api import ArtifactWriter
 
     meta = dict(art.meta)
     with ArtifactWriter(dest, "onnx", meta, list(art.lineage)) as w:
@@ -61,8 +61,7 @@ def ort_view(art: Any, dest: Path) -> Any:
 
 def main() -> None:
     from slimline import apply_step, load_model, save_torch
-    from slimline.runtimes import availability, open_session
-    from slimline.runtimes.openvino import disable_telemetry
+    from slimline.api import availability, disable_telemetry, open_session
 
     disable_telemetry()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -115,7 +114,7 @@ def main() -> None:
         )
         print(f"{rt:14s} {art.name:16s} top-1 {cls} (p={p:.3f}) {'ok' if cls == EGYPTIAN_CAT else 'WRONG'}")
 
-    from slimline.bench import bench_artifacts
+    from slimline.api import bench_artifacts
 
     batches = [int(b) for b in args.batches.split(",")]
     common = {"threads": args.threads, "peak": False, "min_runs": 10, "min_seconds": 1.0, "max_seconds": 20.0}
@@ -153,7 +152,7 @@ def main() -> None:
         "benchmark": rows,
         "note": "timings from a shared, busy machine; one subprocess per runtime x batch (bench harness)",
     }
-    from slimline.fileio import write_json
+    from slimline.api import write_json
 
     write_json(run / "summary.json", summary)
     print(f"all runtimes say Egyptian cat: {summary['all_egyptian_cat']}; wrote {run / 'summary.json'}")

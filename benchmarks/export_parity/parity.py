@@ -35,7 +35,7 @@ def max_abs_logit_diff(arts: dict[str, Any], batch: int = 100) -> dict[str, floa
     import numpy as np
 
     import slimline
-    from slimline.runtimes import open_session
+    from slimline.api import open_session
 
     ds = slimline.load_dataset("cifar10-sample", "test")
     batches = [np.ascontiguousarray(ds.normalize(ds.x[i : i + batch]).numpy()) for i in range(0, len(ds), batch)]
@@ -84,7 +84,7 @@ def main() -> None:
         "export_parity_passed": all(p.get("passed") for p in parity.values()),
     }
     if args.json:
-        from slimline.fileio import write_json
+        from slimline.api import write_json
 
         write_json(args.json, summary)
     print(json.dumps(summary))

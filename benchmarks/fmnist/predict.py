@@ -24,10 +24,7 @@ import numpy as np
 def main() -> None:
     import torch
 
-    from slimline.artifact import save_torch
-    from slimline.fileio import write_json
-    from slimline.models import load_model
-    from slimline.optimize.predict import predict
+    from slimline.api import load_model, predict, save_torch, write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/optimize/predict"))

@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from slimline import run
-    from slimline.fileio import write_json
+    from slimline.api import write_json
 
     recipe = {
         "name": "prune-fmnist",

@@ -27,8 +27,7 @@ BATCH = 64
 def bench(targets: list[tuple[str, list[str]]], quick: bool) -> list[dict[str, Any]]:
     """Each (artifact folder, runtimes) at batch 64, one after the other in this session (each artifact its own
     target, so an ONNX artifact is measured on OpenVINO too), each figure the median of fresh processes."""
-    from slimline.artifact import Artifact
-    from slimline.bench.harness import BenchTarget, bench_targets
+    from slimline.api import Artifact, BenchTarget, bench_targets
 
     rows = []
     for path, runtimes in targets:
@@ -54,9 +53,7 @@ def search_kwargs(quick: bool) -> dict[str, Any]:
 
 def part_demo(out: Path, quick: bool) -> dict[str, Any]:
     import slimline
-    from slimline.api import demo_recipe
-    from slimline.bench.harness import is_artifact_dir
-    from slimline.search import run_search
+    from slimline.api import demo_recipe, is_artifact_dir, run_search
 
     recipe = demo_recipe(quick)
     demo_dir = out / ("demo-quick" if quick else "demo")
@@ -113,8 +110,7 @@ def part_dask(out: Path, quick: bool) -> dict[str, Any]:
     import psutil
     from distributed import Client, LocalCluster
 
-    from slimline.api import demo_recipe
-    from slimline.search import run_search
+    from slimline.api import demo_recipe, run_search
 
     recipe = demo_recipe(quick=True)  # the demo-quick data slice: the comparison is of the search, not the model
     demo_dir = out / "demo-quick"
@@ -214,9 +210,7 @@ def part_dask(out: Path, quick: bool) -> dict[str, Any]:
 
 def part_cifar(out: Path, quick: bool) -> dict[str, Any]:
     import slimline
-    from slimline.artifact import Artifact
-    from slimline.bench.harness import is_artifact_dir
-    from slimline.search import run_search
+    from slimline.api import Artifact, is_artifact_dir, run_search
 
     data = {"name": "cifar10-sample", "val_size": 200}
     weights = DATA / "cifar10" / "resnet56-4bfd9763.th"
@@ -292,8 +286,7 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="tiny budgets and data: checks the script, not the claims")
     args = ap.parse_args()
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, write_json
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

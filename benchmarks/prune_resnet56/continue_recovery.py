@@ -33,12 +33,19 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from slimline.artifact import Artifact, load_torch, save_torch
-    from slimline.data import load_dataset
-    from slimline.evaluate import evaluate
-    from slimline.fileio import write_json
-    from slimline.models import count_macs, count_params, load_model
-    from slimline.prune.schedule import FinetuneConfig, finetune
+    from slimline.api import (
+        Artifact,
+        FinetuneConfig,
+        count_macs,
+        count_params,
+        evaluate,
+        finetune,
+        load_dataset,
+        load_model,
+        load_torch,
+        save_torch,
+        write_json,
+    )
 
     torch.set_num_threads(args.threads)
     t0 = time.time()

@@ -91,7 +91,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from slimline import run
-    from slimline.bench import bench_artifacts
+    from slimline.api import bench_artifacts
 
     t0 = time.time()
     example = yaml.safe_load(EXAMPLE.read_text())
@@ -140,7 +140,7 @@ def main() -> int:
             f"| {row['name']} | {len(row['blocks'])} | -{100 * p['params']:.1f}% / -{100 * p['macs']:.1f}% "
             f"| {row['predicted_drop']:.3f} | {row['int8_img_s']:.0f} | {row['x_eager']:.2f} |"
         )
-    from slimline.environment import environment
+    from slimline.api import environment
 
     summary = {
         "eager_img_s": base_tp,

@@ -34,7 +34,7 @@ def ort_throughput(
     """Images per second of each model in ONNX Runtime (CPU, fp32), measured alternately in one loop."""
     import onnxruntime as ort
 
-    from slimline.onnx_export import export_onnx
+    from slimline.api import export_onnx
 
     x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
     sessions = {}
@@ -95,8 +95,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from slimline import run
-    from slimline.artifact import Artifact, load_torch
-    from slimline.fileio import write_json
+    from slimline.api import Artifact, load_torch, write_json
 
     target = {k: float(v) for k, v in (t.split("=") for t in args.target)}
     files = [

@@ -34,7 +34,7 @@ def blended_fidelity(student: Any, teacher: Any, val: Any, blends: int = 4, seed
     """Top-1 agreement of ``student`` with ``teacher`` on mixup- and CutMix-blended ``val`` images."""
     import torch
 
-    from slimline.prune.schedule import MixedInputs
+    from slimline.api import MixedInputs
 
     x = torch.from_numpy(val.inputs())
     agree = {"mixup": [], "cutmix": []}
@@ -75,7 +75,7 @@ def fading_block(block: Any, total_steps: int) -> Any:
 
 
 def load_plan(path: Path) -> Any:
-    from slimline.prune.allocate import Plan
+    from slimline.api import Plan
 
     rec = json.loads(path.read_text())
     p = rec.get("plan", rec)
@@ -126,11 +126,18 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from slimline.data import load_dataset
-    from slimline.evaluate import evaluate
-    from slimline.fileio import write_json
-    from slimline.models import count_macs, count_params, load_model
-    from slimline.prune.schedule import FinetuneConfig, apply_plan, finetune, recalibrate_bn
+    from slimline.api import (
+        FinetuneConfig,
+        apply_plan,
+        count_macs,
+        count_params,
+        evaluate,
+        finetune,
+        load_dataset,
+        load_model,
+        recalibrate_bn,
+        write_json,
+    )
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -140,9 +147,7 @@ def main() -> None:
     train, val = load_dataset("cifar10-sample", "train").split_off(200, seed=0)
     fade_record = None
     if args.fade_epochs > 0:
-        from slimline.prune.allocate import Plan
-        from slimline.prune.block import remove_blocks
-        from slimline.prune.common import replace_module
+        from slimline.api import Plan, remove_blocks, replace_module
 
         applied = apply_plan(student, torch.zeros(1, 3, 32, 32), Plan(plan.keep, [], plan.channels, round_to=8))
         recalibrate_bn(student, train.sample(2048, seed=args.seed + 1))

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import torch
 
-from slimline.data import load_dataset
-from slimline.fileio import write_json
-from slimline.models import load_model
-from slimline.prune.sensitivity import DEFAULT_RATIOS, plot_sensitivity, sensitivity
+from slimline.api import DEFAULT_RATIOS, load_dataset, load_model, plot_sensitivity, sensitivity, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT.parent / "shared" / "data" / "cifar10" / "resnet56-4bfd9763.th"

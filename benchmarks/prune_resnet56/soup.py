@@ -34,11 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from slimline.data import load_dataset
-    from slimline.evaluate import evaluate
-    from slimline.fileio import write_json
-    from slimline.models import load_model
-    from slimline.prune.schedule import apply_plan, recalibrate_bn
+    from slimline.api import apply_plan, evaluate, load_dataset, load_model, recalibrate_bn, write_json
 
     torch.set_num_threads(args.threads)
     t0 = time.time()

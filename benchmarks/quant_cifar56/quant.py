@@ -47,10 +47,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from slimline import run
-    from slimline.artifact import Artifact
-    from slimline.bench import bench_artifacts
-    from slimline.data import load_dataset
-    from slimline.evaluate import evaluate_artifact
+    from slimline.api import Artifact, bench_artifacts, evaluate_artifact, load_dataset
 
     t0 = time.time()
     out = args.out
@@ -145,7 +142,7 @@ def main() -> int:
             if errs:
                 row["bench_errors"] = errs
             print(f"{row['label']}: batch {args.batch} {row['fp32_img_s']} -> {row['int8_img_s']} img/s", flush=True)
-    from slimline.environment import environment
+    from slimline.api import environment
 
     summary = {
         "model": "cifar_resnet56",

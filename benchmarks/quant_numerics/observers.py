@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--percentile", type=float, default=99.99)
     args = ap.parse_args()
 
-    from slimline.quant.numerics import observer_table, outlier_tensor
+    from slimline.api import observer_table, outlier_tensor
 
     t0 = time.time()
     x = outlier_tensor(outliers=args.outliers, magnitude=args.magnitude)

@@ -87,7 +87,7 @@ def main() -> int:
             row["onnxruntime_check"] = made["onnxruntime"]
         rows.append(row)
         print(f"{name}: top-1 {m['top1']:.2f} (drop {row['drop']:+.2f})", flush=True)
-    from slimline.environment import environment
+    from slimline.api import environment
 
     summary = {
         "model": model,

@@ -42,7 +42,7 @@ def byhand_loop(kind: str, model: str, batch: int, threads: int, seconds: float,
         def call() -> None:
             sess.run(None, {name: x})
     else:
-        from slimline.runtimes.openvino import import_openvino  # telemetry off, then plain openvino
+        from slimline.api import import_openvino  # telemetry off, then plain openvino
 
         ov = import_openvino()
         core = ov.Core()
@@ -79,7 +79,7 @@ def timed_loop(call: Callable[[], object], batch: int, seconds: float) -> dict:
 
 
 def run_byhand(kind: str, model: Path, batch: int, threads: int, seconds: float, warmup: int) -> dict:
-    from slimline.bench.harness import worker_env
+    from slimline.api import worker_env
 
     cmd = [
         sys.executable,
@@ -102,7 +102,7 @@ def run_byhand(kind: str, model: Path, batch: int, threads: int, seconds: float,
 
 
 def run_slimline(art_path: Path, runtime: str, batch: int, threads: int, seconds: float, warmup: int) -> dict:
-    from slimline.bench import bench_artifacts
+    from slimline.api import bench_artifacts
 
     doc = bench_artifacts(
         [art_path], [runtime], [batch], threads=threads, warmup=warmup, min_runs=10, min_seconds=seconds, peak=False
@@ -120,7 +120,7 @@ def run_slimline(art_path: Path, runtime: str, batch: int, threads: int, seconds
 
 def harness_overhead(calls: int = 200_000) -> dict:
     """What slimline's timing loop costs per call: measure() around a no-op vs a bare loop over it."""
-    from slimline.bench import measure
+    from slimline.api import measure
 
     def noop(batch: object) -> None:
         return None
@@ -163,9 +163,7 @@ def main() -> None:
         print(json.dumps(byhand_loop(args.byhand, args.model, args.batch, args.threads, args.seconds, args.warmup)))
         return
 
-    from slimline.artifact import Artifact
-    from slimline.bench.targets import prepare_model
-    from slimline.environment import environment
+    from slimline.api import Artifact, environment, prepare_model
 
     folder = args.workdir / "resnet18"
     if (folder / "onnx" / "artifact.json").exists() and (folder / "openvino" / "artifact.json").exists():
@@ -219,7 +217,7 @@ def main() -> None:
         "environment": environment(),
     }
     if args.json:
-        from slimline.fileio import write_json
+        from slimline.api import write_json
 
         write_json(args.json, doc)
     print(

@@ -41,9 +41,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def main() -> None:
     from slimline import apply_step, load_model, save_torch
-    from slimline.environment import environment
-    from slimline.optimize.tune import alternate, medians_ms
-    from slimline.runtimes import open_session
+    from slimline.api import alternate, environment, medians_ms, open_session
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
@@ -72,8 +70,7 @@ def main() -> None:
         diffs = {k: float(np.abs(s.run(x) - ref).max()) for k, s in sessions.items()}
         times = alternate({k: (lambda s=s: s.run(x)) for k, s in sessions.items()}, rounds=args.rounds, warmup=2)
         ms = medians_ms(times)
-    from slimline.bench.peak import fp32_peak
-    from slimline.models import count_macs
+    from slimline.api import count_macs, fp32_peak
 
     peak = fp32_peak(torch.get_num_threads(), seconds=3.0)["gflops"]
     gflop = 2 * count_macs(load_model("resnet18"), (3, 224, 224)) * args.batch / 1e9
@@ -94,7 +91,7 @@ def main() -> None:
         "note": "measured in one process, variants taking turns, on a shared machine (other jobs running)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from slimline.fileio import write_json
+    from slimline.api import write_json
 
     write_json(args.out, result)
     for k in ms:

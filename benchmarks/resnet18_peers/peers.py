@@ -37,7 +37,7 @@ SHAPE = (3, 224, 224)
 
 def calibration(calib_dir: Path, n: int = 64) -> tuple[np.ndarray, str]:
     if (calib_dir / "train").is_dir():
-        from slimline.data import load_dataset
+        from slimline.api import load_dataset
 
         ds = load_dataset("imagefolder", "train", calib_dir).sample(n, seed=0)
         return ds.inputs(), f"{n} crops from {calib_dir}"
@@ -48,11 +48,15 @@ def build(work: Path, calib: np.ndarray) -> dict[str, Any]:
     """fp32 ONNX/IR, the by-hand int8 peers and slimline's int8 artifacts, all from the same weights."""
     import torch
 
-    from slimline.artifact import ArtifactWriter
-    from slimline.models import load_model
-    from slimline.openvino_export import export_openvino
-    from slimline.quant.backends import FloatModel, QuantConfig, get_backend
-    from slimline.runtimes.openvino import import_openvino
+    from slimline.api import (
+        ArtifactWriter,
+        FloatModel,
+        QuantConfig,
+        export_openvino,
+        get_backend,
+        import_openvino,
+        load_model,
+    )
 
     torch.manual_seed(0)
     model = load_model("resnet18").eval()
@@ -120,7 +124,7 @@ def build(work: Path, calib: np.ndarray) -> dict[str, Any]:
 def torchao_loop(weights: str, calib_file: str, batch: int, seconds: float, warmup: int) -> dict:
     import torch
 
-    from slimline.models import load_model
+    from slimline.api import load_model
 
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
@@ -152,7 +156,7 @@ def measure(kind: str, path: Path, args: argparse.Namespace) -> dict:
         return run_slimline(path, kind.split(":", 1)[1], args.batch, args.threads, args.seconds, args.warmup)
     if kind in ("ort", "openvino"):
         return run_byhand(kind, path, args.batch, args.threads, args.seconds, args.warmup)
-    from slimline.bench.harness import worker_env
+    from slimline.api import worker_env
 
     cmd = [
         sys.executable,
@@ -192,8 +196,7 @@ def main() -> None:
         print(json.dumps(torchao_loop(args.torchao, args.calib, args.batch, args.seconds, args.warmup)))
         return
 
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, write_json
 
     work = args.out / "work"
     shutil.rmtree(work, ignore_errors=True)

@@ -37,12 +37,17 @@ def main() -> int:
     ap.add_argument("--dynamic", action="store_true", help="also ONNX Runtime dynamic quantization")
     args = ap.parse_args()
 
-    from slimline.artifact import Artifact, ArtifactWriter
-    from slimline.bench import bench_artifacts
-    from slimline.environment import environment
-    from slimline.models import load_model
-    from slimline.openvino_export import export_openvino
-    from slimline.quant.backends import FloatModel, QuantConfig, get_backend
+    from slimline.api import (
+        Artifact,
+        ArtifactWriter,
+        FloatModel,
+        QuantConfig,
+        bench_artifacts,
+        environment,
+        export_openvino,
+        get_backend,
+        load_model,
+    )
 
     t0 = time.time()
     shape = (3, 224, 224)

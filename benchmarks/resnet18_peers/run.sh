@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# ResNet-18 224x224 speed: slimline's harness vs plain loops, int8 vs fp32, int8 vs by-hand peers (ORT, NNCF, torchao), PyTorch layout/fusion variants: about 30 minutes on 2 cores (est.).
-# Usage: benchmarks/resnet18_peers/run.sh [PART [ARGS...]]   PART: byhand | quant | peers | layout | all (default: byhand quant peers layout)
+# ResNet-18 224x224 speed: the runtimes side by side, slimline's harness vs plain loops, int8 vs fp32, int8 vs by-hand peers (ORT, NNCF, torchao), PyTorch layout/fusion variants: about 30 minutes on 2 cores (est.).
+# Usage: benchmarks/resnet18_peers/run.sh [PART [ARGS...]]   PART: runtimes | byhand | quant | peers | layout | all (default: all five)
 # ARGS go to that part's script (see its --help). Parts:
+#   runtimes: one slimline bench of ResNet-18 on torch, channels_last, torch.compile, ONNX Runtime, OpenVINO, batch 1 and 16, 2 threads (with the GEMM peak)
 #   byhand: harness overhead: slimline bench vs a plain ONNX Runtime / OpenVINO loop (byhand.py)
 #   quant: fp32 vs slimline's int8 artifacts, throughput only (quant.py)
 #   peers: slimline's int8 against by-hand peers in the same run (peers.py; makes data/photos-224 first)
@@ -15,6 +16,11 @@ source benchmarks/parts.sh
 OUT=runs/benchmarks/resnet18_peers
 mkdir -p "$OUT"
 parts=()
+part_runtimes() {
+  "$PY" -m slimline bench resnet18 -r torch -r torch:channels_last -r torch-compile -r onnxruntime -r openvino \
+    -b 1 -b 16 -t 2 --json "$OUT/runtimes.json" "$@"
+  parts+=(--part "runtimes=$OUT/runtimes.json")
+}
 part_byhand() {
   "$PY" benchmarks/resnet18_peers/byhand.py --json "$OUT/byhand.json" "$@"
   parts+=(--part "byhand=$OUT/byhand.json")
@@ -33,4 +39,4 @@ part_layout() {
   "$PY" benchmarks/resnet18_peers/layout.py --out "$OUT/layout.json" "$@"
   parts+=(--part "layout=$OUT/layout.json")
 }
-run_parts resnet18_peers "byhand quant peers layout" "byhand quant peers layout" "$@"
+run_parts resnet18_peers "runtimes byhand quant peers layout" "runtimes byhand quant peers layout" "$@"

@@ -25,9 +25,7 @@ ORT_VARIANTS = [
 
 def main() -> None:
     from slimline import apply_step, load_model, save_torch
-    from slimline.bench import bench_artifacts
-    from slimline.bench.targets import model_meta
-    from slimline.fileio import write_json
+    from slimline.api import bench_artifacts, model_meta, write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet18")

@@ -19,9 +19,7 @@ from typing import Any
 
 def main() -> None:
     from slimline import apply_step, load_model, save_torch
-    from slimline.bench.targets import model_meta
-    from slimline.fileio import write_json
-    from slimline.optimize.tune import tune
+    from slimline.api import model_meta, tune, write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cifar_resnet56")

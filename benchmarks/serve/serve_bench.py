@@ -213,7 +213,7 @@ def bootstrap(values: np.ndarray, stat: Any, n: int = 1000, seed: int = 0) -> li
 
 
 def load_once(art: Path, samples: np.ndarray, max_batch: int, args: argparse.Namespace, tag: str) -> dict[str, Any]:
-    from slimline.loadtest import run_load
+    from slimline.api import run_load
 
     stats = Path(args.out) / "work" / f"stats_{tag}.json"
     srv = Server(art, max_batch, stats, args.serve_args)
@@ -275,10 +275,7 @@ def text_part(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     embeddings compared with the same artifact run offline on the same text."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from slimline.artifact import Artifact
-    from slimline.data.fortunes import load_fortunes
-    from slimline.models import hf_text
-    from slimline.runtimes import open_session
+    from slimline.api import Artifact, hf_text, load_fortunes, open_session
 
     folder = out / "work" / "minilm_text"
     if not (folder / "artifact.json").is_file():
@@ -334,7 +331,7 @@ def text_part(out: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def shutdown_test(art: Path, samples: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
-    from slimline.loadtest import run_load
+    from slimline.api import run_load
 
     stats = Path(args.out) / "work" / "stats_shutdown.json"
     stats.unlink(missing_ok=True)
@@ -393,9 +390,7 @@ def main() -> int:
     log(f"repo {ROOT}, writing {out / 'results.json'}")
     t0 = time.time()
     sys.path.insert(0, str(ROOT / "src"))
-    from slimline.data import load_dataset
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, load_dataset, write_json
 
     art, how, accuracy = find_artifact(out, args.artifact, args.quick)
     log(f"serving {art} ({how})")

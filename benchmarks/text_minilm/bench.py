@@ -45,7 +45,7 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------------ throughput worker
 def worker(kind: str, folder: str, iters: int, texts_path: str) -> None:
     """Run in a fresh process: load ``folder`` with ``kind`` (ort | openvino), time ``iters`` batches, print JSON."""
-    from slimline.models.hf_text import encode_texts
+    from slimline.api import encode_texts
 
     texts = json.loads(Path(texts_path).read_text())[:BATCH]
     feeds = encode_texts(folder, texts, pad_to_max=True)
@@ -109,7 +109,7 @@ def throughput(kind: str, folder: Path, procs: int, iters: int, texts_path: Path
 def embed_ort(folder: Path, texts: list[str], bs: int = 64) -> np.ndarray:
     import onnxruntime as ort
 
-    from slimline.models.hf_text import encode_texts, load_artifact_tokenizer, tokenize
+    from slimline.api import encode_texts, load_artifact_tokenizer, tokenize
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = THREADS
@@ -125,7 +125,7 @@ def embed_ort(folder: Path, texts: list[str], bs: int = 64) -> np.ndarray:
 def embed_ov(folder: Path, texts: list[str], bs: int = 64) -> np.ndarray:
     import openvino as ov
 
-    from slimline.models.hf_text import load_artifact_tokenizer, tokenize
+    from slimline.api import load_artifact_tokenizer, tokenize
 
     compiled = ov.Core().compile_model(
         str(folder / "model.xml"), "CPU", {"INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32"}
@@ -192,14 +192,12 @@ def main() -> int:
 
     import torch
 
-    from slimline.data.fortunes import load_fortunes
-    from slimline.environment import environment
-    from slimline.fileio import write_json
-    from slimline.models.hf_text import (
+    from slimline.api import (
         SentenceEmbedder,
-        _copy_text_files,
         distill_embeddings,
+        environment,
         export_text_onnx,
+        load_fortunes,
         load_hf_encoder,
         minilm_folder,
         neuron_importance,
@@ -209,7 +207,9 @@ def main() -> int:
         param_count,
         prune_bert,
         tokenize,
+        write_json,
     )
+    from slimline.api import copy_text_files as _copy_text_files
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)

@@ -722,8 +722,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmarks" / "trust")
     ap.add_argument("--only", nargs="*", default=None, help="run only these cases")
     args = ap.parse_args()
-    from slimline.environment import environment
-    from slimline.fileio import write_json
+    from slimline.api import environment, write_json
 
     results: dict[str, Any] = {}
     names = args.only or list(CASES)

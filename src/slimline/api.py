@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -339,3 +339,234 @@ def demo_recipe(quick: bool = False) -> dict[str, Any]:
     """The demo's recipe (``src/slimline/recipes/demo.yaml``; ``quick`` uses a data slice)."""
     name = "demo_quick.yaml" if quick else "demo.yaml"
     return yaml.safe_load((Path(__file__).parent / "recipes" / name).read_text())
+
+
+# The public surface. Studies, examples and users import from here (``from slimline.api import X``) and from the
+# top-level ``slimline``; anything else is internal and may change. Names below the functions of this module load
+# lazily, so importing slimline.api pulls no optional extra (text, serve, dist, edge) until one of them is used.
+_PUBLIC: dict[str, dict[str, str]] = {  # group -> name -> "module" or "module:attribute" ("module:": the module)
+    "files and the machine": {
+        "write_json": "slimline.fileio",
+        "torch_save": "slimline.fileio",
+        "environment": "slimline.environment",
+    },
+    "artifacts": {
+        "ArtifactWriter": "slimline.artifact",
+        "load_torch": "slimline.artifact",
+        "save_torch": "slimline.artifact",
+    },
+    "models and data": {
+        "count_macs": "slimline.models",
+        "count_params": "slimline.models",
+        "load_fortunes": "slimline.data.fortunes",
+        "IMAGENET_MEAN": "slimline.models.efficientnet_lite",
+        "IMAGENET_STD": "slimline.models.efficientnet_lite",
+    },
+    "evaluation": {
+        "evaluate": "slimline.evaluate",
+        "predict_named": "slimline.evaluate",
+    },
+    "training and distillation": {
+        "TrainConfig": "slimline.train",
+        "fit": "slimline.train",
+        "distill": "slimline.distill",
+    },
+    "export": {
+        "export_onnx": "slimline.onnx_export",
+        "export_openvino": "slimline.openvino_export",
+        "export_tflite_artifact": "slimline.tflite_export",
+    },
+    "quantization": {
+        "FloatModel": "slimline.quant.backends",
+        "QuantConfig": "slimline.quant.backends",
+        "get_backend": "slimline.quant.backends",
+        "write_quantized": "slimline.steps.quantize",
+        "observer_table": "slimline.quant.numerics",
+        "outlier_tensor": "slimline.quant.numerics",
+    },
+    "pruning": {
+        "Plan": "slimline.prune.allocate",
+        "remove_blocks": "slimline.prune.block",
+        "replace_module": "slimline.prune.common",
+        "FinetuneConfig": "slimline.prune.schedule",
+        "MixedInputs": "slimline.prune.schedule",
+        "apply_plan": "slimline.prune.schedule",
+        "finetune": "slimline.prune.schedule",
+        "recalibrate_bn": "slimline.prune.schedule",
+        "DEFAULT_RATIOS": "slimline.prune.sensitivity",
+        "sensitivity": "slimline.prune.sensitivity",
+        "plot_sensitivity": "slimline.prune.sensitivity",
+    },
+    "runtimes": {
+        "open_session": "slimline.runtimes",
+        "availability": "slimline.runtimes",
+        "disable_telemetry": "slimline.runtimes.openvino",
+        "import_openvino": "slimline.runtimes.openvino",
+    },
+    "measuring": {
+        "bench_artifacts": "slimline.bench",
+        "measure": "slimline.bench",
+        "BenchTarget": "slimline.bench.harness",
+        "bench_targets": "slimline.bench.harness",
+        "is_artifact_dir": "slimline.bench.harness",
+        "worker_env": "slimline.bench.harness",
+        "fp32_peak": "slimline.bench.peak",
+        "model_meta": "slimline.bench.targets",
+        "prepare_model": "slimline.bench.targets",
+        "tune": "slimline.optimize.tune",
+        "alternate": "slimline.optimize.tune",
+        "medians_ms": "slimline.optimize.tune",
+        "predict": "slimline.optimize.predict",
+    },
+    "tasks": {
+        "DetectionTask": "slimline.tasks.detection",
+        "detection_fidelity": "slimline.tasks.detection",
+        "letterbox": "slimline.tasks.detection",
+        "log_mel": "slimline.tasks.speech",
+        "run_stream": "slimline.tasks.speech",
+    },
+    "text models ([text] extra)": {
+        "hf_text": "slimline.models.hf_text:",
+        "SentenceEmbedder": "slimline.models.hf_text",
+        "copy_text_files": "slimline.models.hf_text:_copy_text_files",
+        "distill_embeddings": "slimline.models.hf_text",
+        "encode_texts": "slimline.models.hf_text",
+        "export_text_onnx": "slimline.models.hf_text",
+        "load_artifact_tokenizer": "slimline.models.hf_text",
+        "load_hf_encoder": "slimline.models.hf_text",
+        "minilm_folder": "slimline.models.hf_text",
+        "neuron_importance": "slimline.models.hf_text",
+        "openvino_nncf_int8": "slimline.models.hf_text",
+        "ort_dynamic_int8": "slimline.models.hf_text",
+        "ort_transformer_optimize": "slimline.models.hf_text",
+        "param_count": "slimline.models.hf_text",
+        "prune_bert": "slimline.models.hf_text",
+        "tokenize": "slimline.models.hf_text",
+    },
+    "serving and search ([serve], [dist] extras)": {
+        "run_load": "slimline.loadtest",
+        "run_search": "slimline.search",
+    },
+}
+_LAZY: dict[str, str] = {name: target for group in _PUBLIC.values() for name, target in group.items()}
+
+if TYPE_CHECKING:
+    from slimline.artifact import ArtifactWriter as ArtifactWriter
+    from slimline.artifact import load_torch as load_torch
+    from slimline.artifact import save_torch as save_torch
+    from slimline.bench import bench_artifacts as bench_artifacts
+    from slimline.bench import measure as measure
+    from slimline.bench.harness import BenchTarget as BenchTarget
+    from slimline.bench.harness import bench_targets as bench_targets
+    from slimline.bench.harness import is_artifact_dir as is_artifact_dir
+    from slimline.bench.harness import worker_env as worker_env
+    from slimline.bench.peak import fp32_peak as fp32_peak
+    from slimline.bench.targets import model_meta as model_meta
+    from slimline.bench.targets import prepare_model as prepare_model
+    from slimline.data.fortunes import load_fortunes as load_fortunes
+    from slimline.distill import distill as distill
+    from slimline.environment import environment as environment
+    from slimline.evaluate import evaluate as evaluate
+    from slimline.evaluate import predict_named as predict_named
+    from slimline.fileio import torch_save as torch_save
+    from slimline.fileio import write_json as write_json
+    from slimline.loadtest import run_load as run_load
+    from slimline.models import count_macs as count_macs
+    from slimline.models import count_params as count_params
+    from slimline.models import hf_text as hf_text
+    from slimline.models.efficientnet_lite import IMAGENET_MEAN as IMAGENET_MEAN
+    from slimline.models.efficientnet_lite import IMAGENET_STD as IMAGENET_STD
+    from slimline.models.hf_text import SentenceEmbedder as SentenceEmbedder
+    from slimline.models.hf_text import distill_embeddings as distill_embeddings
+    from slimline.models.hf_text import encode_texts as encode_texts
+    from slimline.models.hf_text import export_text_onnx as export_text_onnx
+    from slimline.models.hf_text import load_artifact_tokenizer as load_artifact_tokenizer
+    from slimline.models.hf_text import load_hf_encoder as load_hf_encoder
+    from slimline.models.hf_text import minilm_folder as minilm_folder
+    from slimline.models.hf_text import neuron_importance as neuron_importance
+    from slimline.models.hf_text import openvino_nncf_int8 as openvino_nncf_int8
+    from slimline.models.hf_text import ort_dynamic_int8 as ort_dynamic_int8
+    from slimline.models.hf_text import ort_transformer_optimize as ort_transformer_optimize
+    from slimline.models.hf_text import param_count as param_count
+    from slimline.models.hf_text import prune_bert as prune_bert
+    from slimline.models.hf_text import tokenize as tokenize
+    from slimline.onnx_export import export_onnx as export_onnx
+    from slimline.openvino_export import export_openvino as export_openvino
+    from slimline.optimize.predict import predict as predict
+    from slimline.optimize.tune import alternate as alternate
+    from slimline.optimize.tune import medians_ms as medians_ms
+    from slimline.optimize.tune import tune as tune
+    from slimline.prune.allocate import Plan as Plan
+    from slimline.prune.block import remove_blocks as remove_blocks
+    from slimline.prune.common import replace_module as replace_module
+    from slimline.prune.schedule import FinetuneConfig as FinetuneConfig
+    from slimline.prune.schedule import MixedInputs as MixedInputs
+    from slimline.prune.schedule import apply_plan as apply_plan
+    from slimline.prune.schedule import finetune as finetune
+    from slimline.prune.schedule import recalibrate_bn as recalibrate_bn
+    from slimline.prune.sensitivity import DEFAULT_RATIOS as DEFAULT_RATIOS
+    from slimline.prune.sensitivity import plot_sensitivity as plot_sensitivity
+    from slimline.prune.sensitivity import sensitivity as sensitivity
+    from slimline.quant.backends import FloatModel as FloatModel
+    from slimline.quant.backends import QuantConfig as QuantConfig
+    from slimline.quant.backends import get_backend as get_backend
+    from slimline.quant.numerics import observer_table as observer_table
+    from slimline.quant.numerics import outlier_tensor as outlier_tensor
+    from slimline.runtimes import availability as availability
+    from slimline.runtimes import open_session as open_session
+    from slimline.runtimes.openvino import disable_telemetry as disable_telemetry
+    from slimline.runtimes.openvino import import_openvino as import_openvino
+    from slimline.search import run_search as run_search
+    from slimline.steps.quantize import write_quantized as write_quantized
+    from slimline.tasks.detection import DetectionTask as DetectionTask
+    from slimline.tasks.detection import detection_fidelity as detection_fidelity
+    from slimline.tasks.detection import letterbox as letterbox
+    from slimline.tasks.speech import log_mel as log_mel
+    from slimline.tasks.speech import run_stream as run_stream
+    from slimline.tflite_export import export_tflite_artifact as export_tflite_artifact
+    from slimline.train import TrainConfig as TrainConfig
+    from slimline.train import fit as fit
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name of ``_LAZY`` on first use."""
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'slimline.api' has no attribute {name!r}")
+    import importlib
+
+    module, _, attr = target.partition(":")
+    if target.endswith(":"):
+        value: Any = importlib.import_module(module)
+    else:
+        value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value
+    return value
+
+
+_FUNCTIONS = ["open_model", "evaluate_model", "model_preprocess", "run", "apply_step", "demo_recipe"]
+_EAGER = [
+    "ARTIFACT_JSON",
+    "ArrayDataset",
+    "Artifact",
+    "NamedSamples",
+    "Recipe",
+    "RecipeError",
+    "SlimlineError",
+    "accuracy_metrics",
+    "artifact_signature",
+    "evaluate_artifact",
+    "evaluate_detector",
+    "evaluate_named",
+    "fidelity",
+    "get_step",
+    "get_task",
+    "load_dataset",
+    "load_model",
+    "load_onnx",
+    "load_photos",
+    "load_recipe",
+    "predict_logits",
+    "seed_everything",
+]
+__all__ = sorted({*_FUNCTIONS, *_EAGER, *_LAZY})

@@ -30,6 +30,7 @@ def cpu_info() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
+    """The machine and software a figure was measured with: CPU and its flags, cores, memory, library versions."""
     versions: dict[str, str | None] = {}
     for lib in _LIBS:
         try:

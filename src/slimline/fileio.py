@@ -73,6 +73,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (a temporary file renamed into place); numpy values become plain."""
     text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
     return atomic_write(path, lambda p: p.write_text(text))
 
@@ -82,6 +83,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` written atomically: a failed save never leaves a half-written file."""
     import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))

@@ -109,6 +109,8 @@ class StepSpec(BaseModel):
 
 
 class Recipe(BaseModel):
+    """A recipe: the model, its data, the steps that turn one artifact into the next, and how to benchmark."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = "run"
     model: ModelSpec
@@ -190,6 +192,7 @@ def format_errors(e: ValidationError, prefix: str = "") -> str:
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe YAML file (``overrides`` applied first); a one-line error names a bad field."""
     p = Path(path)
     if not p.exists():
         raise RecipeError(f"recipe {p} does not exist")

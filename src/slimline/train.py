@@ -59,6 +59,7 @@ class TrainResult:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch so a run is repeatable."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -136,6 +136,7 @@ class RuntimeSpec:
 
 
 def worker_env(threads: int | None) -> dict[str, str]:
+    """The environment a benchmark worker process runs with: thread counts pinned, progress and telemetry off."""
     env = dict(os.environ)
     env["SLIMLINE_PROGRESS"] = "0"
     env.setdefault("NNCF_CI", "1")  # see slimline.runtimes.openvino.disable_telemetry
@@ -595,4 +596,5 @@ def bench_artifacts(
 
 
 def is_artifact_dir(path: str | Path) -> bool:
+    """Whether ``path`` is an artifact folder (holds an artifact.json)."""
     return Path(path).is_dir() and (Path(path) / ARTIFACT_JSON).exists()

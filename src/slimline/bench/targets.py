@@ -27,6 +27,7 @@ def runtime_kinds(runtimes: Sequence[str | RuntimeSpec]) -> set[str]:
 
 
 def model_meta(name: str, input_shape: Sequence[int] | None) -> dict[str, Any]:
+    """What a zoo model's artifact records about it (name, input shape, preprocessing); one-line error if unknown."""
     from slimline.models import model_entry
 
     entry = model_entry(name)

@@ -228,6 +228,7 @@ def load_onnx(path: str | Path) -> Any:
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (all of them, trainable or not)."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -293,6 +293,7 @@ def export_text_onnx(
 
 
 def _copy_text_files(src: Path, dst: Path) -> None:
+    """Copy a text artifact's tokenizer files and text metadata from ``src`` to ``dst`` and record them."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in (*TOKENIZER_FILES, TEXT_META):
         if (src / name).is_file():

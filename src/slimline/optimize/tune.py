@@ -394,6 +394,7 @@ def alternate(
 
 
 def medians_ms(times: dict[str, list[float]]) -> dict[str, float]:
+    """Median of each list of per-call seconds, in milliseconds."""
     return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 

@@ -149,6 +149,8 @@ def finetune(
     checkpoint: str | Path | None = None,
     description: str = "fine-tune",
 ) -> dict[str, Any]:
+    """Recover a pruned ``model`` on ``train`` for ``epochs`` (KD from ``teacher`` when ``cfg.kd``); returns the
+    record of what it did (losses, best epoch on ``val``), resumable from ``checkpoint``."""
     if epochs <= 0:
         return {}
     if cfg.mixup > 0 or cfg.cutmix > 0 or cfg.jitter > 0 or cfg.adversarial > 0:

@@ -30,6 +30,7 @@ def _import_steps() -> None:
 
 
 def get_step(name: str) -> type[Step]:
+    """The registered step class called ``name``; a one-line error lists the known steps otherwise."""
     _import_steps()
     return STEPS.get(name)
 

@@ -17,12 +17,16 @@ from slimline.fileio import write_json
 from slimline.steps import STEPS
 from slimline.steps.base import Step, StepConfig, StepOutput
 
-_DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+def _default_ratios() -> list[float]:
+    from slimline.prune.sensitivity import DEFAULT_RATIOS  # declared once, there; imported late (torch_pruning)
+
+    return list(DEFAULT_RATIOS)
 
 
 class SensitivityOptions(StepConfig):
     kind: Literal["weight", "channel", "block"] | list[Literal["weight", "channel", "block"]] = "weight"
-    ratios: list[float] = Field(default_factory=lambda: list(_DEFAULT_RATIOS))
+    ratios: list[float] = Field(default_factory=_default_ratios)
     samples: int | None = Field(256, ge=8, description="validation samples used (None: the whole slice)")
     metric: Literal["loss", "top1", "kl"] = "loss"
     layers: list[str] | None = Field(None, description="only units whose name matches (names or globs)")

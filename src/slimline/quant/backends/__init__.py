@@ -21,6 +21,7 @@ def _import_backends() -> None:
 
 
 def get_backend(name: str) -> QuantBackend:
+    """The registered quantization backend called ``name`` (e.g. ``onnxruntime``, ``openvino``, ``torch``)."""
     _import_backends()
     return BACKENDS.get(name)()
 
