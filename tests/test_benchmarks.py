@@ -78,6 +78,17 @@ def test_benchmark_code_imports_only_the_public_api(path: Path) -> None:
 def test_the_public_api_resolves_every_name_it_lists() -> None:
     import slimline.api
 
+    tree = ast.parse(Path(slimline.api.__file__).read_text())
+    typed = {  # the names mypy sees (under TYPE_CHECKING) are the lazy ones, no more, no fewer
+        a.asname or a.name
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        for imp in node.body
+        if isinstance(imp, ast.ImportFrom)
+        for a in imp.names
+    }
+    assert typed == set(slimline.api._LAZY)
+
     for name in slimline.api.__all__:
         obj = getattr(slimline.api, name)
         if callable(obj) and not isinstance(obj, type(pytest)):

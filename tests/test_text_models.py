@@ -292,3 +292,78 @@ def test_text_artifact_is_served_with_raw_text(tiny: tuple[Path, Path]) -> None:
         np.testing.assert_allclose(np.array(plain.json()["outputs"][name]), want[name], rtol=1e-4, atol=1e-5)
         bad = httpx.post(srv.url + "/predict", json={"texts": [1, 2]})
         assert bad.status_code == 422 and "texts" in bad.text
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from slimline.cli import app
+
+    res = CliRunner().invoke(app, list(args))
+    return res.exit_code, res.output
+
+
+def test_eval_and_predict_take_raw_text_through_the_artifacts_tokenizer(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, fp32 = tiny
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS * 3) + "\n")
+    out = tmp_path / "eval.json"
+    code, output = _cli("eval", "-m", str(fp32), "-d", str(texts), "--reference", str(fp32), "--json", str(out))
+    assert code == 0, output
+    got = json.loads(out.read_text())
+    assert got["n"] == 3 * len(TEXTS) and got["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert got["retrieval_agreement"] == pytest.approx(1.0) and got["k"] == 10  # the text_embedding task's figure
+    code, output = _cli("eval", "-m", str(fp32), "-d", str(texts))  # embeddings have no labels to score
+    assert code != 0 and "--reference" in output and "Traceback" not in output
+    preds = tmp_path / "emb.npz"
+    code, output = _cli("predict", str(fp32), "-d", str(texts), "--out", str(preds), "--limit", "4")
+    assert code == 0, output
+    emb = np.load(preds)["embeddings"]
+    np.testing.assert_allclose(emb, _ort(fp32, hf_text.encode_texts(fp32, TEXTS[:4])), atol=1e-5)
+
+
+def test_eval_scores_a_text_classifier_on_labelled_jsonl(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, _ = tiny
+    encoder, tok = hf_text.load_hf_encoder(folder)
+    clf = hf_text.SequenceClassifier(encoder, num_classes=3).eval()
+    hf_text.export_text_onnx(clf, tok, tmp_path / "clf", max_length=32, output="logits", task="sequence-classification")
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": i % 3}) + "\n" for i, t in enumerate(TEXTS)))
+    with torch.no_grad():
+        x = hf_text.encode_texts(tmp_path / "clf", TEXTS, pad_to_max=True)
+        logits = clf(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+    expected = 100 * float(np.mean(logits.argmax(1) == np.arange(len(TEXTS)) % 3))
+    out = tmp_path / "m.json"
+    code, output = _cli("eval", "-m", str(tmp_path / "clf"), "-d", str(data), "--json", str(out))
+    assert code == 0, output
+    got = json.loads(out.read_text())
+    assert got["n"] == len(TEXTS) and got["top1"] == pytest.approx(expected) and "top1_ci95" in got
+
+
+def test_raw_text_to_a_model_without_a_tokenizer_is_one_line(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    _, fp32 = tiny
+    texts = tmp_path / "t.txt"
+    texts.write_text("a cat\n")
+    code, output = _cli("eval", "-m", str(fp32 / "model.onnx"), "-d", str(texts), "--reference", str(fp32))
+    assert code == 1 and "carries no tokenizer" in output and len(output.strip().splitlines()) == 1
+
+
+def test_embedding_fidelity_and_text_sources(tmp_path: Path) -> None:
+    from slimline.data.text import is_text_source, load_text_source
+    from slimline.tasks.text import embedding_fidelity
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(40, 8))
+    same = embedding_fidelity(ref, ref)
+    assert same["mean_cosine"] == pytest.approx(1.0) and same["retrieval_agreement"] == 1.0 and same["n"] == 40
+    noisy = embedding_fidelity(ref, ref + rng.normal(scale=1.0, size=ref.shape))
+    assert noisy["retrieval_agreement"] < 0.9 and noisy["mean_cosine"] < 0.95
+    with pytest.raises(Exception, match="cannot be compared"):
+        embedding_fidelity(ref, ref[:, :4])
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("text\tlabel\nhello there\tgreet\nbye now\tpart\n")
+    got = load_text_source(tsv)
+    assert got is not None and got.label_names == ("greet", "part") and list(got.labels) == [0, 1]
+    assert load_text_source("cifar10-sample") is None and is_text_source("fortunes:science")

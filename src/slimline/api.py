@@ -17,7 +17,7 @@ from slimline.data import ArrayDataset, is_factory, load_dataset, load_factory
 from slimline.data.arrays import NamedSamples, is_arrays_path, load_arrays
 from slimline.data.audio import is_audio_path
 from slimline.data.preprocess import Preprocess, parse_preprocess, recorded_preprocess
-from slimline.data.text import is_text_path
+from slimline.data.text import is_text_source, load_text_source
 from slimline.errors import RecipeError, SlimlineError
 from slimline.evaluate import accuracy_metrics, evaluate_artifact, evaluate_named, fidelity, predict_logits
 from slimline.models import factories_named, load_model, load_onnx, trusted_factories
@@ -28,6 +28,7 @@ from slimline.steps import get_step
 from slimline.tasks import get_task
 from slimline.tasks.classification import signature_scores
 from slimline.tasks.detection import evaluate_detector, is_photo_folder, load_photos
+from slimline.tasks.text import EMBEDDING_TASK, is_text_artifact, text_samples
 from slimline.train import seed_everything
 
 
@@ -108,11 +109,20 @@ def _evaluate_model(
     preprocess: Preprocess | None = None,
     metric: str | None = None,
 ) -> dict[str, Any]:
-    if isinstance(data, str | Path) and is_text_path(data):
-        raise SlimlineError(
-            f"{data} is a text file, and slimline has no tokenizer to feed texts to a model yet; "
-            "give the token ids as named arrays (-d tokens.npz, one array per input name)"
-        )
+    if isinstance(data, str | Path) and is_text_source(data):  # raw text: the artifact's tokenizer makes the inputs
+        m = open_model(model, weights) if isinstance(model, str | Path) else model
+        if not is_text_artifact(m):
+            raise SlimlineError(
+                f"{data} is raw text but {model} carries no tokenizer; give a text artifact (a model exported with "
+                "its tokenizer: slimline.api.export_text_onnx) or token ids as named arrays (-d tokens.npz)"
+            )
+        assert isinstance(m, Artifact)
+        texts = load_text_source(data, split)
+        assert texts is not None
+        r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
+        embedding = m.meta.get("task", m.meta.get("text", {}).get("task")) == EMBEDDING_TASK
+        tokens = text_samples(m, texts.take(limit))
+        return _evaluate_named_model(m, tokens, r, runtime, metric, "text_embedding" if embedding else "generic")
     if metric == "detection" and isinstance(data, str | Path) and is_photo_folder(data):
         m = open_model(model, weights) if isinstance(model, str | Path) else model
         r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
@@ -241,6 +251,7 @@ def _evaluate_named_model(
     reference: nn.Module | Artifact | None,
     runtime: str | None,
     metric: str | None = None,
+    fidelity_task: str = "generic",
 ) -> dict[str, Any]:
     """Any ONNX/OpenVINO model (or artifact) on named arrays, by :func:`slimline.evaluate.evaluate_named`."""
     from slimline.runtimes import default_runtime, open_session
@@ -254,7 +265,7 @@ def _evaluate_named_model(
     session = open_session(m, name)
     samples = samples.conform(session.signature or artifact_signature(m))
     ref = open_session(reference, default_runtime(reference)) if reference is not None else None
-    return evaluate_named(session, samples, ref, metric) | {"runtime": name}
+    return evaluate_named(session, samples, ref, metric, fidelity_task) | {"runtime": name}
 
 
 def run(
@@ -365,6 +376,7 @@ _PUBLIC: dict[str, dict[str, str]] = {  # group -> name -> "module" or "module:a
     "evaluation": {
         "evaluate": "slimline.evaluate",
         "predict_named": "slimline.evaluate",
+        "wilson_interval": "slimline.evaluate",
     },
     "training and distillation": {
         "TrainConfig": "slimline.train",
@@ -468,6 +480,7 @@ if TYPE_CHECKING:
     from slimline.environment import environment as environment
     from slimline.evaluate import evaluate as evaluate
     from slimline.evaluate import predict_named as predict_named
+    from slimline.evaluate import wilson_interval as wilson_interval
     from slimline.fileio import torch_save as torch_save
     from slimline.fileio import write_json as write_json
     from slimline.loadtest import run_load as run_load
@@ -477,6 +490,7 @@ if TYPE_CHECKING:
     from slimline.models.efficientnet_lite import IMAGENET_MEAN as IMAGENET_MEAN
     from slimline.models.efficientnet_lite import IMAGENET_STD as IMAGENET_STD
     from slimline.models.hf_text import SentenceEmbedder as SentenceEmbedder
+    from slimline.models.hf_text import _copy_text_files as copy_text_files  # noqa: F401 - re-exported lazily
     from slimline.models.hf_text import distill_embeddings as distill_embeddings
     from slimline.models.hf_text import encode_texts as encode_texts
     from slimline.models.hf_text import export_text_onnx as export_text_onnx

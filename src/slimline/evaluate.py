@@ -124,10 +124,11 @@ def predict_named(session: Any, samples: Any, batch_size: int | None = None) -> 
 
 
 def evaluate_named(
-    session: Any, samples: Any, reference: Any | None = None, metric: str | None = None
+    session: Any, samples: Any, reference: Any | None = None, metric: str | None = None, fidelity_task: str = "generic"
 ) -> dict[str, Any]:
     """Any model on named arrays: with ``reference`` (a session), ``fidelity`` per output name (generic task);
-    with labels and one [batch, classes] output, top-1/top-5 (classification task); with ``metric`` (a user's
+    with labels and one [batch, classes] output, top-1/top-5 (classification task); ``fidelity_task`` names the
+    task whose fidelity compares the outputs (``text_embedding`` adds retrieval agreement); with ``metric`` (a user's
     ``package.module:function``, see :mod:`slimline.tasks.metric`) and labels, its figures. Without a reference
     and without anything to score, one error saying so."""
     from slimline.errors import SlimlineError
@@ -144,9 +145,9 @@ def evaluate_named(
     outputs = predict_named(session, samples)
     metrics: dict[str, Any] = {"n": len(samples)}
     if reference is not None:
-        fid = get_task("generic").fidelity(outputs, predict_named(reference, samples))
-        metrics["fidelity"] = fid["outputs"]
-        metrics.update({k: fid[k] for k in ("min_cosine", "mean_cosine", "max_abs_diff")})
+        fid = get_task(fidelity_task).fidelity(outputs, predict_named(reference, samples))
+        metrics["fidelity"] = fid.pop("outputs")
+        metrics.update(fid)  # the generic figures; a task's own too (text_embedding: retrieval agreement)
     if samples.labels is not None:
         try:
             metrics.update(get_task("classification").metric(outputs, samples.labels))

@@ -189,7 +189,11 @@ def tune(
 def predict(
     artifact: Path = typer.Argument(..., help="artifact folder"),
     data: str = typer.Option(
-        ..., "--data", "-d", help="dataset name, or named arrays (.npz/.npy, a folder of them or of .wav files)"
+        ...,
+        "--data",
+        "-d",
+        help="dataset name, named arrays (.npz/.npy, a folder of them or of .wav files), or raw text for a text "
+        "artifact (.txt one a line, .jsonl/.tsv, fortunes)",
     ),
     out: Path = typer.Option(
         ...,
@@ -218,7 +222,8 @@ def predict(
     Example: slimline predict runs/demo/03_fuse --data fashion-mnist --out preds.npy --workers 2
 
     Any ONNX/OpenVINO artifact: slimline predict ART -d inputs.npz --out outputs.npz feeds the arrays by input
-    name and writes every output by name (one worker, no shards).
+    name and writes every output by name (one worker, no shards). A text artifact (exported with its tokenizer)
+    takes raw text: slimline predict ART -d texts.txt --out embeddings.npz.
 
     JSON keys: output, n, shards, shards_reused, workers, threads_per_worker, runtime, batch_size,
     format, top1 (when the data has labels); outputs (name: shape) instead of the shard keys for named arrays.

@@ -21,6 +21,7 @@ from slimline.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".tsv")
 DEFAULT_TEXT_COLUMN = "text"
+DEFAULT_LABEL_COLUMN = "label"
 
 
 def is_text_path(data: str | Path) -> bool:
@@ -54,6 +55,46 @@ class TextSamples:
     def take(self, n: int | None) -> TextSamples:
         """The first ``n`` samples (all when ``n`` is None or at least the count)."""
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
+
+
+FORTUNES = "fortunes"
+
+
+def is_text_source(data: str | Path) -> bool:
+    """Whether a ``-d/--data`` value names raw text: a text file, or ``fortunes`` (``fortunes:CAT,...``)."""
+    return is_text_path(data) or str(data) == FORTUNES or str(data).startswith(FORTUNES + ":")
+
+
+def load_text_source(data: str | Path, split: str = "test") -> TextSamples | None:
+    """Texts named by a ``-d/--data`` value, or None when it names no text: a ``.txt``/``.jsonl``/``.tsv`` file
+    (labels from its ``label`` column when every row has one), or ``fortunes`` / ``fortunes:CAT,CAT`` (Debian's
+    quotations, ``split`` of the seeded train/test rule, labelled by category)."""
+    text = str(data)
+    if is_text_source(data) and not is_text_path(data):
+        from slimline.data.fortunes import load_fortunes
+
+        cats = tuple(c for c in text.partition(":")[2].split(",") if c) or None
+        return load_fortunes(split, categories=cats)
+    if not is_text_path(data):
+        return None
+    p = Path(text)
+    if p.suffix.lower() == ".txt":
+        return load_text(p)
+    return load_text(p, label_column=DEFAULT_LABEL_COLUMN if _every_row_has_label(p) else None)
+
+
+def _every_row_has_label(p: Path) -> bool:
+    try:
+        lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False  # load_text says what is wrong
+    if p.suffix.lower() == ".tsv":
+        return bool(lines) and DEFAULT_LABEL_COLUMN in lines[0].split("\t")
+    try:
+        rows = [json.loads(line) for line in lines]
+    except json.JSONDecodeError:
+        return False
+    return bool(rows) and all(isinstance(r, dict) and DEFAULT_LABEL_COLUMN in r for r in rows)
 
 
 def load_text(path: str | Path, text_column: str | None = None, label_column: str | None = None) -> TextSamples:

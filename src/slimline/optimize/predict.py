@@ -229,11 +229,17 @@ def predict(
     ``preprocess``: imagefolder's (default: the one the artifact records, else imagefolder's own).
     ``_stop_after`` (testing): exit the process abruptly (``os._exit``) after that many new shards.
     """
+    from slimline.data.text import load_text_source
     from slimline.models import trust_state, trusted_factories
     from slimline.runtimes import default_runtime
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     out = Path(out)
+    texts = load_text_source(data, split) if isinstance(data, str | Path) else None
+    if texts is not None:  # raw text through the artifact's own tokenizer, then as named arrays
+        from slimline.tasks.text import text_samples
+
+        data = text_samples(art, texts.take(limit))
     if isinstance(data, NamedSamples) or (isinstance(data, str | Path) and is_arrays_path(data)):
         if preprocess is not None:
             raise SlimlineError(
