@@ -367,3 +367,30 @@ def test_embedding_fidelity_and_text_sources(tmp_path: Path) -> None:
     got = load_text_source(tsv)
     assert got is not None and got.label_names == ("greet", "part") and list(got.labels) == [0, 1]
     assert load_text_source("cifar10-sample") is None and is_text_source("fortunes:science")
+
+
+def test_quantize_calibrates_on_raw_text_and_keeps_the_tokenizer(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    _, fp32 = tiny
+    texts = tmp_path / "train.txt"
+    texts.write_text("\n".join(TEXTS * 4) + "\n")
+    code, output = _cli(
+        "quantize",
+        "-m",
+        str(fp32),
+        "-d",
+        str(texts),
+        "-b",
+        "onnxruntime",
+        "--mode",
+        "dynamic",
+        "-o",
+        str(tmp_path / "q"),
+    )
+    assert code == 0, output
+    int8 = tmp_path / "q" / "01_quantize"
+    assert (int8 / "text.json").is_file() and (int8 / "tokenizer.json").is_file()
+    out = tmp_path / "fid.json"
+    code, output = _cli("eval", "-m", str(int8), "-d", str(texts), "--reference", str(fp32), "--json", str(out))
+    assert code == 0, output
+    got = json.loads(out.read_text())
+    assert got["n"] == 4 * len(TEXTS) and 0.5 < got["mean_cosine"] <= 1.0 + 1e-6 and "retrieval_agreement" in got

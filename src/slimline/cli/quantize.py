@@ -75,6 +75,7 @@ def quantize(
     """
     from slimline.api import run as run_api
     from slimline.data.arrays import is_arrays_path
+    from slimline.data.text import is_text_source
     from slimline.errors import SlimlineError
 
     options: dict[str, Any] = {
@@ -92,7 +93,7 @@ def quantize(
         "max_drop": max_drop,
         "format": model_format,
     }
-    if is_arrays_path(data):
+    if is_arrays_path(data) or is_text_source(data):
         if preprocess is not None:
             raise SlimlineError(
                 "--preprocess applies to imagefolder's images; named arrays are fed as saved: leave it out"

@@ -292,6 +292,11 @@ def export_text_onnx(
     return onnx_path
 
 
+def text_files(folder: str | Path) -> list[Path]:
+    """The files that make ``folder`` a text artifact beside its model: the tokenizer's and ``text.json``."""
+    return [Path(folder) / n for n in (*TOKENIZER_FILES, TEXT_META) if (Path(folder) / n).is_file()]
+
+
 def _copy_text_files(src: Path, dst: Path) -> None:
     """Copy a text artifact's tokenizer files and text metadata from ``src`` to ``dst`` and record them."""
     dst.mkdir(parents=True, exist_ok=True)

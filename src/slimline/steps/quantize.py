@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,11 +279,15 @@ def write_quantized(
     lineage: list[dict[str, Any]],
     report: dict[str, Any],
     float_bytes: int,
+    carry: Sequence[Path] = (),
 ) -> Artifact:
-    """The int8 artifact in ``out_dir`` with ``quantization.json``; ``report`` gains ``result`` and ``sizes``."""
+    """The int8 artifact in ``out_dir`` with ``quantization.json`` and the ``carry`` files; ``report`` gains
+    ``result`` and ``sizes``."""
     with ArtifactWriter(out_dir, qres.kind, meta, lineage) as w:
         for role, fname in qres.files.items():
             shutil.copyfile(final_dir / fname, w.add(role, fname))
+        for path in carry:  # files the model needs beside it (a text artifact's tokenizer)
+            shutil.copyfile(path, w.tmp / path.name)
         int8_bytes = sum((w.tmp / f).stat().st_size for f in qres.files.values())
         report["result"] = qres.record()
         report["sizes"] = {
@@ -314,6 +319,8 @@ def quantize_arrays(
 
     from slimline.api import open_model
     from slimline.data.arrays import load_arrays
+    from slimline.data.text import is_text_source, load_text_source
+    from slimline.models.hf_text import text_files
     from slimline.quant.backends import FloatModel
     from slimline.quant.backends.base import fidelity_vs_fp32
     from slimline.signature import artifact_signature
@@ -331,7 +338,14 @@ def quantize_arrays(
             "and quantize the .onnx, or calibrate on a dataset name"
         )
     sig = artifact_signature(artifact)
-    samples = load_arrays(data, sig).conform(sig)
+    if is_text_source(data):  # raw text: the artifact's tokenizer makes the inputs; calibrate on the train split
+        from slimline.tasks.text import text_samples
+
+        texts = load_text_source(data, "train")
+        assert texts is not None
+        samples = text_samples(artifact, texts).conform(sig)
+    else:
+        samples = load_arrays(data, sig).conform(sig)
     calib, held = samples.split(held_out, seed) if evaluate else (samples, samples)
     calib = calib.sample(opts.calibration_size, seed)
     backend, qcfg = usable_backend(opts)
@@ -368,7 +382,14 @@ def quantize_arrays(
             },
         }
         written = write_quantized(
-            output / "01_quantize", qres, final_dir, meta, list(artifact.lineage), report, _float_bytes(src, artifact)
+            output / "01_quantize",
+            qres,
+            final_dir,
+            meta,
+            list(artifact.lineage),
+            report,
+            _float_bytes(src, artifact),
+            carry=text_files(artifact.path) if "text" in artifact.meta else (),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
