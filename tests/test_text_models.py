@@ -394,3 +394,23 @@ def test_quantize_calibrates_on_raw_text_and_keeps_the_tokenizer(tiny: tuple[Pat
     assert code == 0, output
     got = json.loads(out.read_text())
     assert got["n"] == 4 * len(TEXTS) and 0.5 < got["mean_cosine"] <= 1.0 + 1e-6 and "retrieval_agreement" in got
+
+
+def test_accuracy_aware_static_int8_on_named_text_inputs(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """ORT static QDQ on a text artifact, calibrated on raw text; nodes ranked by quantizing each alone, the
+    most sensitive returned to float until the fidelity drop (100 x (1 - mean cosine)) fits max_drop."""
+    _, fp32 = tiny
+    texts = tmp_path / "train.txt"
+    texts.write_text("\n".join(f"{a} {b}" for a in TEXTS for b in TEXTS) + "\n")
+    out = tmp_path / "q.json"
+    args = ["quantize", "-m", str(fp32), "-d", str(texts), "-b", "onnxruntime", "--mode", "static"]
+    code, output = _cli(*args, "--accuracy-aware", "--max-drop", "0.005", "-o", str(tmp_path / "q"), "--json", str(out))
+    assert code == 0, output
+    rep = json.loads((tmp_path / "q" / "01_quantize" / "quantization.json").read_text())
+    ranked = rep["sensitivity"]["nodes"]
+    assert ranked and [r["drop"] for r in ranked] == sorted((r["drop"] for r in ranked), reverse=True)
+    aa = rep["accuracy_aware"]
+    assert aa["final_drop"] <= 0.005 < aa["history"][0]["drop"] and aa["metric"].startswith("fidelity")
+    assert aa["kept_float"] and aa["kept_float"][0] == ranked[0]["node"]  # the most sensitive goes back first
+    summary = json.loads(out.read_text())
+    assert summary["kept_float"] == aa["kept_float"]

@@ -19,10 +19,11 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from slimline.artifact import Artifact, ArtifactWriter
@@ -64,7 +65,12 @@ class QuantizeOptions(StepConfig):
         "litert: 'int8_io' makes the .tflite's inputs and outputs int8 too",
     )
     accuracy_aware: bool = Field(False, description="return the most sensitive layers to float until within max_drop")
-    max_drop: float = Field(1.0, ge=0, description="accuracy-aware budget: top-1 points (absolute) on validation")
+    max_drop: float = Field(
+        1.0,
+        ge=0,
+        description="accuracy-aware budget: top-1 points (absolute) on validation; for unlabelled named arrays, "
+        "fidelity points (100 x mean cosine to float)",
+    )
     layers_per_step: int = Field(1, ge=1, description="accuracy-aware: layers returned to float per step")
     max_iterations: int | None = Field(None, ge=1, description="accuracy-aware: at most this many steps")
     sensitivity: bool = Field(False, description="also write the simulated per-layer sensitivity (not accuracy-aware)")
@@ -326,11 +332,6 @@ def quantize_arrays(
     from slimline.signature import artifact_signature
     from slimline.tasks.classification import signature_scores
 
-    if opts.accuracy_aware or opts.sensitivity:
-        raise RecipeError(
-            "accuracy-aware quantization and sensitivity rank layers in PyTorch on image data; with "
-            "named arrays leave --accuracy-aware off"
-        )
     artifact = open_model(model)
     if isinstance(artifact, nn.Module) or artifact.kind == "torch":
         raise RecipeError(
@@ -346,7 +347,8 @@ def quantize_arrays(
         samples = text_samples(artifact, texts).conform(sig)
     else:
         samples = load_arrays(data, sig).conform(sig)
-    calib, held = samples.split(held_out, seed) if evaluate else (samples, samples)
+    aware = opts.accuracy_aware or opts.sensitivity
+    calib, held = samples.split(held_out, seed) if evaluate or aware else (samples, samples)
     calib = calib.sample(opts.calibration_size, seed)
     backend, qcfg = usable_backend(opts)
     output.mkdir(parents=True, exist_ok=True)
@@ -358,8 +360,16 @@ def quantize_arrays(
     }
     try:
         src = FloatModel.from_artifact(artifact, work)
-        final_dir = work / "int8"
-        qres = backend.quantize(src, calib, qcfg, [], final_dir)
+        counter = itertools.count()
+
+        def make(keep: list[str]) -> tuple[Path, Any]:
+            d = work / f"candidate{next(counter)}"
+            return d, backend.quantize(src, calib, qcfg, keep, d)
+
+        if aware:
+            final_dir, qres = _node_aware(make, src, held.take(opts.sensitivity_samples), sig, opts, report)
+        else:
+            final_dir, qres = make([])
         if evaluate:
             fid = fidelity_vs_fp32(qres, final_dir, src, held, limit=len(held))
             names = sig.output_names
@@ -378,7 +388,7 @@ def quantize_arrays(
                 "per_channel": opts.per_channel,
                 "calibration": opts.calibration,
                 "calibration_data": str(data),
-                "kept_float": [],
+                "kept_float": report.get("accuracy_aware", {}).get("kept_float", []),
             },
         }
         written = write_quantized(
@@ -397,7 +407,7 @@ def quantize_arrays(
         "backend": opts.backend,
         "artifact": str(written.path),
         "sizes": report["sizes"],
-        "kept_float": [],
+        "kept_float": report.get("accuracy_aware", {}).get("kept_float", []),
         "left_float": qres.left_float,
         "warnings": qres.warnings,
         "verification": qres.verification,
@@ -413,6 +423,68 @@ def quantize_arrays(
         int8 = evaluate_named(open_session(written, default_runtime(written)), held)
         summary.update({"float": fp32, "int8": int8, "drop": fp32["top1"] - int8["top1"]})
     return summary
+
+
+def _node_aware(
+    make: Callable[[list[str]], tuple[Path, Any]],
+    src: Any,
+    scored: Any,
+    sig: Any,
+    opts: QuantizeOptions,
+    report: dict[str, Any],
+) -> tuple[Path, Any]:
+    """Sensitivity of each weighted ONNX node, measured by quantizing it alone and scoring on ``scored`` (held-out
+    training samples), and with ``accuracy_aware`` the most sensitive nodes returned to float until the drop fits
+    ``max_drop``. Top-1 points when the samples have labels and the model one [batch, classes] output, else
+    fidelity points: 100 x mean cosine to the float model (see :mod:`slimline.quant.node_sensitivity`)."""
+    from slimline.quant.accuracy_aware import accuracy_aware_quantize
+    from slimline.quant.backends.base import fidelity_vs_fp32, result_runner, samples_of
+    from slimline.quant.node_sensitivity import rank_nodes, ranked_op_types, weighted_nodes
+    from slimline.tasks.classification import signature_scores
+
+    if src.onnx_path is None:
+        raise RecipeError(
+            "node sensitivity ranks the nodes of an ONNX model; quantize the .onnx export (not an OpenVINO IR)"
+        )
+    feeds = samples_of(scored, len(scored))
+    labelled = scored.labels is not None and signature_scores(sig)
+
+    def score(c: tuple[Path, Any]) -> float:
+        if labelled:
+            run = result_runner(c[1], c[0])
+            top = np.concatenate([np.asarray(run(f)[0]).argmax(-1) for f in feeds])
+            return 100.0 * float(np.mean(top == scored.labels[: len(top)]))
+        return 100.0 * float(fidelity_vs_fp32(c[1], c[0], src, scored, limit=len(scored))["mean_cosine"])
+
+    if labelled:
+        from slimline.quant.backends.base import _reference_runner
+
+        ref = _reference_runner(src)
+        top = np.concatenate([np.asarray(ref(f)[0]).argmax(-1) for f in feeds])
+        float_metric = 100.0 * float(np.mean(top == scored.labels[: len(top)]))
+    else:
+        float_metric = 100.0
+    metric = "top1" if labelled else "fidelity (100 x mean cosine)"
+    first = make([])
+    first_metric = score(first)
+    nodes = weighted_nodes(src.onnx_path, ranked_op_types(opts.backend, opts.mode))
+    need_rank = opts.sensitivity or float_metric - first_metric > opts.max_drop
+    ranking = rank_nodes(make, score, nodes, float_metric) if need_rank else []
+    report["sensitivity"] = {"metric": metric, "n": len(scored), "split": "held-out training", "nodes": ranking}
+    if not opts.accuracy_aware:
+        return first
+    order = [r["node"] for r in ranking]
+    aa = accuracy_aware_quantize(
+        lambda keep: first if not keep else make(keep),
+        score,
+        float_metric,
+        order,
+        opts.max_drop,
+        opts.layers_per_step,
+        opts.max_iterations,
+    )
+    report["accuracy_aware"] = aa.record() | {"metric": metric, "n": len(scored), "split": "held-out training"}
+    return aa.candidate
 
 
 def _float_bytes(src: Any, artifact: Artifact) -> int:
