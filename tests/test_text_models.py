@@ -414,3 +414,17 @@ def test_accuracy_aware_static_int8_on_named_text_inputs(tiny: tuple[Path, Path]
     assert aa["kept_float"] and aa["kept_float"][0] == ranked[0]["node"]  # the most sensitive goes back first
     summary = json.loads(out.read_text())
     assert summary["kept_float"] == aa["kept_float"]
+
+
+def test_fuse_applies_transformer_fusions_to_a_text_artifact(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    _, fp32 = tiny
+    out = tmp_path / "f.json"
+    code, output = _cli("fuse", str(fp32), "-o", str(tmp_path / "fused"), "--json", str(out))
+    assert code == 0, output
+    rec = json.loads(out.read_text())
+    assert rec["transformer_fusions"].get("SkipLayerNormalization", 0) > 0 or rec["transformer_fusions"]
+    assert rec["parity"]["model"]["max_abs_diff"] <= 1e-4  # checked against the export on example ids
+    fused = next(p for p in (tmp_path / "fused").rglob("artifact.json")).parent
+    np.testing.assert_allclose(
+        _ort(fused, hf_text.encode_texts(fused, TEXTS)), _ort(fp32, hf_text.encode_texts(fp32, TEXTS)), atol=1e-4
+    )

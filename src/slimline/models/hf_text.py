@@ -312,25 +312,30 @@ def ort_transformer_optimize(
     """ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization, BiasGelu/FastGelu fusions) on
     ``src_folder/model.onnx`` into ``dst_folder`` (with the tokenizer). ``num_heads``/``hidden_size`` of 0 are
     read from the folder's ``text.json`` (recorded at export). Returns the fused-operator counts."""
-    from onnxruntime.transformers import optimizer
-
     src, dst = Path(src_folder), Path(dst_folder)
     meta_path = src / TEXT_META
     att = json.loads(meta_path.read_text()).get("attention", {}) if meta_path.is_file() else {}
-    num_heads = num_heads or int(att.get("num_heads", 0))
-    hidden_size = hidden_size or int(att.get("hidden_size", 0))
     dst.mkdir(parents=True, exist_ok=True)
-    opt = optimizer.optimize_model(
-        str(src / "model.onnx"),
-        model_type="bert",
-        num_heads=num_heads,
-        hidden_size=hidden_size,
-        opt_level=1,
-        use_gpu=False,
+    fused = transformer_fuse(
+        src / "model.onnx",
+        dst / "model.onnx",
+        num_heads or int(att.get("num_heads", 0)),
+        hidden_size or int(att.get("hidden_size", 0)),
     )
-    with atomic_path(dst / "model.onnx") as tmp:
-        opt.save_model_to_file(str(tmp))
     _copy_text_files(src, dst)
+    return fused
+
+
+def transformer_fuse(src: str | Path, dst: str | Path, num_heads: int = 0, hidden_size: int = 0) -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer on one BERT-like ``.onnx`` file into ``dst`` (written atomically);
+    ``num_heads``/``hidden_size`` of 0 let it detect them. Returns the fused-operator counts."""
+    from onnxruntime.transformers import optimizer
+
+    opt = optimizer.optimize_model(
+        str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1, use_gpu=False
+    )
+    with atomic_path(Path(dst)) as tmp:
+        opt.save_model_to_file(str(tmp))
     return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
 
 

@@ -99,6 +99,15 @@ def measure_layouts(
     }
 
 
+# what a text artifact's parity check tokenizes: sentences of different lengths, so padding and masks are exercised
+PARITY_TEXTS = (
+    "slimline makes trained models small and fast",
+    "a short one",
+    "the quick brown fox jumps over the lazy dog while the cat sat on the mat",
+    "text goes in through the tokenizer that travels with the artifact",
+)
+
+
 def _openvino_fuses_only_static(dw_pw: dict[str, Any]) -> bool:
     """True when OpenVINO fused depthwise+pointwise pairs at some static batch (so the openvino runtime
     should compile per batch size: ``runtime_config.openvino.static_shapes``)."""
@@ -219,7 +228,16 @@ class Fuse(Step[FuseOptions]):
         meta = dict(artifact.meta)
         with ArtifactWriter(ctx.out_dir, "onnx", meta, list(artifact.lineage)) as w:
             model_path = w.add("model", "model.onnx")
-            if cfg.simplify and og.simplifier() is not None:
+            if "text" in meta:  # a transformer encoder: ONNX Runtime's attention / LayerNorm / Gelu fusions
+                from slimline.models.hf_text import text_files, transformer_fuse
+
+                att = meta["text"].get("attention", {})
+                record["transformer_fusions"] = transformer_fuse(
+                    artifact.model_file, model_path, int(att.get("num_heads", 0)), int(att.get("hidden_size", 0))
+                )
+                for path in text_files(artifact.path):  # it keeps its tokenizer: raw text still goes in
+                    shutil.copyfile(path, w.tmp / path.name)
+            elif cfg.simplify and og.simplifier() is not None:
                 record["simplify"] = og.simplify(artifact.model_file, model_path)
             else:
                 if cfg.simplify:
@@ -255,18 +273,24 @@ class Fuse(Step[FuseOptions]):
     @staticmethod
     def _onnx_parity(src: Artifact, folder: Any, files: dict[str, str], cfg: FuseOptions, seed: int) -> dict[str, Any]:
         """Every written file against the input model on example feeds over its signature (``parity_batch``
-        samples; every output compared). ``{"roles": {role: {file, max_abs_diff, outputs {name: diff},
-        against}}, "inputs": {name: shape}}``, or ``{"not_checked": why}`` when the input model cannot be run
-        here; a file that differs by more than ``tolerance`` is an error."""
+        samples, or for a text artifact its tokenizer on ``PARITY_TEXTS``; every output compared).
+        ``{"roles": {role: {file, max_abs_diff, outputs {name: diff}, against}}, "inputs": {name: shape}}``, or
+        ``{"not_checked": why}`` when the input model cannot be run here; a file that differs by more than ``tolerance`` is an error."""
         import onnxruntime as ort
 
         from slimline.bench.worker import bench_shapes, int_high
 
-        try:
-            sig, shapes = bench_shapes(src, cfg.input_shapes, cfg.parity_batch)
-        except SlimlineError as e:
-            return {"not_checked": f"{e} (fuse --input-shape)"}
-        feeds = sig.example_feeds(shapes, seed, int_high=int_high(src))
+        if "text" in src.meta:  # real token ids with right-padded masks: what fused attention assumes
+            from slimline.models.hf_text import encode_texts
+
+            feeds = encode_texts(src.path, list(PARITY_TEXTS[: max(cfg.parity_batch, 2)]))
+            shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+        else:
+            try:
+                sig, shapes = bench_shapes(src, cfg.input_shapes, cfg.parity_batch)
+            except SlimlineError as e:
+                return {"not_checked": f"{e} (fuse --input-shape)"}
+            feeds = sig.example_feeds(shapes, seed, int_high=int_high(src))
 
         def run(path: Any) -> dict[str, np.ndarray]:
             so = ort.SessionOptions()
