@@ -275,7 +275,8 @@ class Fuse(Step[FuseOptions]):
         """Every written file against the input model on example feeds over its signature (``parity_batch``
         samples, or for a text artifact its tokenizer on ``PARITY_TEXTS``; every output compared).
         ``{"roles": {role: {file, max_abs_diff, outputs {name: diff}, against}}, "inputs": {name: shape}}``, or
-        ``{"not_checked": why}`` when the input model cannot be run here; a file that differs by more than ``tolerance`` is an error."""
+        ``{"not_checked": why}`` when the input model cannot be run here; a file that differs by more than
+        ``tolerance`` is an error."""
         import onnxruntime as ort
 
         from slimline.bench.worker import bench_shapes, int_high
