@@ -428,3 +428,24 @@ def test_fuse_applies_transformer_fusions_to_a_text_artifact(tiny: tuple[Path, P
     np.testing.assert_allclose(
         _ort(fused, hf_text.encode_texts(fused, TEXTS)), _ort(fp32, hf_text.encode_texts(fp32, TEXTS)), atol=1e-4
     )
+
+
+def test_ffn_pruning_allocated_by_sensitivity(tiny: tuple[Path, Path]) -> None:
+    folder, _ = tiny
+    model, tok = hf_text.load_hf_encoder(folder)
+    feeds = [{k: torch.from_numpy(v) for k, v in hf_text.tokenize(tok, TEXTS, 32).items()}]
+    _, ffns = hf_text.neuron_importance(model, feeds)
+    sens = hf_text.ffn_sensitivity(model, feeds, ffns, keep=0.25)
+    assert len(sens) == 2 and all(v > 0 for v in sens)  # masking neurons moves the embeddings
+    with torch.no_grad():
+        again = hf_text.ffn_sensitivity(model, feeds, ffns, keep=1.0)
+    assert max(again) < 1e-6  # keeping every neuron costs nothing: the masks were removed
+    shares = hf_text.allocate_keep(sens, 0.5)
+    assert sum(shares) / 2 == pytest.approx(0.5) and shares[int(np.argmax(sens))] > shares[int(np.argmin(sens))]
+    hf_text.prune_bert(model, [torch.ones(4)] * 2, ffns, keep_ffn=shares, ffn_multiple=8)
+    widths = [int(lay.intermediate.dense.out_features) for lay in model.encoder.layer]
+    assert widths[int(np.argmax(sens))] > widths[int(np.argmin(sens))] and model.config.intermediate_size == max(widths)
+    out = model(**feeds[0]).last_hidden_state
+    assert out.shape[-1] == 64
+    with pytest.raises(ModelError, match="one share per layer"):
+        hf_text.prune_bert(model, [torch.ones(4)] * 2, ffns, keep_ffn=[0.5])

@@ -214,6 +214,9 @@ def main() -> int:
     ap.add_argument("--keep-heads", type=float, default=1.0, help="share of attention heads kept per layer")
     ap.add_argument("--keep-ffn", type=float, default=0.5, help="share of FFN neurons kept per layer (x64)")
     ap.add_argument("--keep-layers", type=int, default=6, help="keep this many layers (evenly spaced; 6 = all)")
+    ap.add_argument(
+        "--allocate", action="store_true", help="FFN shares per layer by sensitivity (mean --keep-ffn), not uniform"
+    )
     ap.add_argument("--cls-min-train", type=int, default=200, help="classification: categories with >= N train")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -225,9 +228,11 @@ def main() -> int:
 
     from slimline.api import (
         SentenceEmbedder,
+        allocate_keep,
         distill_embeddings,
         environment,
         export_text_onnx,
+        ffn_sensitivity,
         load_fortunes,
         load_hf_encoder,
         minilm_folder,
@@ -300,6 +305,10 @@ def main() -> int:
         for i in range(0, 16 * 64, 16)
     ]
     heads, ffns = neuron_importance(student, batches[:8])
+    keep_ffn: float | list[float] = args.keep_ffn
+    if args.allocate:  # each layer's FFN pruned alone on training text; the least sensitive layers give up most
+        keep_ffn = allocate_keep(ffn_sensitivity(student, batches[:4], ffns, keep=args.keep_ffn), args.keep_ffn)
+        log(f"FFN shares by sensitivity: {[round(k, 2) for k in keep_ffn]}")
     params_before = param_count(student)
     n_layers = len(student.encoder.layer)
     keep_layers = sorted({round(i * (n_layers - 1) / max(args.keep_layers - 1, 1)) for i in range(args.keep_layers)})
@@ -308,7 +317,7 @@ def main() -> int:
         heads,
         ffns,
         keep_heads=args.keep_heads,
-        keep_ffn=args.keep_ffn,
+        keep_ffn=keep_ffn,
         ffn_multiple=64,
         keep_layers=keep_layers if args.keep_layers < n_layers else None,
     )
@@ -427,6 +436,8 @@ def main() -> int:
             "layers_kept": len(student.encoder.layer),
             "heads_kept": student.config.num_attention_heads,
             "ffn_kept": student.config.intermediate_size,
+            "ffn_kept_per_layer": [int(lay.intermediate.dense.out_features) for lay in student.encoder.layer],
+            "allocated_by_sensitivity": bool(args.allocate),
             "params_before": params_before,
             "params_after": params_after,
             "kd_steps": kd_steps,

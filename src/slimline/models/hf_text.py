@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -459,19 +460,23 @@ def prune_bert(
     head_scores: list[torch.Tensor],
     ffn_scores: list[torch.Tensor],
     keep_heads: float = 1.0,
-    keep_ffn: float = 1.0,
+    keep_ffn: float | Sequence[float] = 1.0,
     ffn_multiple: int = 64,
     keep_layers: list[int] | None = None,
 ) -> nn.Module:
     """Structured pruning of a BERT-shaped encoder in place: in each layer keep the ``keep_heads`` share of
-    attention heads and ``keep_ffn`` share of FFN neurons with the highest scores (neuron counts rounded up to
-    ``ffn_multiple``), and optionally only the layers in ``keep_layers`` (depth pruning). Returns ``encoder``;
-    its config records the new sizes (``num_attention_heads``, ``intermediate_size``, ``num_hidden_layers``)."""
+    attention heads and ``keep_ffn`` share of FFN neurons with the highest scores (one share for every layer, or
+    one per layer as :func:`allocate_keep` gives; neuron counts rounded up to ``ffn_multiple``), and optionally
+    only the layers in ``keep_layers`` (depth pruning). Returns ``encoder``; its config records the new sizes
+    (``num_attention_heads``, ``intermediate_size`` (the widest layer's), ``num_hidden_layers``)."""
     bert: Any = encoder  # a transformers BERT-shaped model: its submodules are attributes
     layers = bert.encoder.layer
     n_heads = int(layers[0].attention.self.num_attention_heads)
     d = int(layers[0].attention.self.attention_head_size)
     h_keep = max(1, round(n_heads * keep_heads))
+    shares = [float(keep_ffn)] * len(layers) if isinstance(keep_ffn, int | float) else [float(k) for k in keep_ffn]
+    if len(shares) != len(layers):
+        raise ModelError(f"keep_ffn gives {len(shares)} shares for {len(layers)} layers; give one share per layer")
     for i, lay in enumerate(layers):
         sa, ao = lay.attention.self, lay.attention.output
         if h_keep < int(sa.num_attention_heads):
@@ -482,18 +487,61 @@ def prune_bert(
             sa.num_attention_heads = h_keep
             sa.all_head_size = h_keep * d
         total = int(lay.intermediate.dense.out_features)
-        f_keep = _round_keep(round(total * keep_ffn), total, ffn_multiple)
+        f_keep = _round_keep(round(total * shares[i]), total, ffn_multiple)
         if f_keep < total:
             idx = torch.topk(ffn_scores[i], f_keep).indices.sort().values
             lay.intermediate.dense = _slice_linear(lay.intermediate.dense, idx, 0)
             lay.output.dense = _slice_linear(lay.output.dense, idx, 1)
     cfg = bert.config
     cfg.num_attention_heads = int(layers[0].attention.self.num_attention_heads)
-    cfg.intermediate_size = int(layers[0].intermediate.dense.out_features)
+    cfg.intermediate_size = max(int(lay.intermediate.dense.out_features) for lay in layers)
     if keep_layers is not None:
         bert.encoder.layer = nn.ModuleList([layers[i] for i in sorted(set(keep_layers))])
         cfg.num_hidden_layers = len(bert.encoder.layer)
     return encoder
+
+
+@torch.no_grad()
+def ffn_sensitivity(
+    encoder: nn.Module, feeds: list[dict[str, torch.Tensor]], ffn_scores: list[torch.Tensor], keep: float = 0.5
+) -> list[float]:
+    """Per layer, what keeping only the ``keep`` share of its FFN neurons (the best-scored) costs alone: the mean
+    ``1 - cosine`` of the pooled sentence embeddings against the unpruned encoder on ``feeds`` (training text).
+    Neurons are masked, not removed, so the encoder is left as it was."""
+    bert: Any = encoder
+    layers = bert.encoder.layer
+
+    def embed() -> torch.Tensor:
+        return torch.cat([pool_normalize(encoder(**f).last_hidden_state, f["attention_mask"]) for f in feeds])
+
+    ref = embed()
+    out = []
+    for i, lay in enumerate(layers):
+        total = int(lay.intermediate.dense.out_features)
+        mask = torch.zeros(total)
+        mask[torch.topk(ffn_scores[i], max(1, round(total * keep))).indices] = 1.0
+        hook = lay.intermediate.register_forward_hook(lambda _m, _i, o, m=mask: o * m)
+        try:
+            out.append(float((1 - (embed() * ref).sum(1)).mean()))
+        finally:
+            hook.remove()
+    return out
+
+
+def allocate_keep(sensitivity: Sequence[float], mean_keep: float, spread: float = 0.25) -> list[float]:
+    """Per-layer keep shares averaging ``mean_keep``: the least sensitive layer keeps the least, the most sensitive
+    the most, linearly by rank over ``mean_keep +- spread`` (narrowed to stay within 0.05..1)."""
+    n = len(sensitivity)
+    if n == 0 or not 0 < mean_keep <= 1:
+        raise ModelError(f"cannot allocate a keep share of {mean_keep} over {n} layers; give 0 < share <= 1")
+    half = min(spread, mean_keep - 0.05, 1.0 - mean_keep)
+    if n == 1 or half <= 0:
+        return [mean_keep] * n
+    order = sorted(range(n), key=lambda i: sensitivity[i])
+    shares = [0.0] * n
+    for rank, i in enumerate(order):
+        shares[i] = mean_keep - half + 2 * half * rank / (n - 1)
+    return shares
 
 
 def distill_embeddings(
