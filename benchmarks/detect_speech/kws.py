@@ -6,13 +6,17 @@ with sox and given room-like reverb (sox ``reverb``) and seeded white noise, 1 s
 held-out voices are disjoint (voice variant and accent both differ): the figures are on held-out voices only.
 
 Front end beside the model: 40 log-mels, 25 ms Hann window, 10 ms hop (:func:`slimline.tasks.speech.log_mel`).
-Model: causal conv (40 -> 64, kernel 3) -> two depthwise-separable causal blocks (dilation 2, 4) -> 12 scores per
-frame, summed over time; every causal conv keeps its last 2 x dilation input frames as state (``c1``, ``c2``,
-``c3``) and the running sum of scores is state ``acc``, each an input and an output (``*_out``): the clip's class
-is the running sum at its last frame.
-Trained on whole clips (zero state) for a bounded number of epochs; streamed in 10-frame chunks (100 ms) with
-:func:`slimline.tasks.speech.run_stream`. int8: ``slimline quantize`` (ONNX Runtime, static, calibrated on
-training clips' chunks). Per-chunk latency: one ``slimline bench`` run of the fp32 and int8 models at one chunk.
+Model (``WIDTH`` channels): causal conv (40 -> WIDTH, kernel 3) -> three depthwise-separable causal blocks
+(dilation 2, 4, 8) -> 12 scores per frame, summed over time; every causal conv keeps its last 2 x dilation input
+frames as state (``c1`` .. ``c4``) and the running sum of scores is state ``acc``, each an input and an output
+(``*_out``): the clip's class is the running sum at its last frame. Streamed in ``CHUNK``-frame chunks with
+:func:`slimline.tasks.speech.run_stream`, so a chunk carries tens of MMAC (int8 has work to speed up).
+Pipeline: train on whole clips (zero state) -> sensitivity (each block's output alone pruned to half, top-1 drop
+on the training voices) -> channel pruning (Torch-Pruning through :func:`slimline.prune.channel.prune_channels`;
+half the channels, three quarters for a block dropping > 5 points) -> KD recovery from the unpruned model on the
+training voices -> int8 (``slimline quantize -b openvino``, static, calibrated on training clips' chunks with the
+state each chunk sees) -> fp32, pruned fp32 (as OpenVINO IR, ``slimline export``) and int8 in one ``slimline
+bench`` run on OpenVINO, 2 threads, one chunk per call. ``int8_acc`` is the pruned + int8 model.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ TRAIN_VOICES = [
     for v in ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "f5", "klatt", "klatt3", "klatt4")
 ]
 HELDOUT_VOICES = [f"{a}+{v}" for a in ACCENTS for v in ("m4", "m8", "f3", "klatt2")]
-SR, CHUNK, N_MELS = 16000, 20, 40
+SR, CHUNK, N_MELS = 16000, 32, 40
 RUNTIME = "openvino"  # int8 pays on VNNI CPUs
 PRUNE_KEEP, SENSITIVE_DROP = 0.5, 5.0  # kept share of channels; a unit dropping more (points) keeps 0.75
 
@@ -100,7 +104,7 @@ def make_split(voices: list[str], per_word: int, folder: Path, seed: int) -> tup
     return x, y
 
 
-WIDTH, DILATIONS = 256, (1, 2, 4, 8)
+WIDTH, DILATIONS = 512, (1, 2, 4, 8)
 
 
 def build_model(width: int = WIDTH) -> Any:
