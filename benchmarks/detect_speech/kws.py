@@ -41,7 +41,7 @@ TRAIN_VOICES = [
     for v in ("m1", "m2", "m3", "m5", "m6", "m7", "f1", "f2", "f4", "f5", "klatt", "klatt3", "klatt4")
 ]
 HELDOUT_VOICES = [f"{a}+{v}" for a in ACCENTS for v in ("m4", "m8", "f3", "klatt2")]
-SR, CHUNK, N_MELS = 16000, 32, 40
+SR, CHUNK, N_MELS = 16000, 50, 40
 RUNTIME = "openvino"  # int8 pays on VNNI CPUs
 PRUNE_KEEP, SENSITIVE_DROP = 0.5, 5.0  # kept share of channels; a unit dropping more (points) keeps 0.75
 
@@ -104,7 +104,7 @@ def make_split(voices: list[str], per_word: int, folder: Path, seed: int) -> tup
     return x, y
 
 
-WIDTH, DILATIONS = 512, (1, 2, 4, 8)
+WIDTH, DILATIONS = 640, (1, 2, 4, 8)
 
 
 def build_model(width: int = WIDTH) -> Any:
@@ -290,7 +290,7 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
     data = work.parent / "kws_data"
     print("keyword spotting: synthesising speech (cached in", data, ")", flush=True)
     xtr, ytr = make_split(TRAIN_VOICES, per_word, data / "train", 1)
-    xte, yte = make_split(HELDOUT_VOICES, per_word, data / "heldout", 2)
+    xte, yte = make_split(HELDOUT_VOICES, 2 * per_word, data / f"heldout_x{2 * per_word}", 2)  # n 480 at per_word 1
     print(
         f"  {len(xtr)} training clips ({len(TRAIN_VOICES)} voices), {len(xte)} held-out clips "
         f"({len(HELDOUT_VOICES)} other voices), {len(CLASSES)} classes",
