@@ -104,7 +104,7 @@ def make_split(voices: list[str], per_word: int, folder: Path, seed: int) -> tup
     return x, y
 
 
-WIDTH, DILATIONS = 640, (1, 2, 4, 8)
+WIDTH, DILATIONS = 768, (1, 2, 4, 8)
 
 
 def build_model(width: int = WIDTH) -> Any:
