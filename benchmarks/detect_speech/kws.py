@@ -260,7 +260,7 @@ def prune(model: Any, keep: dict[str, float]) -> dict[str, dict[str, int]]:
     of the whole-clip model, in place; ``keep`` is the kept share per unit."""
     import torch
 
-    from slimline.prune.channel import prune_channels
+    from slimline.api import prune_channels
 
     net = whole_clip(model).eval()
     units = dict(zip(prune_units(model), model.blocks, strict=True))
@@ -362,7 +362,7 @@ def run(work: Path, cli: Any, logs: Path, epochs: int, per_word: int, bench_flag
     found = sorted(p for p in q.glob("*_quantize") if p.is_dir()) if q.is_dir() else []
     macs = {}
     try:
-        from slimline.bench.macs import onnx_macs
+        from slimline.api import onnx_macs
 
         shape = {"features": (1, CHUNK, N_MELS)}
         macs = {"fp32": onnx_macs(onnx_path, shape), "pruned": onnx_macs(pruned_path, shape)}

@@ -399,6 +399,7 @@ _PUBLIC: dict[str, dict[str, str]] = {  # group -> name -> "module" or "module:a
     "pruning": {
         "Plan": "slimline.prune.allocate",
         "remove_blocks": "slimline.prune.block",
+        "prune_channels": "slimline.prune.channel",
         "replace_module": "slimline.prune.common",
         "FinetuneConfig": "slimline.prune.schedule",
         "MixedInputs": "slimline.prune.schedule",
@@ -423,6 +424,7 @@ _PUBLIC: dict[str, dict[str, str]] = {  # group -> name -> "module" or "module:a
         "is_artifact_dir": "slimline.bench.harness",
         "worker_env": "slimline.bench.harness",
         "fp32_peak": "slimline.bench.peak",
+        "onnx_macs": "slimline.bench.macs",
         "model_meta": "slimline.bench.targets",
         "prepare_model": "slimline.bench.targets",
         "tune": "slimline.optimize.tune",
@@ -474,6 +476,7 @@ if TYPE_CHECKING:
     from slimline.bench.harness import bench_targets as bench_targets
     from slimline.bench.harness import is_artifact_dir as is_artifact_dir
     from slimline.bench.harness import worker_env as worker_env
+    from slimline.bench.macs import onnx_macs as onnx_macs
     from slimline.bench.peak import fp32_peak as fp32_peak
     from slimline.bench.targets import model_meta as model_meta
     from slimline.bench.targets import prepare_model as prepare_model
@@ -516,6 +519,7 @@ if TYPE_CHECKING:
     from slimline.optimize.tune import tune as tune
     from slimline.prune.allocate import Plan as Plan
     from slimline.prune.block import remove_blocks as remove_blocks
+    from slimline.prune.channel import prune_channels as prune_channels
     from slimline.prune.common import replace_module as replace_module
     from slimline.prune.schedule import FinetuneConfig as FinetuneConfig
     from slimline.prune.schedule import MixedInputs as MixedInputs
