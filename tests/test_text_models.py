@@ -407,6 +407,7 @@ def test_accuracy_aware_static_int8_on_named_text_inputs(tiny: tuple[Path, Path]
     code, output = _cli(*args, "--accuracy-aware", "--max-drop", "0.005", "-o", str(tmp_path / "q"), "--json", str(out))
     assert code == 0, output
     rep = json.loads((tmp_path / "q" / "01_quantize" / "quantization.json").read_text())
+    assert rep["options"]["model_type"] == rep["result"]["model_type"] == "transformer"  # auto, for a text artifact
     ranked = rep["sensitivity"]["nodes"]
     assert ranked and [r["drop"] for r in ranked] == sorted((r["drop"] for r in ranked), reverse=True)
     aa = rep["accuracy_aware"]

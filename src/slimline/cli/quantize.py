@@ -47,6 +47,7 @@ def quantize(
     ),
     exclude: list[str] | None = typer.Option(None, "--exclude", "-x", help="repeatable: " + Q.help("exclude")),
     model_format: str = typer.Option(Q.default("format"), "--format", help=Q.help("format")),
+    model_type: str = typer.Option(Q.default("model_type"), help=Q.help("model_type")),
     accuracy_aware: bool = typer.Option(Q.default("accuracy_aware"), "--accuracy-aware", help=Q.help("accuracy_aware")),
     max_drop: float = typer.Option(Q.default("max_drop"), min=0, help=Q.help("max_drop")),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate float and int8 on the test split"),
@@ -92,6 +93,7 @@ def quantize(
         "accuracy_aware": accuracy_aware,
         "max_drop": max_drop,
         "format": model_format,
+        "model_type": model_type,
     }
     if is_arrays_path(data) or is_text_source(data):
         if preprocess is not None:

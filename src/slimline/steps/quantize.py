@@ -59,6 +59,11 @@ class QuantizeOptions(StepConfig):
         description="layer kept in float (module or node name, or an fnmatch pattern of node names)",
     )
     compact_names: bool = Field(True, description="ONNX results: short tensor names and no node names in the file")
+    model_type: Literal["auto", "default", "transformer"] = Field(
+        "auto",
+        description="transformer: NNCF's transformer scheme (SmoothQuant, attention kept right) on openvino, only "
+        "MatMul/Gemm/Gather in int8 on onnxruntime static; auto: transformer for a text artifact",
+    )
     format: Literal["native", "onnx", "int8_io"] = Field(
         "native",
         description="openvino: 'onnx' writes a QDQ ONNX model that OpenVINO runs in int8 (smaller than the IR); "
@@ -97,6 +102,7 @@ class QuantizeOptions(StepConfig):
             "batch_size",
             "exclude",
             "compact_names",
+            "model_type",
             "format",
         )
         return QuantConfig(**{k: getattr(self, k) for k in keys})
@@ -350,6 +356,8 @@ def quantize_arrays(
     aware = opts.accuracy_aware or opts.sensitivity
     calib, held = samples.split(held_out, seed) if evaluate or aware else (samples, samples)
     calib = calib.sample(opts.calibration_size, seed)
+    if opts.model_type == "auto":  # a text artifact is a transformer encoder
+        opts = opts.model_copy(update={"model_type": "transformer" if "text" in artifact.meta else "default"})
     backend, qcfg = usable_backend(opts)
     output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".quantize.work-", dir=output))

@@ -63,6 +63,7 @@ class QuantConfig:
     exclude: list[str] = field(default_factory=list)  # module names or backend node names kept in float
     compact_names: bool = True  # ONNX results: short tensor names, no node names in the saved model
     format: Literal["native", "onnx", "int8_io"] = "native"  # openvino: "onnx" writes QDQ ONNX; litert: "int8_io"
+    model_type: Literal["auto", "default", "transformer"] = "auto"  # transformer: attention-aware schemes
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

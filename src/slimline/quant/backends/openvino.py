@@ -137,6 +137,7 @@ def _nncf_quantize(nncf: Any, model: Any, samples: list[Any], cfg: QuantConfig, 
             subset_size=len(samples),
             ignored_scope=nncf.IgnoredScope(names=excluded, validate=False) if excluded else None,
             advanced_parameters=AdvancedQuantizationParameters(**adv),
+            **({"model_type": nncf.ModelType.TRANSFORMER} if cfg.model_type == "transformer" else {}),
         )
 
 

@@ -42,6 +42,8 @@ from slimline.quant.backends.base import (
 
 _METHODS = {"minmax": "MinMax", "default": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 _TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
+# a transformer's static int8: the weighted operators only; Q/DQ around its residual Adds and LayerNorms loses most
+TRANSFORMER_OPS = ["MatMul", "Gemm", "Gather"]
 
 
 def _reader_class() -> type:
@@ -272,6 +274,7 @@ class OrtBackend(QuantBackend):
                     activation_type=atype,
                     weight_type=wtype,
                     nodes_to_exclude=excluded,
+                    op_types_to_quantize=TRANSFORMER_OPS if cfg.model_type == "transformer" else None,
                     calibrate_method=method,
                     extra_options=extra,
                     calibration_cache_path=str(cache),
@@ -286,6 +289,7 @@ class OrtBackend(QuantBackend):
                     "calibration_samples": int(len(calib)),
                     "per_channel": cfg.per_channel,
                     "reduce_range": reduce_range,
+                    "model_type": cfg.model_type,
                 }
             )
         qproto = onnx.load(str(out), load_external_data=False)
