@@ -229,6 +229,7 @@ def main() -> int:
     from slimline.api import (
         SentenceEmbedder,
         allocate_keep,
+        copy_text_files,
         distill_embeddings,
         environment,
         export_text_onnx,
@@ -245,7 +246,6 @@ def main() -> int:
         tokenize,
         write_json,
     )
-    from slimline.api import copy_text_files as _copy_text_files
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
@@ -289,7 +289,7 @@ def main() -> int:
 
     peer_ort.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(str(fp32 / "model.onnx"), str(peer_ort / "model.onnx"))
-    _copy_text_files(fp32, peer_ort)
+    copy_text_files(fp32, peer_ort)
     peer_ov = work / "peer_openvino_nncf"
     openvino_nncf_int8(fp32, peer_ov, calib, transformer=False)
     log(

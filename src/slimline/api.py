@@ -444,7 +444,7 @@ _PUBLIC: dict[str, dict[str, str]] = {  # group -> name -> "module" or "module:a
         "SentenceEmbedder": "slimline.models.hf_text",
         "allocate_keep": "slimline.models.hf_text",
         "ffn_sensitivity": "slimline.models.hf_text",
-        "copy_text_files": "slimline.models.hf_text:_copy_text_files",
+        "copy_text_files": "slimline.models.hf_text",
         "distill_embeddings": "slimline.models.hf_text",
         "encode_texts": "slimline.models.hf_text",
         "export_text_onnx": "slimline.models.hf_text",
@@ -495,8 +495,8 @@ if TYPE_CHECKING:
     from slimline.models.efficientnet_lite import IMAGENET_MEAN as IMAGENET_MEAN
     from slimline.models.efficientnet_lite import IMAGENET_STD as IMAGENET_STD
     from slimline.models.hf_text import SentenceEmbedder as SentenceEmbedder
-    from slimline.models.hf_text import _copy_text_files as copy_text_files  # noqa: F401 - re-exported lazily
     from slimline.models.hf_text import allocate_keep as allocate_keep
+    from slimline.models.hf_text import copy_text_files as copy_text_files
     from slimline.models.hf_text import distill_embeddings as distill_embeddings
     from slimline.models.hf_text import encode_texts as encode_texts
     from slimline.models.hf_text import export_text_onnx as export_text_onnx

@@ -298,7 +298,7 @@ def text_files(folder: str | Path) -> list[Path]:
     return [Path(folder) / n for n in (*TOKENIZER_FILES, TEXT_META) if (Path(folder) / n).is_file()]
 
 
-def _copy_text_files(src: Path, dst: Path) -> None:
+def copy_text_files(src: Path, dst: Path) -> None:
     """Copy a text artifact's tokenizer files and text metadata from ``src`` to ``dst`` and record them."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in (*TOKENIZER_FILES, TEXT_META):
@@ -323,7 +323,7 @@ def ort_transformer_optimize(
         num_heads or int(att.get("num_heads", 0)),
         hidden_size or int(att.get("hidden_size", 0)),
     )
-    _copy_text_files(src, dst)
+    copy_text_files(src, dst)
     return fused
 
 
@@ -360,7 +360,7 @@ def ort_dynamic_int8(
             nodes_to_exclude=exclude_nodes or [],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    _copy_text_files(src, dst)
+    copy_text_files(src, dst)
     return dst / "model.onnx"
 
 
@@ -387,7 +387,7 @@ def openvino_nncf_int8(
         os.replace(tmp / "model.xml", dst / "model.xml")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _copy_text_files(src, dst)
+    copy_text_files(src, dst)
     return dst / "model.xml"
 
 
