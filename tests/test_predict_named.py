@@ -92,12 +92,52 @@ def test_cli_and_one_line_errors(art: Artifact, feeds: tuple[Path, dict[str, np.
     assert r.exit_code == 0, r.output
     assert "outputs y, z" in r.output
     assert json.loads((tmp_path / "r.json").read_text())["outputs"]["z"] == [23, 3, 5]
-    with pytest.raises(SlimlineError, match="one process.*--workers at 1"):
-        predict(art, path, tmp_path / "o.npz", workers=2, progress=False)
     with pytest.raises(SlimlineError, match="write a .npz file"):
         predict(art, path, tmp_path / "o.parquet", progress=False)
     with pytest.raises(SlimlineError, match="outputs y, z; write a .npz file"):
         predict(art, path, tmp_path / "o.npy", progress=False)
+
+
+def test_workers_shards_and_resume_after_a_kill(
+    art: Artifact, feeds: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    """Named arrays: a run killed after 2 of 5 shards resumes them with 2 workers (the CLI) and writes what one
+    process writes; the shards are .npz files of every output."""
+    import os
+    import subprocess
+    import sys
+
+    from slimline.cli import app
+
+    path, _ = feeds
+    one = predict(art, path, tmp_path / "one.npz", batch_size=4, shard_size=5, threads=1, progress=False)
+    assert one["shards"] == 5 and one["shards_reused"] == 0
+    out = tmp_path / "o.npz"
+    code = (
+        "from slimline.optimize.predict import predict\n"
+        f"predict({str(art.path)!r}, {str(path)!r}, {str(out)!r}, batch_size=4, shard_size=5, threads=1,"
+        " progress=False, _stop_after=2)\n"
+    )
+    env = dict(os.environ, SLIMLINE_PROGRESS="0")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137, proc.stderr[-2000:]  # killed mid-way, no cleanup
+    shards = sorted(p.name for p in out.with_name("o.npz.shards").glob("shard_*"))
+    assert shards == ["shard_00000.npz", "shard_00001.npz"] and not out.exists()
+    args = ["predict", str(art.path), "-d", str(path), "--out", str(out), "--workers", "2", "--threads", "2"]
+    args += ["--batch-size", "4", "--shard-size", "5", "--json", str(tmp_path / "r.json")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["shards_reused"] == 2 and res["workers"] == 2 and res["threads_per_worker"] == 1
+    assert not out.with_name("o.npz.shards").exists()
+    with np.load(tmp_path / "one.npz") as want, np.load(out) as got:
+        assert sorted(got.files) == ["y", "z"]
+        for name in ("y", "z"):
+            np.testing.assert_array_equal(got[name], want[name])
+    again = predict(art, path, out, batch_size=4, shard_size=5, keep_shards=True, progress=False)
+    assert again["shards_reused"] == 0  # the shards were removed after the output was written
+    stale = predict(art, path, out, batch_size=2, shard_size=5, progress=False)
+    assert stale["shards_reused"] == 0  # kept shards of another batch size are not mixed in
 
 
 def _clips(root: Path) -> Path:

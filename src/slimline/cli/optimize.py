@@ -250,10 +250,9 @@ def predict(
         trust_code=trust_code,
     )
     line = f"wrote {res['output']}: {res['n']} samples"
-    if "shards" in res:
-        line += f", {res['shards']} shards ({res['shards_reused']} reused)"
-    else:
+    if "outputs" in res:
         line += f", outputs {', '.join(res['outputs'])}"
+    line += f", {res['shards']} shards ({res['shards_reused']} reused)"
     if "top1" in res:
         line += f", top-1 {res['top1']:.2f}%"
     console.print(line, highlight=False)

@@ -13,7 +13,8 @@ takes shard numbers from a queue, and writes each shard's logits atomically to
 Named arrays (a ``.npz``/``.npy`` source, a folder of ``.wav`` files, or a
 :class:`~slimline.data.arrays.NamedSamples`) are predicted with any artifact: each batch goes through
 ``session.run_named`` and ``OUT`` (``.npz``) holds every output by name, samples on each output's batch axis
-(``.npy`` holds the lone output of a single-output model). They run in one process, without shards.
+(``.npy`` holds the lone output of a single-output model). They use the same shards, workers and resume,
+each shard a ``shard_NNNNN.npz`` of every output.
 
 Interrupted runs (Ctrl-C, a kill, a crash) keep their finished shards; running the same command
 again computes only the missing ones. ``manifest.json`` in the shard folder records what the shards
@@ -57,20 +58,25 @@ class _Job:
     shard_size: int
     shard_dir: str
     trust: dict[str, Any] | None = None  # slimline.models.trust_state(): factories the artifact may import
+    axes: dict[str, int] | None = None  # named arrays: output name -> its batch axis (None: one logits array)
+
+
+def _fingerprint_files(artifact: Artifact) -> str:
+    """A digest of the artifact's model files (names, sizes, modification times)."""
+    h = hashlib.sha256()
+    for name in sorted(artifact.files.values()):
+        st = (artifact.path / name).stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def _fingerprint(
     artifact: Artifact, ds: ArrayDataset, runtime: str, shard_size: int, batch_size: int
 ) -> dict[str, Any]:
-    h = hashlib.sha256()
-    for name in sorted(artifact.files.values()):
-        p = artifact.path / name
-        st = p.stat()
-        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     data_hash = hashlib.sha256(np.ascontiguousarray(ds.x[: min(len(ds), 64)]).tobytes()).hexdigest()[:16]
     return {
         "artifact": str(artifact.path.resolve()),
-        "model_files": h.hexdigest()[:16],
+        "model_files": _fingerprint_files(artifact),
         "data": {"name": ds.spec.name, "split": ds.split, "n": len(ds), "head_sha256": data_hash},
         "runtime": runtime,
         "shard_size": shard_size,
@@ -78,18 +84,32 @@ def _fingerprint(
     }
 
 
-def shard_path(shard_dir: str | Path, i: int) -> Path:
-    return Path(shard_dir) / f"shard_{i:05d}.npy"
+def shard_path(shard_dir: str | Path, i: int, named: bool = False) -> Path:
+    return Path(shard_dir) / f"shard_{i:05d}.{'npz' if named else 'npy'}"
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
+def _save_npy(path: Path, arr: np.ndarray | dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
+        if isinstance(arr, dict):
+            np.savez(f, **arr)  # type: ignore[arg-type]  # numpy stub: **kwds could name allow_pickle
+        else:
+            np.save(f, arr)
 
 
-def _run_shard(session: Any, ds: ArrayDataset, i: int, job: _Job) -> np.ndarray:
+def _join(parts: dict[str, list[np.ndarray]], axes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Each output's pieces joined on its batch axis (a scalar output's values stacked)."""
+    return {name: np.concatenate(p, axis=axes.get(name, 0)) if p[0].ndim else np.stack(p) for name, p in parts.items()}
+
+
+def _run_shard(session: Any, ds: ArrayDataset | NamedSamples, i: int, job: _Job) -> np.ndarray | dict[str, np.ndarray]:
     start = i * job.shard_size
     stop = min(len(ds), start + job.shard_size)
+    if isinstance(ds, NamedSamples):
+        parts: dict[str, list[np.ndarray]] = {}
+        for feeds in ds.subset(slice(start, stop)).batches(job.batch_size):
+            for name, value in session.run_named(feeds).items():
+                parts.setdefault(name, []).append(np.asarray(value))
+        return _join(parts, job.axes or {})
     outs = []
     for b in range(start, stop, job.batch_size):
         x = ds.normalize(ds.x[b : min(stop, b + job.batch_size)]).numpy()
@@ -105,7 +125,7 @@ def _open(job: _Job) -> Any:
         return open_session(Artifact.load(job.artifact_path), job.runtime, **job.options)
 
 
-def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
+def _worker(job: _Job, ds: ArrayDataset | NamedSamples, tasks: Any, results: Any) -> None:
     """Worker process: open a session, then compute shards from ``tasks`` until told to stop."""
     import multiprocessing as mp
 
@@ -129,7 +149,7 @@ def _worker(job: _Job, ds: ArrayDataset, tasks: Any, results: Any) -> None:
         if i is None or (parent is not None and not parent.is_alive()):
             return
         try:
-            _save_npy(shard_path(job.shard_dir, i), _run_shard(session, ds, i, job))
+            _save_npy(shard_path(job.shard_dir, i, job.axes is not None), _run_shard(session, ds, i, job))
             results.put(("done", i, ""))
         except BaseException as e:  # noqa: BLE001
             results.put(("error", i, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"))
@@ -165,12 +185,18 @@ def _prepare_shards(shard_dir: Path, manifest: dict[str, Any], resume: bool) -> 
         write_json(mf, manifest)
 
 
-def _valid_shard(path: Path, rows: int) -> bool:
+def _valid_shard(path: Path, rows: int, axes: dict[str, int] | None = None) -> bool:
+    """A finished shard: ``rows`` samples of logits, or (``axes``) of every named output on its batch axis."""
     try:
-        arr = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
+        if axes is None:
+            arr = np.load(path, mmap_mode="r")
+            return arr.ndim == 2 and arr.shape[0] == rows
+        with np.load(path) as z:
+            return set(z.files) == set(axes) and all(
+                z[k].ndim > ax and z[k].shape[ax] == rows for k, ax in axes.items()
+            )
+    except (OSError, ValueError, KeyError, EOFError):
         return False
-    return arr.ndim == 2 and arr.shape[0] == rows
 
 
 def _write_output(out: Path, logits: np.ndarray, ds: ArrayDataset, with_logits: bool) -> dict[str, Any]:
@@ -220,7 +246,7 @@ def predict(
 ) -> dict[str, Any]:
     """Predict every sample of ``data`` (a dataset name or an ArrayDataset) with ``artifact``; write ``out``.
     Named arrays (a path :func:`~slimline.data.arrays.is_arrays_path` accepts, or NamedSamples) go to
-    :func:`predict_named` (one worker, outputs by name).
+    :func:`predict_named` (outputs by name; the same workers, shards and resume).
 
     ``threads``: the total for all workers (default: the CPU count); each worker gets an equal share.
     ``batch_size``: default the artifact's tuned ``runtime_config[runtime]["batch_size"]``, else 64.
@@ -245,21 +271,22 @@ def predict(
             raise SlimlineError(
                 "preprocess applies to imagefolder's images; named arrays are fed as saved: leave it out"
             )
-        if workers != 1:
-            raise SlimlineError(
-                f"named arrays are predicted in one process, not {workers} workers; leave --workers at 1"
-            )
         return predict_named(
             art,
             data,
             out,
             limit=limit,
             runtime=runtime,
+            workers=workers,
             threads=threads,
             batch_size=batch_size,
+            shard_size=shard_size,
+            resume=resume,
+            keep_shards=keep_shards,
             options=options,
             progress=progress,
             trust_code=trust_code,
+            _stop_after=_stop_after,
         )
     if isinstance(data, Path):
         data = str(data)
@@ -319,14 +346,20 @@ def predict_named(
     out: str | Path,
     limit: int | None = None,
     runtime: str | None = None,
+    workers: int = 1,
     threads: int | None = None,
     batch_size: int | None = None,
+    shard_size: int = 1000,
+    resume: bool = True,
+    keep_shards: bool = False,
     options: dict[str, Any] | None = None,
     progress: bool = True,
     trust_code: bool = False,
+    _stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Predict named arrays with any artifact in one process: ``session.run_named`` per batch; ``out`` (.npz)
-    holds every output by name, its samples on the output's batch axis (.npy: a single-output model's output)."""
+    """Predict named arrays with any artifact: ``session.run_named`` per batch; ``out`` (.npz) holds every output
+    by name, its samples on the output's batch axis (.npy: a single-output model's output). Shards, workers,
+    ``threads`` and ``resume`` work as in :func:`predict`; each shard is a ``.npz`` of every output."""
     from slimline.models import trust_state, trusted_factories
     from slimline.runtimes import default_runtime
     from slimline.signature import BATCH, artifact_signature
@@ -335,6 +368,8 @@ def predict_named(
     out = Path(out)
     if out.suffix not in NAMED_FORMATS:
         raise SlimlineError(f"named arrays predict every output by name: write a .npz file, not {out.name!r}")
+    if workers < 1 or shard_size < 1:
+        raise SlimlineError("workers and shard_size must be at least 1")
     sig = artifact_signature(art)
     if out.suffix == ".npy" and len(sig.outputs) != 1:
         raise SlimlineError(
@@ -344,41 +379,49 @@ def predict_named(
     rt = runtime or default_runtime(art)
     bs = int(batch_size or art.meta.get("runtime_config", {}).get(rt, {}).get("batch_size") or 64)
     opts = dict(options or {})
-    if threads:
-        opts["threads"] = threads
+    total_threads = threads or os.cpu_count() or 1
+    if workers > 1 or threads:
+        opts["threads"] = max(1, total_threads // workers)
+    axes = {t.name: next((i for i, d in enumerate(t.shape) if d == BATCH), 0) for t in sig.outputs}
+    shard_dir = out.with_name(out.name + ".shards")
+    manifest = {
+        "artifact": str(art.path.resolve()),
+        "model_files": _fingerprint_files(art),
+        "data": {"source": samples.source, "n": len(samples), "sha1": samples.fingerprint().hex()[:16]},
+        "runtime": rt,
+        "shard_size": shard_size,
+        "batch_size": bs,
+        "outputs": axes,
+    }
+    _prepare_shards(shard_dir, manifest, resume)
+    n_shards = (len(samples) + shard_size - 1) // shard_size
+    rows = [min(shard_size, len(samples) - i * shard_size) for i in range(n_shards)]
+    todo = [i for i in range(n_shards) if not _valid_shard(shard_path(shard_dir, i, True), rows[i], axes)]
+    reused = n_shards - len(todo)
     with trusted_factories(trust_code=trust_code):
         trust = trust_state()
-    job = _Job(str(art.path), rt, opts, bs, bs, "", trust)
-    axes = {t.name: next((i for i, d in enumerate(t.shape) if d == BATCH), 0) for t in sig.outputs}
+    job = _Job(str(art.path), rt, opts, bs, shard_size, str(shard_dir), trust, axes)
+    if todo:
+        _compute(job, samples, todo, rows, workers, progress, reused, _stop_after)
     parts: dict[str, list[np.ndarray]] = {}
-    import torch
-
-    from slimline.progress import make_progress
-
-    threads_before = torch.get_num_threads()  # a torch session sets the process-wide count
-    bar = make_progress(transient=True) if progress else _NullBar()
-    try:
-        session = _open(job)
-        with bar:
-            task = bar.add_task("predict", total=len(samples), info="")
-            for feeds in samples.batches(bs):
-                for name, value in session.run_named(feeds).items():
-                    parts.setdefault(name, []).append(np.asarray(value))
-                bar.advance(task, len(next(iter(feeds.values()))))
-    finally:
-        torch.set_num_threads(threads_before)
-    outputs = {
-        name: np.concatenate(p, axis=axes.get(name, 0)) if p[0].ndim else np.stack(p) for name, p in parts.items()
-    }
+    for i in range(n_shards):
+        with np.load(shard_path(shard_dir, i, True)) as z:
+            for name in axes:
+                parts.setdefault(name, []).append(z[name])
+    outputs = {name: np.concatenate(p, axis=axes[name]) for name, p in parts.items()}
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         if out.suffix == ".npz":
             np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy stub: **kwds could name allow_pickle
         else:
             np.save(f, next(iter(outputs.values())))
+    if not keep_shards:
+        shutil.rmtree(shard_dir, ignore_errors=True)
     result: dict[str, Any] = {
         "output": str(out),
         "n": len(samples),
-        "workers": 1,
+        "shards": n_shards,
+        "shards_reused": reused,
+        "workers": workers,
         "threads_per_worker": opts.get("threads"),
         "runtime": rt,
         "batch_size": bs,
@@ -407,7 +450,7 @@ class _NullBar:
 
 def _compute(
     job: _Job,
-    ds: ArrayDataset,
+    ds: ArrayDataset | NamedSamples,
     todo: list[int],
     rows: list[int],
     workers: int,
@@ -429,7 +472,7 @@ def _compute(
             try:
                 session = _open(job)
                 for n, i in enumerate(todo, start=1):
-                    _save_npy(shard_path(job.shard_dir, i), _run_shard(session, ds, i, job))
+                    _save_npy(shard_path(job.shard_dir, i, job.axes is not None), _run_shard(session, ds, i, job))
                     bar.advance(task, rows[i])
                     if stop_after is not None and n >= stop_after:
                         os._exit(137)
@@ -441,7 +484,7 @@ def _compute(
 
 def _compute_parallel(
     job: _Job,
-    ds: ArrayDataset,
+    ds: ArrayDataset | NamedSamples,
     todo: list[int],
     rows: list[int],
     workers: int,
