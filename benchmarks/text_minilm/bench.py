@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -133,39 +132,11 @@ def embed_ov(folder: Path, texts: list[str], bs: int = 64) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def mean_ci(x: np.ndarray) -> list[float]:
-    """Normal-approximation 95% interval of the mean of ``x``."""
-    m, s = float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
-    h = 1.96 * s / math.sqrt(len(x))
-    return [m - h, m + h]
-
-
 def fidelity(ref: np.ndarray, emb: np.ndarray, n_queries: int) -> dict[str, Any]:
     """Cosine of each embedding to its reference, and top-10 retrieval agreement of ``n_queries`` queries."""
+    from slimline.api import embedding_fidelity
 
-    def unit(a: np.ndarray) -> np.ndarray:
-        return a / np.linalg.norm(a, axis=1, keepdims=True)
-
-    r, e = unit(ref), unit(emb)
-    cos = (r * e).sum(1)
-    q = np.arange(n_queries)
-    agree = []
-    for qi in q:
-        sr, se = r @ r[qi], e @ e[qi]
-        sr[qi] = se[qi] = -np.inf  # the query itself is not its own neighbour
-        top_r = set(np.argpartition(-sr, 10)[:10].tolist())
-        top_e = set(np.argpartition(-se, 10)[:10].tolist())
-        agree.append(len(top_r & top_e) / 10)
-    agree_a = np.asarray(agree)
-    return {
-        "n": int(len(cos)),
-        "n_queries": int(n_queries),
-        "mean_cosine": float(cos.mean()),
-        "mean_cosine_ci95": mean_ci(cos),
-        "min_cosine": float(cos.min()),
-        "retrieval_agreement": float(agree_a.mean()),
-        "retrieval_agreement_ci95": mean_ci(agree_a),
-    }
+    return embedding_fidelity(ref, emb, n_queries)
 
 
 # ------------------------------------------------------------------------------------------------------ building
@@ -180,9 +151,10 @@ def classification(
 
     from slimline.api import load_fortunes, wilson_interval
 
-    counts = np.bincount(load_fortunes("train").labels)
-    names = load_fortunes("train").label_names
-    cats = tuple(n for n, c in zip(names, counts, strict=True) if c >= min_train)
+    every = load_fortunes("train")
+    assert every.labels is not None
+    counts = np.bincount(every.labels, minlength=len(every.label_names))
+    cats = tuple(n for n, c in zip(every.label_names, counts, strict=True) if c >= min_train)
     train, test = load_fortunes("train", categories=cats), load_fortunes("test", categories=cats)
     assert train.labels is not None and test.labels is not None
     pick = np.random.default_rng(1).permutation(len(train))[:max_train]

@@ -28,7 +28,7 @@ from slimline.steps import get_step
 from slimline.tasks import get_task
 from slimline.tasks.classification import signature_scores
 from slimline.tasks.detection import evaluate_detector, is_photo_folder, load_photos
-from slimline.tasks.text import EMBEDDING_TASK, is_text_artifact, text_samples
+from slimline.tasks.text import is_embedding_artifact, is_text_artifact, text_samples
 from slimline.train import seed_everything
 
 
@@ -120,9 +120,8 @@ def _evaluate_model(
         texts = load_text_source(data, split)
         assert texts is not None
         r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
-        embedding = m.meta.get("task", m.meta.get("text", {}).get("task")) == EMBEDDING_TASK
-        tokens = text_samples(m, texts.take(limit))
-        return _evaluate_named_model(m, tokens, r, runtime, metric, "text_embedding" if embedding else "generic")
+        fid_task = "text_embedding" if is_embedding_artifact(m) else "generic"
+        return _evaluate_named_model(m, text_samples(m, texts.take(limit)), r, runtime, metric, fid_task)
     if metric == "detection" and isinstance(data, str | Path) and is_photo_folder(data):
         m = open_model(model, weights) if isinstance(model, str | Path) else model
         r = open_model(reference, reference_weights) if isinstance(reference, str | Path) else reference
@@ -438,6 +437,7 @@ _PUBLIC: dict[str, dict[str, str]] = {  # group -> name -> "module" or "module:a
         "letterbox": "slimline.tasks.detection",
         "log_mel": "slimline.tasks.speech",
         "run_stream": "slimline.tasks.speech",
+        "embedding_fidelity": "slimline.tasks.text",
     },
     "text models ([text] extra)": {
         "hf_text": "slimline.models.hf_text:",
@@ -545,6 +545,7 @@ if TYPE_CHECKING:
     from slimline.tasks.detection import letterbox as letterbox
     from slimline.tasks.speech import log_mel as log_mel
     from slimline.tasks.speech import run_stream as run_stream
+    from slimline.tasks.text import embedding_fidelity as embedding_fidelity
     from slimline.tflite_export import export_tflite_artifact as export_tflite_artifact
     from slimline.train import TrainConfig as TrainConfig
     from slimline.train import fit as fit

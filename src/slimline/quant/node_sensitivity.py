@@ -44,7 +44,7 @@ def ranked_op_types(backend: str, mode: str) -> tuple[str, ...] | None:
     return VALUE_OPS
 
 
-def weighted_nodes(onnx_path: str | Path, op_types: tuple[str, ...] | None = VALUE_OPS) -> list[str]:
+def ranked_nodes(onnx_path: str | Path, op_types: tuple[str, ...] | None = VALUE_OPS) -> list[str]:
     """Names of the nodes of an ONNX model of ``op_types`` (the ones quantization changes; None: every node but
     data movement and shape arithmetic), in graph order."""
     import onnx

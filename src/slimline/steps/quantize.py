@@ -446,8 +446,8 @@ def _node_aware(
     ``max_drop``. Top-1 points when the samples have labels and the model one [batch, classes] output, else
     fidelity points: 100 x mean cosine to the float model (see :mod:`slimline.quant.node_sensitivity`)."""
     from slimline.quant.accuracy_aware import accuracy_aware_quantize
-    from slimline.quant.backends.base import fidelity_vs_fp32, result_runner, samples_of
-    from slimline.quant.node_sensitivity import rank_nodes, ranked_op_types, weighted_nodes
+    from slimline.quant.backends.base import output_fidelity, reference_runner, result_runner, samples_of
+    from slimline.quant.node_sensitivity import rank_nodes, ranked_nodes, ranked_op_types
     from slimline.tasks.classification import signature_scores
 
     if src.onnx_path is None:
@@ -456,26 +456,27 @@ def _node_aware(
         )
     feeds = samples_of(scored, len(scored))
     labelled = scored.labels is not None and signature_scores(sig)
+    ref = reference_runner(src)
+    ref_outs = [ref(f) for f in feeds]  # the float model's outputs, run once
+
+    def top1(outs: list[Any]) -> float:
+        top = np.concatenate([np.asarray(o[0]).argmax(-1) for o in outs])
+        return 100.0 * float(np.mean(top == scored.labels[: len(top)]))
+
+    scores: dict[Path, float] = {}  # candidate folder -> its score (each candidate is run once)
 
     def score(c: tuple[Path, Any]) -> float:
-        if labelled:
+        if c[0] not in scores:
             run = result_runner(c[1], c[0])
-            top = np.concatenate([np.asarray(run(f)[0]).argmax(-1) for f in feeds])
-            return 100.0 * float(np.mean(top == scored.labels[: len(top)]))
-        return 100.0 * float(fidelity_vs_fp32(c[1], c[0], src, scored, limit=len(scored))["mean_cosine"])
+            outs = [run(f) for f in feeds]
+            scores[c[0]] = top1(outs) if labelled else 100.0 * float(output_fidelity(outs, ref_outs)["mean_cosine"])
+        return scores[c[0]]
 
-    if labelled:
-        from slimline.quant.backends.base import _reference_runner
-
-        ref = _reference_runner(src)
-        top = np.concatenate([np.asarray(ref(f)[0]).argmax(-1) for f in feeds])
-        float_metric = 100.0 * float(np.mean(top == scored.labels[: len(top)]))
-    else:
-        float_metric = 100.0
+    float_metric = top1(ref_outs) if labelled else 100.0
     metric = "top1" if labelled else "fidelity (100 x mean cosine)"
     first = make([])
     first_metric = score(first)
-    nodes = weighted_nodes(src.onnx_path, ranked_op_types(opts.backend, opts.mode))
+    nodes = ranked_nodes(src.onnx_path, ranked_op_types(opts.backend, opts.mode))
     need_rank = opts.sensitivity or float_metric - first_metric > opts.max_drop
     ranking = rank_nodes(make, score, nodes, float_metric) if need_rank else []
     report["sensitivity"] = {"metric": metric, "n": len(scored), "split": "held-out training", "nodes": ranking}

@@ -11,7 +11,6 @@ the ``classification`` task (top-1/top-5 with a 95% interval) like any [batch, c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from slimline.data.arrays import NamedSamples
 from slimline.data.text import TextSamples
 from slimline.errors import SlimlineError
 from slimline.tasks.base import TASKS, Outputs
-from slimline.tasks.generic import output_fidelity
+from slimline.tasks.generic import GenericTask, output_fidelity
 
 EMBEDDING_TASK = "sentence-embedding"  # what a text artifact's ``meta["task"]`` says of an embedding model
 
@@ -29,6 +28,11 @@ EMBEDDING_TASK = "sentence-embedding"  # what a text artifact's ``meta["task"]``
 def is_text_artifact(model: Any) -> bool:
     """Whether ``model`` is an artifact that carries a tokenizer (``meta["text"]``), so it takes raw text."""
     return isinstance(model, Artifact) and "text" in model.meta
+
+
+def is_embedding_artifact(artifact: Artifact) -> bool:
+    """Whether a text artifact is a sentence-embedding model (its outputs have no labels to be scored against)."""
+    return artifact.meta.get("task", artifact.meta.get("text", {}).get("task")) == EMBEDDING_TASK
 
 
 def text_samples(artifact: Artifact, texts: TextSamples) -> NamedSamples:
@@ -43,7 +47,7 @@ def text_samples(artifact: Artifact, texts: TextSamples) -> NamedSamples:
             "arrays (-d tokens.npz)"
         )
     feeds = encode_texts(artifact.path, texts.texts, pad_to_max=True)
-    embedding = artifact.meta.get("task", artifact.meta["text"].get("task")) == EMBEDDING_TASK
+    embedding = is_embedding_artifact(artifact)
     labels = None if embedding else texts.labels
     return NamedSamples(feeds, labels, texts.source, label_names=() if embedding else texts.label_names)
 
@@ -91,13 +95,10 @@ def embedding_fidelity(ref: np.ndarray, emb: np.ndarray, n_queries: int | None =
     return out
 
 
-class TextEmbeddingTask:
+class TextEmbeddingTask(GenericTask):
     """Sentence embeddings: samples are token ids by name; fidelity = cosine and top-10 retrieval agreement."""
 
     name = "text_embedding"
-
-    def feeds(self, samples: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        return samples.batches(batch_size)
 
     def metric(self, outputs: Outputs, labels: np.ndarray) -> dict[str, Any]:
         raise SlimlineError(

@@ -471,7 +471,7 @@ def openvino_runner(path: Path) -> Runner:
     return run
 
 
-def _reference_runner(src: FloatModel) -> Runner:
+def reference_runner(src: FloatModel) -> Runner:
     """The fp32 model on the runtime that reads it directly (OpenVINO IR, else the ONNX model on ONNX Runtime)."""
     if src.ov_xml is not None:
         return openvino_runner(src.ov_xml)
@@ -536,7 +536,7 @@ def fidelity_vs_fp32(
     """Cosine similarity and max abs difference of the quantized model's outputs against fp32's on ``x`` (the
     first ``limit`` items): the measure for models whose outputs are not class logits (detectors...)."""
     samples = samples_of(x, limit)
-    run, ref = result_runner(result, out_dir), _reference_runner(src)
+    run, ref = result_runner(result, out_dir), reference_runner(src)
     fid = output_fidelity([run(s) for s in samples], [ref(s) for s in samples])
     return {"n": len(samples), "runtime": result_runtime(result), **fid}
 
@@ -614,7 +614,7 @@ def verify_result(backend: str, result: QuantResult, src: FloatModel, calib: Cal
     ver["runs"] = "ok"
     ver["samples"] = len(samples)
     try:
-        ref = [_reference_runner(src)(x) for x in samples] if samples else []
+        ref = [reference_runner(src)(x) for x in samples] if samples else []
     except Exception as e:  # noqa: BLE001 - fidelity needs the fp32 model to run; without it, say why
         ver["fidelity"] = f"not measured: the fp32 model does not run here ({first_line(e)})"
         result.verification = ver
